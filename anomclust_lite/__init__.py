@@ -1,0 +1,36 @@
+"""anomclust_lite: group images of defective parts into clusters of defect types.
+
+Implements "Anomaly Clustering: Grouping Images into Coherent Clusters of
+Anomaly Types" (Sohn et al., WACV 2023) with NumPy, SciPy and Pillow, plus
+ONNX Runtime for feature extraction. Importing the package does no work.
+"""
+
+from __future__ import annotations
+
+from .distances import wa_distances, weighted_average
+from .hausdorff import HAUSDORFF_INNER, HAUSDORFF_OUTER, hausdorff_distances
+from .normalize import normalize_patches
+from .scores import AGGREGATES, cross_patch_scores, normal_scores, patch_scores
+from .weights import mask_weights, soft_weights, topk_weights, uniform_weights
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    # scores and weights
+    "AGGREGATES",
+    "patch_scores",
+    "cross_patch_scores",
+    "normal_scores",
+    "soft_weights",
+    "topk_weights",
+    "mask_weights",
+    "uniform_weights",
+    "normalize_patches",
+    # bag distances
+    "weighted_average",
+    "wa_distances",
+    "HAUSDORFF_INNER",
+    "HAUSDORFF_OUTER",
+    "hausdorff_distances",
+]

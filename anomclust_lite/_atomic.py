@@ -1,0 +1,68 @@
+"""Atomic file writes: a temporary file in the target's folder, then ``os.replace``.
+
+An interrupted run therefore never leaves a half-written output behind: the
+target either keeps its old content or gets the complete new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator, Union
+
+import numpy as np
+
+__all__ = ["atomic_open", "atomic_write_bytes", "atomic_write_text", "atomic_save_npy", "atomic_save_npz"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@contextlib.contextmanager
+def atomic_open(path: PathLike, mode: str = "wb", *, encoding: "str | None" = None) -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on success it replaces ``path``.
+
+    On any exception the temporary file is removed and ``path`` is untouched.
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"mode must be 'wb' or 'w'; got {mode!r}")
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, mode, encoding=encoding if mode == "w" else None) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_open(path, "wb") as fh:
+        fh.write(data)
+
+
+def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_open(path, "w", encoding=encoding) as fh:
+        fh.write(text)
+
+
+def atomic_save_npy(path: PathLike, array: np.ndarray) -> None:
+    """``np.save`` to ``path`` atomically (no pickle: object arrays are refused)."""
+    with atomic_open(path, "wb") as fh:
+        np.save(fh, np.asarray(array), allow_pickle=False)
+
+
+def atomic_save_npz(path: PathLike, **arrays: np.ndarray) -> None:
+    """``np.savez_compressed`` to ``path`` atomically (no pickle)."""
+    for key, value in arrays.items():
+        if np.asarray(value).dtype == object:
+            raise ValueError(f"array {key!r} has dtype object, which would need pickle; convert it first")
+    with atomic_open(path, "wb") as fh:
+        np.savez_compressed(fh, **arrays)

@@ -1,0 +1,289 @@
+"""Per-patch anomaly scores: how far each patch is from the patches of other images.
+
+Unsupervised (Eq. 5 of Sohn et al.): for patch ``z_im`` of image ``i``,
+``min_n ||z_im - z_jn||`` is its distance to image ``j``; the score aggregates
+these over the other images ``j != i`` (mean, max, min, or the mean of the
+closest fraction ``q``). A patch that is far from every other image is
+anomalous. Semi-supervised (Eq. 6): the distance to the nearest patch of any
+labelled normal image.
+
+All functions run on the blocked kernel of :mod:`anomclust_lite._kernel`: one
+SGEMM per unordered image pair serves both directions, and the working memory
+stays within ``memory_mb`` plus O(N*M) accumulators.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import numpy as np
+
+from ._kernel import GramBlock, gram_blocks, sims_to_dists
+from ._validation import check_bags, check_choice, check_memory_mb, check_positive_float
+from .defaults import DEFAULT_AGGREGATE, DEFAULT_MEMORY_MB, DEFAULT_TOPK_FRACTION
+
+__all__ = ["AGGREGATES", "patch_scores", "cross_patch_scores", "normal_scores"]
+
+logger = logging.getLogger(__name__)
+
+#: Ways of aggregating a patch's distances to the other images.
+AGGREGATES = ("mean", "max", "min", "topk_mean")
+
+
+class _Aggregator:
+    """Accumulates per-(image, patch) aggregates of best-match similarities.
+
+    Works on similarities ``s`` (distance ``sqrt(2 - 2 s)`` is decreasing in
+    ``s``), so "max distance" is "min similarity" and the top-k nearest images
+    are the k largest similarities; only ``mean`` converts every value.
+    """
+
+    def __init__(self, n: int, m: int, aggregate: str, k: int) -> None:
+        self.aggregate = aggregate
+        self.k = k
+        if aggregate == "mean":
+            self.acc = np.zeros((n, m), dtype=np.float64)
+        elif aggregate == "max":
+            self.acc = np.full((n, m), np.inf, dtype=np.float32)
+        elif aggregate == "min":
+            self.acc = np.full((n, m), -np.inf, dtype=np.float32)
+        else:
+            self.acc = np.full((n, m, k), -np.inf, dtype=np.float32)
+
+    def add(self, rows: np.ndarray, sims: np.ndarray, exclude: Optional[np.ndarray]) -> None:
+        """Fold ``sims[a, m, b]`` (row image ``rows[a]`` vs column image b) in."""
+        agg = self.aggregate
+        if agg == "mean":
+            dists = sims_to_dists(sims)
+            if exclude is not None:
+                dists[np.broadcast_to(exclude[:, None, :], dists.shape)] = 0.0
+            self.acc[rows] += dists.sum(axis=2, dtype=np.float64)
+            return
+        if exclude is not None:
+            fill = np.inf if agg == "max" else -np.inf
+            sims = np.where(exclude[:, None, :], np.float32(fill), sims)
+        if agg == "max":
+            self.acc[rows] = np.minimum(self.acc[rows], sims.min(axis=2))
+        elif agg == "min":
+            self.acc[rows] = np.maximum(self.acc[rows], sims.max(axis=2))
+        else:
+            merged = np.concatenate([self.acc[rows], sims], axis=2)
+            kth = merged.shape[2] - self.k
+            self.acc[rows] = np.partition(merged, kth, axis=2)[:, :, kth:]
+
+    def result(self, counts: np.ndarray) -> np.ndarray:
+        """Scores ``(N, M)`` float32; ``counts[i]`` images were aggregated for image i."""
+        if self.aggregate == "mean":
+            return (self.acc / counts[:, None]).astype(np.float32)
+        if self.aggregate == "topk_mean":
+            return sims_to_dists(self.acc).mean(axis=2, dtype=np.float64).astype(np.float32)
+        return sims_to_dists(self.acc)
+
+
+def _check_q(q: object, aggregate: str) -> float:
+    qv = check_positive_float(q, "q")
+    if aggregate == "topk_mean" and qv > 1:
+        raise ValueError(f"q must be a fraction in (0, 1]; got {q!r}")
+    return qv
+
+
+def _topk_count(q: float, n_others: int) -> int:
+    """Number of nearest images averaged by ``topk_mean``: ``max(1, floor(q * n_others))``."""
+    return max(1, min(n_others, int(np.floor(q * n_others + 1e-9))))
+
+
+def _check_reference(reference: object, n: int) -> np.ndarray:
+    ref = np.asarray(reference)
+    if ref.ndim != 1 or not (np.issubdtype(ref.dtype, np.integer) or ref.size == 0):
+        raise ValueError(f"reference must be a 1-D array of integer image indices; got {ref.dtype} shape {ref.shape}")
+    ref = ref.astype(np.intp)
+    if ref.size < 2:
+        raise ValueError(f"reference must hold at least 2 image indices (each image needs another); got {ref.size}")
+    if ref.min() < 0 or ref.max() >= n:
+        raise ValueError(f"reference indices must lie in [0, {n - 1}]; got min {ref.min()}, max {ref.max()}")
+    uniq = np.unique(ref)
+    if uniq.size != ref.size:
+        raise ValueError("reference contains duplicate image indices; pass each index once")
+    return uniq
+
+
+def _fold_symmetric(block: GramBlock, agg: _Aggregator) -> None:
+    agg.add(block.rows, block.row_max(), block.self_mask())
+    if not block.diagonal:
+        agg.add(block.cols, block.col_max(), None)
+
+
+def patch_scores(
+    bags: np.ndarray,
+    *,
+    aggregate: str = DEFAULT_AGGREGATE,
+    q: float = DEFAULT_TOPK_FRACTION,
+    reference: Optional[np.ndarray] = None,
+    memory_mb: float = DEFAULT_MEMORY_MB,
+) -> np.ndarray:
+    """Unsupervised anomaly score of every patch (Eq. 5 of the paper).
+
+    For patch ``m`` of image ``i`` and each other image ``j``, the distance
+    ``min_n ||z_im - z_jn||`` to image ``j`` is aggregated over ``j``:
+
+    - ``"mean"``: the mean over ``j`` (the paper's default);
+    - ``"max"`` / ``"min"``: the largest / smallest;
+    - ``"topk_mean"``: the mean of the ``max(1, floor(q * (R - 1)))`` smallest,
+      where ``R`` is the number of reference images: more robust when
+      several images share a defect type, since a defect is then only far
+      from the images without it.
+
+    Parameters
+    ----------
+    bags : ndarray, shape (N, M, D)
+        Unit-norm patch embeddings (float32, or float16 to halve storage).
+        Rows that are not unit-norm are rejected; see
+        :func:`anomclust_lite.normalize_patches`.
+    aggregate : {"mean", "max", "min", "topk_mean"}
+        How distances to the other images are aggregated.
+    q : float
+        Fraction of nearest images averaged by ``"topk_mean"``, in (0, 1].
+    reference : array of int, optional
+        Aggregate only over these images ``j != i`` (Eq. 7 subsampling);
+        default: all images. Costs ``N * R`` instead of ``N^2 / 2`` pairs.
+    memory_mb : float
+        Working-memory budget of the kernel in MiB (the O(N*M) result and
+        accumulators come on top).
+
+    Returns
+    -------
+    ndarray, shape (N, M), float32
+        Patch scores, in patch-distance units (``[0, 2]``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from anomclust_lite import patch_scores, normalize_patches
+    >>> bags = normalize_patches(np.random.default_rng(0).normal(size=(5, 16, 8)))
+    >>> patch_scores(bags).shape
+    (5, 16)
+    """
+    arr = check_bags(bags, "bags", min_images=2)
+    check_choice(aggregate, "aggregate", AGGREGATES)
+    qv = _check_q(q, aggregate)
+    mem = check_memory_mb(memory_mb)
+    n, m, _ = arr.shape
+    if reference is None:
+        k = _topk_count(qv, n - 1)
+        agg = _Aggregator(n, m, aggregate, k)
+        for block in gram_blocks(arr, memory_mb=mem):
+            _fold_symmetric(block, agg)
+        counts = np.full(n, n - 1, dtype=np.float64)
+        return agg.result(counts)
+
+    ref = _check_reference(reference, n)
+    k = _topk_count(qv, ref.size - 1)
+    agg = _Aggregator(n, m, aggregate, k)
+    # Reference images against each other: symmetric, one block serves both directions.
+    for block in gram_blocks(arr, memory_mb=mem, row_index=ref):
+        _fold_symmetric(block, agg)
+    others = np.setdiff1d(np.arange(n), ref)
+    # Remaining images against the reference images only (one direction).
+    for block in gram_blocks(arr, arr, memory_mb=mem, row_index=others, col_index=ref):
+        agg.add(block.rows, block.row_max(), None)
+    counts = np.full(n, ref.size, dtype=np.float64)
+    counts[ref] -= 1
+    return agg.result(counts)
+
+
+def cross_patch_scores(
+    bags: np.ndarray,
+    reference_bags: np.ndarray,
+    *,
+    aggregate: str = DEFAULT_AGGREGATE,
+    q: float = DEFAULT_TOPK_FRACTION,
+    memory_mb: float = DEFAULT_MEMORY_MB,
+) -> np.ndarray:
+    """Unsupervised patch scores of new images against a stored reference set.
+
+    Like :func:`patch_scores`, but the distances of each image in ``bags``
+    are aggregated over all images of ``reference_bags`` (for example a
+    subsample of the images a model was fitted on). An image that also
+    appears in the reference set is *not* excluded.
+
+    Parameters
+    ----------
+    bags : ndarray, shape (N, M, D)
+        Unit-norm patch embeddings of the images to score.
+    reference_bags : ndarray, shape (R, M', D)
+        Unit-norm patch embeddings of the reference images.
+    aggregate, q, memory_mb
+        As in :func:`patch_scores`; ``topk_mean`` averages
+        ``max(1, floor(q * R))`` images.
+
+    Returns
+    -------
+    ndarray, shape (N, M), float32
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from anomclust_lite import cross_patch_scores, normalize_patches
+    >>> rng = np.random.default_rng(0)
+    >>> new, ref = normalize_patches(rng.normal(size=(2, 9, 4))), normalize_patches(rng.normal(size=(3, 9, 4)))
+    >>> cross_patch_scores(new, ref).shape
+    (2, 9)
+    """
+    arr = check_bags(bags, "bags", min_images=1)
+    refs = check_bags(reference_bags, "reference_bags", min_images=1, dim=arr.shape[2])
+    check_choice(aggregate, "aggregate", AGGREGATES)
+    qv = _check_q(q, aggregate)
+    mem = check_memory_mb(memory_mb)
+    n, m, _ = arr.shape
+    r = refs.shape[0]
+    agg = _Aggregator(n, m, aggregate, _topk_count(qv, r))
+    for block in gram_blocks(arr, refs, memory_mb=mem):
+        agg.add(block.rows, block.row_max(), None)
+    return agg.result(np.full(n, r, dtype=np.float64))
+
+
+def normal_scores(
+    bags: np.ndarray,
+    normal_bags: np.ndarray,
+    *,
+    memory_mb: float = DEFAULT_MEMORY_MB,
+) -> np.ndarray:
+    """Semi-supervised patch scores: distance to the nearest normal patch (Eq. 6).
+
+    ``score[i, m] = min over all patches z of all normal images ||z_im - z||``.
+    The normal bank is streamed block by block, so it may be large
+    (e.g. 200 images x 784 patches) without extra memory beyond ``memory_mb``.
+
+    Parameters
+    ----------
+    bags : ndarray, shape (N, M, D)
+        Unit-norm patch embeddings of the images to score.
+    normal_bags : ndarray, shape (R, M', D)
+        Unit-norm patch embeddings of labelled normal images.
+    memory_mb : float
+        Working-memory budget of the kernel in MiB.
+
+    Returns
+    -------
+    ndarray, shape (N, M), float32
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from anomclust_lite import normal_scores, normalize_patches
+    >>> rng = np.random.default_rng(0)
+    >>> bags = normalize_patches(rng.normal(size=(3, 9, 4)))
+    >>> bool(np.allclose(normal_scores(bags, bags), 0, atol=1e-3))
+    True
+    """
+    arr = check_bags(bags, "bags", min_images=1)
+    normals = check_bags(normal_bags, "normal_bags", min_images=1, dim=arr.shape[2])
+    mem = check_memory_mb(memory_mb)
+    n, m, _ = arr.shape
+    best = np.full((n, m), -np.inf, dtype=np.float32)
+    for block in gram_blocks(arr, normals, memory_mb=mem):
+        g = block.gram
+        flat = g.reshape(g.shape[0], g.shape[1], -1)
+        best[block.rows] = np.maximum(best[block.rows], flat.max(axis=2))
+    return sims_to_dists(best)

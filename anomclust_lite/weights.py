@@ -1,0 +1,183 @@
+"""Instance weights: how much each patch counts in an image's weighted average.
+
+Every function returns float32 weights of shape ``(N, M)`` whose rows sum to 1
+(computed in float64). The paper's weights are a softmax of the patch scores
+(Eq. 5/6 with temperature ``tau``); the baselines are uniform weights (plain
+average pooling), hard top-k weights (Eq. 8/9) and weights from ground-truth
+defect masks.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import numpy as np
+from PIL import Image
+
+from ._validation import check_finite_array, check_int, check_positive_float
+
+__all__ = ["soft_weights", "topk_weights", "mask_weights", "uniform_weights"]
+
+
+def _check_scores(scores: object) -> np.ndarray:
+    arr = check_finite_array(scores, "scores", 2)
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ValueError(f"scores must have at least one image and one patch; got shape {arr.shape}")
+    return arr
+
+
+def _softmax_rows(z: np.ndarray) -> np.ndarray:
+    """Row softmax of a float64 array; ``-inf`` entries get weight 0."""
+    z = z - z.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z
+
+
+def soft_weights(scores: np.ndarray, tau: float) -> np.ndarray:
+    """Softmax weights ``alpha_im ∝ exp(score_im / tau)`` (Eq. 5 and 6).
+
+    The maximum is subtracted before exponentiating, so any ``tau`` from
+    1e-4 up to 1e6 (and beyond) is stable: small ``tau`` puts all weight on
+    the highest-scoring patch (shared equally among exact ties), large
+    ``tau`` tends to uniform weights (average pooling).
+
+    Parameters
+    ----------
+    scores : ndarray, shape (N, M)
+        Patch anomaly scores, e.g. from :func:`anomclust_lite.patch_scores`.
+    tau : float
+        Temperature > 0, in the units of the scores (patch distances of
+        unit vectors lie in ``[0, 2]``).
+
+    Returns
+    -------
+    ndarray, shape (N, M), float32
+        Rows sum to 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from anomclust_lite import soft_weights
+    >>> soft_weights(np.array([[0.0, 1.0]]), tau=1e-4).round(3).tolist()
+    [[0.0, 1.0]]
+    """
+    s = _check_scores(scores)
+    t = check_positive_float(tau, "tau")
+    return _softmax_rows(s / t).astype(np.float32)
+
+
+def topk_weights(scores: np.ndarray, k: int, tau: Optional[float] = None) -> np.ndarray:
+    """Weights restricted to the ``k`` highest-scoring patches of each image.
+
+    Without ``tau``: uniform over the top ``k`` (Eq. 8); with ``tau``: a
+    softmax of the scores restricted to the top ``k`` (Eq. 9). Ties at the
+    k-th score are broken by the lower patch index, so results are
+    deterministic.
+
+    Parameters
+    ----------
+    scores : ndarray, shape (N, M)
+    k : int
+        Number of patches kept, ``1 <= k <= M``.
+    tau : float, optional
+        Temperature > 0 of the restricted softmax.
+
+    Returns
+    -------
+    ndarray, shape (N, M), float32
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from anomclust_lite import topk_weights
+    >>> topk_weights(np.array([[0.1, 0.9, 0.5, 0.2]]), k=2).tolist()
+    [[0.0, 0.5, 0.5, 0.0]]
+    """
+    s = _check_scores(scores)
+    kk = check_int(k, "k", low=1, high=s.shape[1])
+    order = np.argsort(-s, axis=1, kind="stable")[:, :kk]
+    keep = np.zeros(s.shape, dtype=bool)
+    np.put_along_axis(keep, order, True, axis=1)
+    if tau is None:
+        return (keep / kk).astype(np.float32)
+    t = check_positive_float(tau, "tau")
+    z = np.where(keep, s / t, -np.inf)
+    return _softmax_rows(z).astype(np.float32)
+
+
+def uniform_weights(n: int, m: int) -> np.ndarray:
+    """Uniform weights ``1 / m`` (the weighted average becomes average pooling).
+
+    Examples
+    --------
+    >>> from anomclust_lite import uniform_weights
+    >>> uniform_weights(1, 4).tolist()
+    [[0.25, 0.25, 0.25, 0.25]]
+    """
+    nn = check_int(n, "n", low=1)
+    mm = check_int(m, "m", low=1)
+    return np.full((nn, mm), 1.0 / mm, dtype=np.float32)
+
+
+def _mask_to_grid(mask: np.ndarray, grid: "tuple[int, int]") -> np.ndarray:
+    """Fraction of defect pixels in each patch cell (area-weighted box resize)."""
+    h, w = grid
+    img = Image.fromarray(mask.astype(np.float32), mode="F")
+    return np.asarray(img.resize((w, h), resample=Image.BOX), dtype=np.float64)
+
+
+def mask_weights(
+    masks: Union[np.ndarray, Sequence[np.ndarray]],
+    grid: "tuple[int, int]",
+) -> np.ndarray:
+    """Weights from ground-truth defect masks (the paper's oracle baseline).
+
+    Each mask (non-zero = defect) is box-resized to the patch grid, giving
+    the fraction of defect pixels in every patch cell; the row is then
+    normalised to sum to 1. An empty mask (a normal image) gives uniform
+    weights. Masks must be aligned with the model input, i.e. resized and
+    cropped like the images.
+
+    Parameters
+    ----------
+    masks : ndarray (N, H, W) or sequence of 2-D arrays
+        Binary (or boolean) masks; sizes may differ between images.
+    grid : (int, int)
+        Patch grid ``(h, w)``; ``M = h * w`` in row-major order.
+
+    Returns
+    -------
+    ndarray, shape (N, h * w), float32
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from anomclust_lite import mask_weights
+    >>> mask = np.zeros((1, 4, 4)); mask[0, :2, :2] = 1
+    >>> mask_weights(mask, (2, 2)).tolist()
+    [[1.0, 0.0, 0.0, 0.0]]
+    """
+    if not (isinstance(grid, (tuple, list)) and len(grid) == 2):
+        raise ValueError(f"grid must be a pair (h, w) of positive integers; got {grid!r}")
+    h = check_int(grid[0], "grid", low=1)
+    w = check_int(grid[1], "grid", low=1)
+    if isinstance(masks, np.ndarray) and masks.ndim == 3:
+        mask_list = list(masks)
+    elif isinstance(masks, np.ndarray):
+        raise ValueError(f"masks must be a 3-D array (N, H, W) or a sequence of 2-D arrays; got shape {masks.shape}")
+    else:
+        mask_list = list(masks)
+    if not mask_list:
+        raise ValueError("masks must hold at least one mask")
+    out = np.empty((len(mask_list), h * w), dtype=np.float64)
+    for i, mask in enumerate(mask_list):
+        arr = np.asarray(mask)
+        if arr.ndim != 2 or arr.size == 0:
+            raise ValueError(f"masks[{i}] must be a non-empty 2-D array; got shape {arr.shape}")
+        if not np.isfinite(arr.astype(np.float64)).all():
+            raise ValueError(f"masks[{i}] contains NaN or inf values")
+        cells = _mask_to_grid(arr != 0, (h, w)).ravel()
+        total = cells.sum()
+        out[i] = cells / total if total > 0 else 1.0 / (h * w)
+    return out.astype(np.float32)
