@@ -8,7 +8,20 @@ ONNX Runtime for feature extraction. Importing the package does no work.
 from __future__ import annotations
 
 from .distances import wa_distances, weighted_average
+from . import metrics
 from .hausdorff import HAUSDORFF_INNER, HAUSDORFF_OUTER, hausdorff_distances
+from .metrics import (
+    accuracy,
+    ari,
+    clustering_report,
+    contingency_matrix,
+    f1_macro,
+    nmi,
+    purity,
+    purity_auc,
+    purity_curve,
+    reduction_at_purity,
+)
 from .normalize import normalize_patches
 from .scores import AGGREGATES, cross_patch_scores, normal_scores, patch_scores
 from .weights import mask_weights, soft_weights, topk_weights, uniform_weights
@@ -33,4 +46,16 @@ __all__ = [
     "HAUSDORFF_INNER",
     "HAUSDORFF_OUTER",
     "hausdorff_distances",
+    # metrics
+    "metrics",
+    "contingency_matrix",
+    "nmi",
+    "ari",
+    "accuracy",
+    "f1_macro",
+    "purity",
+    "clustering_report",
+    "purity_curve",
+    "purity_auc",
+    "reduction_at_purity",
 ]

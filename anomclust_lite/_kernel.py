@@ -14,8 +14,11 @@ stay within ``memory_mb``; the consumers' accumulators are O(N*M).
 
 from __future__ import annotations
 
+import contextlib
 import math
-from dataclasses import dataclass
+import os
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
 import numpy as np
@@ -77,14 +80,33 @@ class GramBlock:
     cols: np.ndarray
     gram: np.ndarray
     diagonal: bool
+    pool: Optional[Executor] = field(default=None, repr=False)
+
+    def _split(self, func):  # type: ignore[no-untyped-def]
+        """Apply ``func`` to row-image slices of the block in the pool (NumPy releases the GIL)."""
+        a = self.gram.shape[0]
+        if self.pool is None or a < 2:
+            return [func(slice(0, a))]
+        half = (a + 1) // 2
+        return list(self.pool.map(func, (slice(0, half), slice(half, a))))
 
     def row_max(self) -> np.ndarray:
         """``(a, M, b)``: for each row patch, its best match in each column image."""
-        return self.gram.max(axis=3)
+        parts = self._split(lambda sl: self.gram[sl].max(axis=3))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
 
     def col_max(self) -> np.ndarray:
         """``(b, M, a)``: for each column patch, its best match in each row image."""
-        return self.gram.max(axis=1).transpose(1, 2, 0)
+        parts = self._split(lambda sl: self.gram[sl].max(axis=1))
+        both = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+        return both.transpose(1, 2, 0)
+
+    def both_max(self) -> "tuple[np.ndarray, np.ndarray]":
+        """``(row_max(), col_max())`` in one parallel pass over the block."""
+        parts = self._split(lambda sl: (self.gram[sl].max(axis=3), self.gram[sl].max(axis=1)))
+        rows = np.concatenate([p[0] for p in parts], axis=0)
+        cols = np.concatenate([p[1] for p in parts], axis=0)
+        return rows, cols.transpose(1, 2, 0)
 
     def self_mask(self) -> Optional[np.ndarray]:
         """``(a, b)`` boolean mask of self-pairs, or ``None`` when there are none."""
@@ -140,22 +162,26 @@ def gram_blocks(
     if symmetric:
         a = b = min(a, b)
     buffer = np.empty(a * m * b * m_col, dtype=np.float32)
-    row_starts = range(0, rows.size, a)
-    for bi, r0 in enumerate(row_starts):
-        ridx = rows[r0 : r0 + a]
-        xa = _gather(row_bags, ridx)
-        c_first = r0 if symmetric else 0
-        for c0 in range(c_first, cols.size, b):
-            cidx = cols[c0 : c0 + b]
-            xb = xa if (symmetric and c0 == r0) else _gather(col_bags_, cidx)
-            out = buffer[: xa.shape[0] * xb.shape[0]].reshape(xa.shape[0], xb.shape[0])
-            np.matmul(xa, xb.T, out=out)
-            yield GramBlock(
-                rows=ridx,
-                cols=cidx,
-                gram=out.reshape(ridx.size, m, cidx.size, m_col),
-                diagonal=symmetric and c0 == r0,
-            )
+    # Two threads split each block's reductions by row images (NumPy releases the GIL).
+    threads = min(2, os.cpu_count() or 1)
+    pool_ctx = ThreadPoolExecutor(threads) if threads > 1 and a > 1 else contextlib.nullcontext(None)
+    with pool_ctx as pool:
+        for r0 in range(0, rows.size, a):
+            ridx = rows[r0 : r0 + a]
+            xa = _gather(row_bags, ridx)
+            for c0 in range(r0 if symmetric else 0, cols.size, b):
+                cidx = cols[c0 : c0 + b]
+                diagonal = symmetric and c0 == r0
+                xb = xa if diagonal else _gather(col_bags_, cidx)
+                out = buffer[: xa.shape[0] * xb.shape[0]].reshape(xa.shape[0], xb.shape[0])
+                np.matmul(xa, xb.T, out=out)
+                yield GramBlock(
+                    rows=ridx,
+                    cols=cidx,
+                    gram=out.reshape(ridx.size, m, cidx.size, m_col),
+                    diagonal=diagonal,
+                    pool=pool,
+                )
 
 
 def sims_to_dists(sims: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:

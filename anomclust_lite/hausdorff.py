@@ -94,9 +94,12 @@ def hausdorff_distances(
             if not block.diagonal:
                 directed[np.ix_(cb, ra)] = means.T
             continue
-        directed[np.ix_(ra, cb)] = _directed(block.row_max(), inner)
-        if not block.diagonal:
-            directed[np.ix_(cb, ra)] = _directed(block.col_max(), inner)
+        if block.diagonal:
+            directed[np.ix_(ra, cb)] = _directed(block.row_max(), inner)
+            continue
+        row_max, col_max = block.both_max()
+        directed[np.ix_(ra, cb)] = _directed(row_max, inner)
+        directed[np.ix_(cb, ra)] = _directed(col_max, inner)
     if inner in ("max-min", "mean-min"):
         sym = np.maximum(directed, directed.T) if outer == "max" else 0.5 * (directed + directed.T)
     else:

@@ -109,9 +109,12 @@ def _check_reference(reference: object, n: int) -> np.ndarray:
 
 
 def _fold_symmetric(block: GramBlock, agg: _Aggregator) -> None:
-    agg.add(block.rows, block.row_max(), block.self_mask())
-    if not block.diagonal:
-        agg.add(block.cols, block.col_max(), None)
+    if block.diagonal:
+        agg.add(block.rows, block.row_max(), block.self_mask())
+        return
+    row_max, col_max = block.both_max()
+    agg.add(block.rows, row_max, None)
+    agg.add(block.cols, col_max, None)
 
 
 def patch_scores(

@@ -140,3 +140,28 @@ def test_bad_bags(rng):
         normal_scores(good, make_bags(rng, 2, 3, 5))  # mismatched D
     with pytest.raises(ValueError, match="bags"):
         patch_scores(np.zeros((3, 2, 2), dtype=np.int64))
+
+
+@pytest.mark.parametrize("func", ["patch_scores", "normal_scores", "hausdorff"])
+def test_peak_memory_within_budget(rng, func):
+    import tracemalloc
+
+    from anomclust_lite import hausdorff_distances
+
+    n, m, d = 24, 64, 32
+    bags = make_bags(rng, n, m, d)
+    budget_mb = 4 * block_bytes(1, 1, m, d) / 2**20  # forces many blocks
+    calls = {
+        "patch_scores": lambda: patch_scores(bags, memory_mb=budget_mb),
+        "normal_scores": lambda: normal_scores(bags, bags, memory_mb=budget_mb),
+        "hausdorff": lambda: hausdorff_distances(bags, memory_mb=budget_mb),
+    }
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        calls[func]()
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    o_nm = 4 * n * m * 8 + 2 * n * n * 8  # accumulators and results: O(N*M) (+ N^2 for distances)
+    assert peak <= budget_mb * 2**20 + o_nm, (peak, budget_mb * 2**20)
