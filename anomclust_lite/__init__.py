@@ -24,7 +24,18 @@ from .metrics import (
 )
 from .normalize import normalize_patches
 from .scores import AGGREGATES, cross_patch_scores, normal_scores, patch_scores
+from .torch_checkpoint import UnsafeCheckpointError, load_state_dict
 from .weights import mask_weights, soft_weights, topk_weights, uniform_weights
+from .wrn50 import (
+    ChecksumError,
+    DownloadError,
+    build_wrn50_layer2_onnx,
+    download_checkpoint,
+    export_wrn50_onnx,
+    random_wrn50_state_dict,
+    user_cache_dir,
+    verify_checkpoint,
+)
 
 __version__ = "0.1.0"
 
@@ -58,4 +69,15 @@ __all__ = [
     "purity_curve",
     "purity_auc",
     "reduction_at_purity",
+    # WRN-50 layer-2 model, built without torch
+    "UnsafeCheckpointError",
+    "load_state_dict",
+    "ChecksumError",
+    "DownloadError",
+    "user_cache_dir",
+    "verify_checkpoint",
+    "download_checkpoint",
+    "build_wrn50_layer2_onnx",
+    "export_wrn50_onnx",
+    "random_wrn50_state_dict",
 ]

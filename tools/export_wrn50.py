@@ -1,0 +1,93 @@
+"""Export torchvision's WideResNet-50-2 (up to layer2 + 3x3 avg-pool) to ONNX, without torch.
+
+Usage::
+
+    python tools/export_wrn50.py --out wrn50_layer2.onnx [--checkpoint PATH] [--allow-unverified] [--no-cache]
+
+Without ``--checkpoint`` the official checkpoint is downloaded (263 MB) to the
+per-user cache (``$ANOMCLUST_CACHE``, else ``$XDG_CACHE_HOME/anomclust_lite``,
+else ``~/.cache/anomclust_lite``), or taken from there if already present.
+After export the model is also copied to the cache as ``wrn50_layer2.onnx``
+unless ``--no-cache`` is given.
+
+Exit status: 0 on success, 1 on a bad checkpoint / file / network error
+(one line on stderr), 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="export_wrn50.py",
+        description="Build the WideResNet-50-2 layer-2 ONNX feature extractor from torchvision's checkpoint "
+        "(no torch needed).",
+    )
+    p.add_argument("--checkpoint", metavar="PATH", help="wide_resnet50_2-95faca4d.pth (default: download to the cache)")
+    p.add_argument("--out", metavar="PATH.onnx", required=True, help="where to write the ONNX model")
+    p.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="accept a checkpoint whose SHA-256 does not match torchvision's (e.g. your own weights)",
+    )
+    p.add_argument("--no-cache", action="store_true", help="do not copy the model to the user cache")
+    return p
+
+
+class _Progress:
+    """Prints download progress on one stderr line."""
+
+    def __init__(self) -> None:
+        self.started = False
+
+    def __call__(self, done: int, total: Optional[int]) -> None:
+        self.started = True
+        msg = f"\rdownloading: {done / 1e6:7.1f} MB" + (f" / {total / 1e6:.1f} MB" if total else "")
+        print(msg, end="", file=sys.stderr, flush=True)
+
+    def end_line(self) -> None:
+        if self.started:
+            print(file=sys.stderr)
+            self.started = False
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the tool; return the exit status."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # argparse has printed the usage message
+        return int(exc.code) if isinstance(exc.code, int) else 2
+
+    from anomclust_lite import wrn50
+
+    progress = _Progress()
+    try:
+        if args.checkpoint is not None:
+            checkpoint = Path(args.checkpoint)
+        else:
+            checkpoint = wrn50.user_cache_dir() / wrn50.WRN50_CHECKPOINT_FILENAME
+            if checkpoint.is_file():
+                print(f"using cached checkpoint {checkpoint}", file=sys.stderr)
+            else:
+                wrn50.download_checkpoint(checkpoint, progress=progress)
+                progress.end_line()
+        out = wrn50.export_wrn50_onnx(checkpoint, args.out, allow_unverified=args.allow_unverified)
+        print(f"wrote {out}")
+        if not args.no_cache:
+            print(f"cached {wrn50.cache_wrn50_onnx(out)}")
+    except (ValueError, OSError, ImportError) as exc:
+        progress.end_line()
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    # Run from a checkout without installing: make the repository's package importable.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.exit(main())
