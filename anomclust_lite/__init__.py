@@ -9,7 +9,20 @@ from __future__ import annotations
 
 from .distances import wa_distances, weighted_average
 from . import metrics
+from .extractor import ExtractionResult, Extractor, avg_pool3x3
+from .feature_cache import FeatureCache
 from .hausdorff import HAUSDORFF_INNER, HAUSDORFF_OUTER, hausdorff_distances
+from .images import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    ImageListing,
+    ImageLoadError,
+    ImageProblem,
+    display_path,
+    find_images,
+    load_image,
+    preprocess,
+)
 from .metrics import (
     accuracy,
     ari,
@@ -22,6 +35,7 @@ from .metrics import (
     purity_curve,
     reduction_at_purity,
 )
+from .model_store import ModelNotFoundError, resolve_model
 from .normalize import normalize_patches
 from .scores import AGGREGATES, cross_patch_scores, normal_scores, patch_scores
 from .torch_checkpoint import UnsafeCheckpointError, load_state_dict
@@ -69,6 +83,22 @@ __all__ = [
     "purity_curve",
     "purity_auc",
     "reduction_at_purity",
+    # images and feature extraction
+    "IMAGE_EXTENSIONS",
+    "DEFAULT_MAX_PIXELS",
+    "ImageLoadError",
+    "ImageListing",
+    "ImageProblem",
+    "find_images",
+    "load_image",
+    "preprocess",
+    "display_path",
+    "Extractor",
+    "ExtractionResult",
+    "avg_pool3x3",
+    "FeatureCache",
+    "ModelNotFoundError",
+    "resolve_model",
     # WRN-50 layer-2 model, built without torch
     "UnsafeCheckpointError",
     "load_state_dict",

@@ -1,0 +1,172 @@
+"""On-disk cache of per-image patch embeddings.
+
+An entry is addressed by a key derived from the sha256 of the image file's
+bytes and from the extraction settings (model sha256, output name, resize,
+crop, pooling, cache format version), so a changed image, model or setting
+simply misses the cache and never returns stale features. Each entry is two
+files, both written atomically::
+
+    <directory>/<key[:2]>/<key>.npy    the bag, float32 (M, D), saved without pickle
+    <directory>/<key[:2]>/<key>.json   shape, dtype, sha256 of the array bytes, settings
+
+The JSON sidecar is written after the array, so an interrupted write leaves
+at worst an array without sidecar, which counts as a miss. On reading, the
+sidecar's settings, shape, dtype and checksum are verified; a truncated,
+tampered or mismatching entry is logged as a warning, ignored, and
+overwritten by the next :meth:`FeatureCache.put`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Mapping, Optional, Tuple, Union
+
+import numpy as np
+
+from ._atomic import atomic_save_npy, atomic_write_text
+from .images import display_path
+
+__all__ = ["CACHE_FORMAT_VERSION", "FeatureCache", "file_sha256"]
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: Version of the cache layout and of the extraction recipe; part of every key.
+CACHE_FORMAT_VERSION = 1
+
+
+def file_sha256(data: bytes) -> str:
+    """Hex sha256 of ``data`` (the bytes of an image file).
+
+    Examples
+    --------
+    >>> file_sha256(b"")[:12]
+    'e3b0c44298fc'
+    """
+    return hashlib.sha256(data).hexdigest()
+
+
+def _array_sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def _canonical(settings: Mapping[str, Any]) -> str:
+    return json.dumps(dict(settings), sort_keys=True, separators=(",", ":"))
+
+
+class FeatureCache:
+    """A folder of cached bags, one ``.npy`` (+ ``.json``) per image and settings.
+
+    Parameters
+    ----------
+    directory : str or os.PathLike
+        Cache folder; created (with parents) if missing.
+
+    Raises
+    ------
+    ValueError
+        ``directory`` exists and is not a folder.
+    OSError
+        The folder cannot be created.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> cache = FeatureCache(tempfile.mkdtemp())
+    >>> settings = {"model_sha256": "ab", "resize": 256}
+    >>> key = cache.key(file_sha256(b"image bytes"), settings)
+    >>> cache.get(key, settings) is None
+    True
+    >>> cache.put(key, np.ones((4, 2), np.float32), settings)
+    >>> float(cache.get(key, settings, shape=(4, 2)).sum())
+    8.0
+    """
+
+    def __init__(self, directory: PathLike) -> None:
+        path = Path(directory)
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"cache_dir {display_path(path)} exists and is not a folder; pass a folder path")
+        path.mkdir(parents=True, exist_ok=True)
+        self.directory = path
+
+    def __repr__(self) -> str:
+        return f"FeatureCache({display_path(self.directory)!r})"
+
+    @staticmethod
+    def key(image_sha256: str, settings: Mapping[str, Any]) -> str:
+        """Cache key (hex sha256) of an image's content hash and the extraction settings."""
+        payload = _canonical({"format": CACHE_FORMAT_VERSION, "image_sha256": image_sha256, "settings": dict(settings)})
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+    def _paths(self, key: str) -> Tuple[Path, Path]:
+        folder = self.directory / key[:2]
+        return folder / f"{key}.npy", folder / f"{key}.json"
+
+    def get(
+        self,
+        key: str,
+        settings: Mapping[str, Any],
+        *,
+        shape: "Optional[Tuple[int, ...]]" = None,
+    ) -> "Optional[np.ndarray]":
+        """Return the cached float32 array for ``key``, or None on a miss.
+
+        A missing entry is a silent miss; an entry that fails verification
+        (unreadable, truncated, checksum, shape, dtype or settings mismatch)
+        is a miss with a logged warning.
+        """
+        array_path, meta_path = self._paths(key)
+        if not meta_path.is_file():
+            return None
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            array = np.load(array_path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            logger.warning("feature cache entry %s is unreadable (%s); recomputing", key, exc)
+            return None
+        problem = self._verify(array, meta, settings, shape)
+        if problem is not None:
+            logger.warning("feature cache entry %s is invalid (%s); recomputing", key, problem)
+            return None
+        return array
+
+    @staticmethod
+    def _verify(
+        array: np.ndarray,
+        meta: object,
+        settings: Mapping[str, Any],
+        shape: "Optional[Tuple[int, ...]]",
+    ) -> "Optional[str]":
+        if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT_VERSION:
+            return "unknown sidecar format"
+        if meta.get("settings") != json.loads(_canonical(settings)):
+            return "settings differ"
+        if array.dtype != np.float32 or meta.get("dtype") != "float32":
+            return f"dtype {array.dtype}, expected float32"
+        if list(array.shape) != meta.get("shape"):
+            return f"shape {array.shape} differs from the recorded {meta.get('shape')}"
+        if shape is not None and tuple(array.shape) != tuple(shape):
+            return f"shape {array.shape}, expected {tuple(shape)}"
+        if _array_sha256(array) != meta.get("sha256"):
+            return "checksum mismatch"
+        return None
+
+    def put(self, key: str, array: np.ndarray, settings: Mapping[str, Any]) -> None:
+        """Store ``array`` (cast to float32) under ``key``, atomically."""
+        arr = np.ascontiguousarray(array, dtype=np.float32)
+        array_path, meta_path = self._paths(key)
+        array_path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format": CACHE_FORMAT_VERSION,
+            "settings": json.loads(_canonical(settings)),
+            "dtype": "float32",
+            "shape": list(arr.shape),
+            "sha256": _array_sha256(arr),
+        }
+        atomic_save_npy(array_path, arr)
+        atomic_write_text(meta_path, json.dumps(meta, sort_keys=True, indent=1))
