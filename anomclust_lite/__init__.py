@@ -7,6 +7,14 @@ ONNX Runtime for feature extraction. Importing the package does no work.
 
 from __future__ import annotations
 
+from .clustering import (
+    HIERARCHICAL_METHODS,
+    METHODS,
+    ClusteringWarning,
+    cluster,
+    linkage_matrix,
+    mds_embedding,
+)
 from .distances import wa_distances, weighted_average
 from . import metrics
 from .extractor import ExtractionResult, Extractor, avg_pool3x3
@@ -71,6 +79,13 @@ __all__ = [
     "HAUSDORFF_INNER",
     "HAUSDORFF_OUTER",
     "hausdorff_distances",
+    # clustering
+    "METHODS",
+    "HIERARCHICAL_METHODS",
+    "ClusteringWarning",
+    "cluster",
+    "linkage_matrix",
+    "mds_embedding",
     # metrics
     "metrics",
     "contingency_matrix",
