@@ -7,6 +7,8 @@ ONNX Runtime for feature extraction. Importing the package does no work.
 
 from __future__ import annotations
 
+from .auto_k import KChoice, choose_k, silhouette_score
+from .clusterer import AnomalyClusterer, Assignment
 from .clustering import (
     HIERARCHICAL_METHODS,
     METHODS,
@@ -79,6 +81,12 @@ __all__ = [
     "HAUSDORFF_INNER",
     "HAUSDORFF_OUTER",
     "hausdorff_distances",
+    # fitted model and automatic K
+    "AnomalyClusterer",
+    "Assignment",
+    "KChoice",
+    "choose_k",
+    "silhouette_score",
     # clustering
     "METHODS",
     "HIERARCHICAL_METHODS",

@@ -30,6 +30,8 @@ def atomic_open(path: PathLike, mode: str = "wb", *, encoding: "str | None" = No
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        # mkstemp creates 0600 files; give the result the usual umask-derived mode.
+        os.chmod(tmp, 0o666 & ~_current_umask())
         with os.fdopen(fd, mode, encoding=encoding if mode == "w" else None) as fh:
             yield fh
             fh.flush()
@@ -39,6 +41,12 @@ def atomic_open(path: PathLike, mode: str = "wb", *, encoding: "str | None" = No
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:

@@ -1,0 +1,997 @@
+"""The command-line tool: ``anomclust-lite FOLDER`` and ``anomclust-lite assign MODEL.npz NEW_FOLDER``.
+
+``main(argv)`` returns the exit status: 0 success, 1 user error (one line
+``anomclust-lite: error: ...`` on stderr, no traceback), 2 usage error
+(argparse), 130 interrupted (features extracted so far stay in the cache, so
+a rerun resumes).
+
+The work is split so that it can be reused and tested without a real model:
+:func:`run_clustering` and :func:`run_assign` take the parsed options and an
+``extractor_factory(options, cache_dir) -> extractor``; the extractor can be
+anything with the interface of :class:`anomclust_lite.extractor.Extractor`
+(``extract_all``, ``grid``, ``dim``, ``resize``, ``crop``, ``describe()``,
+``model_hash``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import fnmatch
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ._atomic import atomic_open, atomic_write_text
+from .auto_k import DEFAULT_K_MAX
+from .clusterer import DEFAULT_REFERENCE_SIZE, DISTANCES, WEIGHT_MODES, AnomalyClusterer
+from .clustering import METHODS
+from .defaults import (
+    DEFAULT_AGGREGATE,
+    DEFAULT_MEMORY_MB,
+    DEFAULT_METHOD,
+    DEFAULT_TAU_SEMI,
+    DEFAULT_TAU_UNSUPERVISED,
+    DEFAULT_TOPK_FRACTION,
+)
+from .images import ImageLoadError, ImageProblem, display_path, find_images
+from .scores import AGGREGATES
+
+__all__ = [
+    "PROG",
+    "DEFAULT_EXCLUDE_NOTE",
+    "build_parser",
+    "build_assign_parser",
+    "ImageSet",
+    "collect_images",
+    "folder_labels",
+    "make_extractor",
+    "run_clustering",
+    "run_assign",
+    "main",
+]
+
+PROG = "anomclust-lite"
+EXPORT_MARKER = ".anomclust-export"
+THUMBNAIL_SIZE = 128
+
+#: What is skipped by default (``--no-default-exclude`` keeps it).
+DEFAULT_EXCLUDE_NOTE = "files whose name (without extension) ends with '_mask', and folders named 'ground_truth'"
+
+_DESCRIPTION = """\
+Group the images of defective parts in FOLDER into clusters of defect types
+(Anomaly Clustering, Sohn et al., WACV 2023).
+
+Every image is cut into patches (a grid of feature vectors from a small CNN,
+an ONNX model). Patches that look unusual - the defect - get most of the
+weight, and each image becomes the weighted average of its patches, so that
+images with similar defects end up close together. The images are then
+clustered; results go to --out.
+
+To assign new images to the clusters of an earlier run:
+  %(prog)s assign OUT/model.npz NEW_FOLDER [--out DIR]
+(a FOLDER literally named 'assign' must be given as ./assign)."""
+
+_EPILOG = """\
+weights (how much each patch counts):
+  unsupervised  a patch scores high when it is unlike the patches of the other
+                images in FOLDER; no labels needed (default without --normal)
+  semi          a patch scores high when it is unlike every patch of the
+                labelled defect-free images in --normal (default with --normal;
+                usually better when you have such images)
+  topk          only the --topk highest-scoring patches count
+  uniform       every patch counts the same (plain average, a baseline)
+  --tau sets how sharply the weight concentrates on the highest-scoring
+  patches: a patch whose score is higher by tau gets e (2.7) times the weight.
+  Smaller tau = only the most anomalous patches count; larger = closer to a
+  plain average. Scores are patch distances between 0 and 2.
+
+number of clusters:
+  without --k, K is chosen by the silhouette (how much closer each image is to
+  its own cluster than to the next one) among K = 2..--k-max; the scores of
+  every K are in summary.json. A K larger than the number of defect types is
+  fine (over-clustering); it must not exceed the number of images.
+
+labels:
+  if every image sits in a first-level sub-folder (FOLDER/good/..,
+  FOLDER/scratch/..) and there are at least two, the sub-folder names are
+  taken as the true types and NMI, ARI, accuracy and macro-F1 are printed.
+
+skipped files:
+  by default, files whose name ends with '_mask' (before the extension) and
+  everything in folders named 'ground_truth' are skipped (MVTec AD masks;
+  --no-default-exclude keeps them). Add patterns with --exclude, matched
+  against the path relative to FOLDER and against the file name, e.g. for
+  the Magnetic Tile Defect data, whose masks are .png files beside the .jpg
+  images: --exclude '*.png'.
+
+outputs (in --out, default FOLDER/../<name>_clusters):
+  clusters.csv   path, cluster, distance to the cluster centre (to the
+                 cluster's medoid for hausdorff-* distances), top patch
+                 score, true label
+  summary.json   parameters, K and how it was chosen, cluster sizes,
+                 metrics, skipped files, timings, versions
+  report.html    thumbnails per cluster with the patch weights as a heat map
+  model.npz      everything needed by '%(prog)s assign'
+  cluster_<k>/   the images themselves, with --export symlink|copy
+  .features/     cached features; a rerun (or a rerun after Ctrl-C) reuses them
+
+exit status: 0 success, 1 error (bad folder, no images, ...), 2 bad option,
+130 interrupted."""
+
+_ASSIGN_DESCRIPTION = """\
+Assign the images in NEW_FOLDER to the clusters of an earlier run, saved in
+its model.npz. The same feature extractor (recorded in the model) is used;
+every image goes to the cluster whose centre is nearest. Images farther from
+it than the new-type threshold (default: the farthest any fitted image was
+from its own centre) are flagged new_type. Images that were part of the
+earlier run keep their cluster (column fitted = 1).
+
+Writes assignments.csv (path, cluster, distance, new_type, fitted) to --out
+(default NEW_FOLDER/../<name>_assignments)."""
+
+
+# ---------------------------------------------------------------------- arguments
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _k_max(text: str) -> int:
+    value = _positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 2, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0 and np.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return value
+
+
+def _crop(text: str) -> Optional[int]:
+    if text.strip().lower() in ("0", "none"):
+        return None
+    return _positive_int(text)
+
+
+def _add_extractor_options(p: argparse.ArgumentParser, *, for_assign: bool) -> None:
+    g = p.add_argument_group("feature extractor")
+    if for_assign:
+        g.add_argument("--model", metavar="PATH",
+                       help="ONNX model file; default: the one recorded in the model.npz (it must be the same file)")
+    else:
+        g.add_argument("--model", metavar="PATH",
+                       help="ONNX feature-extractor model; default: $ANOMCLUST_MODEL, else the WideResNet-50-2 "
+                            "model in the user cache (built or downloaded on first use)")
+        g.add_argument("--model-output", metavar="NAME",
+                       help="which output of the model to use, when it has several (e.g. relu_43)")
+        g.add_argument("--resize", type=_positive_int, default=256, metavar="PIXELS",
+                       help="resize the shorter image side to this many pixels (default 256)")
+        g.add_argument("--crop", type=_crop, default=224, metavar="N|none",
+                       help="centre crop of N x N pixels after resizing (default 224); 0 or 'none' resizes the "
+                            "whole frame to RESIZE x RESIZE instead")
+    g.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model runs (default cpu)")
+    g.add_argument("--threads", type=_positive_int, metavar="N", help="CPU threads of the model (default: one per core)")
+    g.add_argument("--cache-dir", metavar="DIR",
+                   help="feature cache folder (default OUT/.features; a rerun reuses cached features)")
+    g.add_argument("--no-cache", action="store_true", help="do not cache features")
+
+
+def _add_common_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("files and output")
+    g.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="skip images whose path relative to the folder, or file name, matches GLOB "
+                        "(repeatable; e.g. --exclude '*.png')")
+    g.add_argument("--no-default-exclude", action="store_true",
+                   help=f"do not skip {DEFAULT_EXCLUDE_NOTE}")
+    g.add_argument("--on-error", choices=("skip", "fail"), default="skip",
+                   help="an unreadable image: skip it with a warning (default) or stop with an error")
+    g.add_argument("--memory-mb", type=_positive_float, metavar="MIB",
+                   help=f"working memory of the distance computations in MiB (default {DEFAULT_MEMORY_MB:g})")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``anomclust-lite FOLDER [options]``."""
+    from . import __version__
+
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description=_DESCRIPTION,
+        epilog=_EPILOG % {"prog": PROG},
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("folder", metavar="FOLDER", help="folder of images (searched recursively)")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--out", metavar="DIR", help="output folder (default FOLDER/../<name>_clusters; not inside FOLDER)")
+    p.add_argument("--k", type=_positive_int, metavar="N", help="number of clusters (default: chosen automatically)")
+    p.add_argument("--k-max", type=_k_max, default=DEFAULT_K_MAX, metavar="N",
+                   help=f"largest K tried when choosing K automatically (default {DEFAULT_K_MAX})")
+    p.add_argument("--labels", choices=("auto", "none"), default="auto",
+                   help="auto: use first-level sub-folder names as true types when possible (default); none: never")
+    p.add_argument("--export", choices=("none", "symlink", "copy"), default="none",
+                   help="also put the images into OUT/cluster_<k>/ as symlinks or copies (default none)")
+
+    g = p.add_argument_group("method")
+    g.add_argument("--normal", metavar="DIR",
+                   help="folder of labelled defect-free images: enables semi-supervised weights")
+    g.add_argument("--weights", choices=WEIGHT_MODES,
+                   help="how patches are weighted (see below); default semi with --normal, else unsupervised")
+    g.add_argument("--tau", type=_positive_float,
+                   help=f"weight temperature (see below); default {DEFAULT_TAU_UNSUPERVISED:g} unsupervised, "
+                        f"{DEFAULT_TAU_SEMI:g} semi; with --weights topk: none = equal weights on the top patches")
+    g.add_argument("--aggregate", choices=AGGREGATES, default=DEFAULT_AGGREGATE,
+                   help="unsupervised scores: how a patch's distances to the other images are combined "
+                        f"(default {DEFAULT_AGGREGATE})")
+    g.add_argument("--q", type=_fraction, default=DEFAULT_TOPK_FRACTION,
+                   help=f"fraction of nearest images averaged by --aggregate topk_mean (default {DEFAULT_TOPK_FRACTION:g})")
+    g.add_argument("--topk", type=_positive_int, metavar="K",
+                   help="patches kept by --weights topk (default: a tenth of the patches)")
+    g.add_argument("--distance", choices=DISTANCES, default="wa",
+                   help="wa: distance between the weighted averages (the method; default); hausdorff-*: "
+                        "unweighted patch-set distances (baselines)")
+    g.add_argument("--hausdorff-outer", choices=("max", "mean"), default="max",
+                   help="how the two directions of a Hausdorff distance are combined (default max)")
+    g.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
+                   help=f"clustering algorithm (default {DEFAULT_METHOD})")
+    g.add_argument("--seed", type=_non_negative_int, default=0, metavar="N", help="random seed (default 0)")
+    g.add_argument("--reference-size", type=_positive_int, default=DEFAULT_REFERENCE_SIZE, metavar="N",
+                   help="images (or images' worth of normal patches) kept in model.npz to weight new images "
+                        f"in 'assign' (default {DEFAULT_REFERENCE_SIZE})")
+    _add_extractor_options(p, for_assign=False)
+    _add_common_options(p)
+    return p
+
+
+def build_assign_parser() -> argparse.ArgumentParser:
+    """The parser of ``anomclust-lite assign MODEL.npz NEW_FOLDER [options]``."""
+    p = argparse.ArgumentParser(
+        prog=f"{PROG} assign",
+        description=_ASSIGN_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("cluster_model", metavar="MODEL.npz", help="model.npz written by a clustering run")
+    p.add_argument("folder", metavar="NEW_FOLDER", help="folder of new images (searched recursively)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default NEW_FOLDER/../<name>_assignments)")
+    p.add_argument("--new-type-threshold", type=_positive_float, metavar="X",
+                   help="flag images farther than X from their cluster centre as new types "
+                        "(default: stored in the model)")
+    _add_extractor_options(p, for_assign=True)
+    _add_common_options(p)
+    return p
+
+
+# ---------------------------------------------------------------------- console
+
+
+class _Console:
+    """Progress and warnings on stderr (silent with -q); results on stdout."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            print(message, file=sys.stderr, flush=True)
+
+    def warn(self, message: str) -> None:
+        self.info(f"{PROG}: warning: {message}")
+
+    def result(self, message: str) -> None:
+        print(message, flush=True)
+
+    def counter(self, label: str) -> Callable[[int, int], None]:
+        """A ``progress(done, total)`` callback printing about ten updates."""
+        state = {"last": -1}
+        tty = sys.stderr.isatty()
+
+        def progress(done: int, total: int) -> None:
+            if self.quiet or total <= 0:
+                return
+            step = (10 * done) // total
+            if tty:
+                end = "\n" if done >= total else ""
+                print(f"\r{label}: {done}/{total}", end=end, file=sys.stderr, flush=True)
+            elif step != state["last"] or done >= total:
+                if done < total or state["last"] != 10:
+                    print(f"{label}: {done}/{total}", file=sys.stderr, flush=True)
+                state["last"] = step if done < total else 10
+
+        return progress
+
+
+# ---------------------------------------------------------------------- images
+
+
+@dataclass
+class ImageSet:
+    """Images of a folder after exclusions (see :func:`collect_images`).
+
+    Attributes
+    ----------
+    folder : pathlib.Path
+        The folder that was scanned.
+    paths : list of pathlib.Path
+        Images kept, sorted.
+    excluded : list of pathlib.Path
+        Images skipped by the exclusion rules.
+    skipped_files : int
+        Files that are not images (by extension) or hidden.
+    problems : list of ImageProblem
+        Broken links, unreadable folders, ...
+    """
+
+    folder: Path
+    paths: List[Path]
+    excluded: List[Path] = field(default_factory=list)
+    skipped_files: int = 0
+    problems: List[ImageProblem] = field(default_factory=list)
+
+
+def _relative(path: Path, folder: Path) -> str:
+    """Printable path of ``path`` relative to ``folder``, with '/' separators."""
+    try:
+        rel = path.relative_to(folder)
+    except ValueError:
+        rel = path
+    return display_path(rel.as_posix())
+
+
+def collect_images(folder: Path, *, excludes: Sequence[str] = (), default_excludes: bool = True) -> ImageSet:
+    """List the images of ``folder`` (recursively) and apply the exclusion rules.
+
+    Default rules (``default_excludes``): skip files whose stem ends with
+    ``_mask`` and anything inside a folder named ``ground_truth``. Each glob
+    of ``excludes`` is matched (case-sensitively, ``*`` also crossing ``/``)
+    against the path relative to ``folder`` and against the file name.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from PIL import Image
+    >>> d = Path(tempfile.mkdtemp())
+    >>> for name in ("a.png", "a_mask.png", "b.jpg"):
+    ...     Image.new("RGB", (8, 8)).save(d / name)
+    >>> s = collect_images(d, excludes=["*.jpg"])
+    >>> [p.name for p in s.paths], [p.name for p in s.excluded]
+    (['a.png'], ['a_mask.png', 'b.jpg'])
+    """
+    root = Path(folder)
+    listing = find_images(root)
+    kept: List[Path] = []
+    excluded: List[Path] = []
+    for path in listing.paths:
+        try:
+            rel = path.relative_to(root)
+        except ValueError:
+            rel = Path(path.name)
+        rel_text = rel.as_posix()
+        skip = False
+        if default_excludes and (path.stem.endswith("_mask") or "ground_truth" in rel.parts[:-1]):
+            skip = True
+        if any(fnmatch.fnmatchcase(rel_text, g) or fnmatch.fnmatchcase(path.name, g) for g in excludes):
+            skip = True
+        (excluded if skip else kept).append(path)
+    return ImageSet(root, kept, excluded, listing.skipped_files, list(listing.problems))
+
+
+def folder_labels(paths: Sequence[Path], folder: Path) -> Optional[List[str]]:
+    """First-level sub-folder name of every image, or None.
+
+    None unless every image lies inside a first-level sub-folder of
+    ``folder`` and there are at least two such sub-folders.
+
+    Examples
+    --------
+    >>> folder_labels([Path("/d/good/1.png"), Path("/d/crack/2.png")], Path("/d"))
+    ['good', 'crack']
+    >>> folder_labels([Path("/d/good/1.png"), Path("/d/2.png")], Path("/d")) is None
+    True
+    """
+    labels: List[str] = []
+    for path in paths:
+        try:
+            parts = path.relative_to(folder).parts
+        except ValueError:
+            return None
+        if len(parts) < 2:
+            return None
+        labels.append(display_path(parts[0]))
+    return labels if len(set(labels)) >= 2 else None
+
+
+# ---------------------------------------------------------------------- output folder
+
+
+def _is_inside(child: Path, parent: Path) -> bool:
+    try:
+        child.relative_to(parent)
+        return True
+    except ValueError:
+        return False
+
+
+def _prepare_out(out_arg: Optional[str], folder: Path, suffix: str) -> Path:
+    """Resolve, refuse inside ``folder``, create and probe the output folder."""
+    if out_arg is not None:
+        out = Path(out_arg).expanduser().resolve()
+    else:
+        if folder.parent == folder:
+            raise ValueError(f"cannot put the output beside {display_path(folder)}; pass --out DIR")
+        out = folder.parent / f"{folder.name}{suffix}"
+    if _is_inside(out, folder):
+        raise ValueError(
+            f"output folder {display_path(out)} is inside the image folder {display_path(folder)} "
+            "(its files would be scanned next time); choose an --out outside it"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".probe-", suffix=".tmp"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ValueError(f"cannot write to output folder {display_path(out)} ({reason}); choose another --out") from None
+    return out
+
+
+def _cache_dir(args: argparse.Namespace, out: Path) -> Optional[Path]:
+    if args.no_cache:
+        return None
+    return Path(args.cache_dir).expanduser() if args.cache_dir else out / ".features"
+
+
+def _check_folder(text: str, what: str) -> Path:
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {display_path(path)} does not exist")
+    if not path.is_dir():
+        raise ValueError(f"{what} {display_path(path)} is not a folder")
+    return path.resolve()
+
+
+# ---------------------------------------------------------------------- extraction
+
+
+def make_extractor(args: argparse.Namespace, cache_dir: Optional[Path]) -> Any:
+    """The real :class:`~anomclust_lite.extractor.Extractor` for the parsed options."""
+    from .extractor import Extractor
+
+    return Extractor(
+        args.model,
+        output=args.model_output,
+        resize=args.resize,
+        crop=args.crop,
+        device=args.device,
+        threads=args.threads,
+        cache_dir=cache_dir,
+    )
+
+
+ExtractorFactory = Callable[[argparse.Namespace, Optional[Path]], Any]
+
+
+def _extract(extractor: Any, paths: List[Path], args: argparse.Namespace, console: _Console, label: str) -> Any:
+    on_error = "raise" if args.on_error == "fail" else "skip"
+    result = extractor.extract_all(paths, on_error=on_error, progress=console.counter(label))
+    for problem in result.failures:
+        console.warn(f"skipped {display_path(problem.path)}: {problem.reason}")
+    return result
+
+
+def _problem_dicts(problems: Sequence[ImageProblem], folder: Path) -> List[Dict[str, str]]:
+    return [{"path": _relative(Path(p.path), folder), "reason": p.reason} for p in problems]
+
+
+def _versions() -> Dict[str, Optional[str]]:
+    import PIL
+    import scipy
+
+    from . import __version__
+
+    ort_version: Optional[str]
+    try:
+        import onnxruntime
+
+        ort_version = onnxruntime.__version__
+    except ImportError:
+        ort_version = None
+    return {
+        "anomclust_lite": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "pillow": PIL.__version__,
+        "onnxruntime": ort_version,
+    }
+
+
+# ---------------------------------------------------------------------- outputs
+
+
+def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    with atomic_open(path, "w", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def _write_json(path: Path, data: Dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+
+def _thumbnail(path: Path, weights: Optional[np.ndarray], grid: Tuple[int, int], resize: int,
+               crop: Optional[int]) -> str:
+    from PIL import Image
+
+    from .heatmap import model_view, overlay_weights
+    from .images import load_image
+    from .report import image_data_uri
+
+    try:
+        view = model_view(load_image(path), resize=resize, crop=crop)
+    except (ImageLoadError, OSError):
+        view = Image.new("RGB", (THUMBNAIL_SIZE, THUMBNAIL_SIZE), (200, 200, 200))
+    w, h = view.size
+    scale = THUMBNAIL_SIZE / max(w, h)
+    thumb = view.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR)
+    if weights is not None:
+        thumb = overlay_weights(thumb, weights, grid)
+    return image_data_uri(thumb, fmt="JPEG", quality=80)
+
+
+def _export(out: Path, folder: Path, paths: Sequence[Path], labels: np.ndarray, mode: str) -> None:
+    """Put the images into OUT/cluster_<k>/ (symlinks or copies), replacing an earlier export.
+
+    File names are the paths relative to ``folder`` with ``/`` replaced by
+    ``__`` (so ``good/000.png`` becomes ``good__000.png``); a name that still
+    collides gets ``_2``, ``_3``, ... before its extension, in path order.
+    """
+    for old in sorted(out.glob("cluster_*")):
+        if old.is_dir() and not old.is_symlink():
+            if not (old / EXPORT_MARKER).exists():
+                raise ValueError(
+                    f"{display_path(old)} exists and was not made by {PROG}; remove it or choose another --out"
+                )
+            shutil.rmtree(old)
+    used: Dict[int, set] = {}
+    for path, label in zip(paths, (int(v) for v in labels)):
+        target_dir = out / f"cluster_{label}"
+        if label not in used:
+            target_dir.mkdir()
+            atomic_write_text(target_dir / EXPORT_MARKER, f"made by {PROG} --export; replaced on rerun\n")
+            used[label] = set()
+        try:
+            flat = path.relative_to(folder).as_posix().replace("/", "__")
+        except ValueError:
+            flat = path.name
+        candidate, n = flat, 1
+        while candidate in used[label]:
+            n += 1
+            stem, dot, ext = flat.rpartition(".")
+            candidate = f"{stem}_{n}.{ext}" if dot else f"{flat}_{n}"
+        used[label].add(candidate)
+        target = target_dir / candidate
+        if mode == "symlink":
+            tmp = target_dir / f".{candidate}.tmp"
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            os.symlink(os.path.abspath(path), tmp)
+            os.replace(tmp, target)
+        else:
+            with open(path, "rb") as src, atomic_open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            shutil.copymode(path, target)
+
+
+def _report(
+    out: Path,
+    model: AnomalyClusterer,
+    paths: Sequence[Path],
+    rel: Sequence[str],
+    labels_true: Optional[List[str]],
+    extractor: Any,
+    facts: Dict[str, object],
+    metrics: Optional[Dict[str, float]],
+    title: str,
+) -> None:
+    from .report import ReportImage, cluster_size_chart, dendrogram_image, render_report
+
+    grid = tuple(int(v) for v in extractor.grid)
+    show_weights = model.weights != "uniform"
+    top_scores = model.scores_.max(axis=1)
+    items = []
+    for i, path in enumerate(paths):
+        uri = _thumbnail(path, model.weights_[i] if show_weights else None, grid, extractor.resize, extractor.crop)
+        items.append(
+            ReportImage(
+                path=rel[i],
+                cluster=int(model.labels_[i]),
+                thumbnail=uri,
+                label=None if labels_true is None else labels_true[i],
+                distance=float(model.center_distances_[i]),
+                score=float(top_scores[i]),
+            )
+        )
+    if model.linkage_ is not None:
+        overview = dendrogram_image(model.linkage_, model.labels_, k=model.k_)
+    else:
+        overview = cluster_size_chart(np.bincount(model.labels_, minlength=model.k_).tolist())
+    page = render_report(items, n_clusters=model.k_, title=title, overview=overview, facts=facts, metrics=metrics)
+    atomic_write_text(out / "report.html", page)
+
+
+def _extractor_record(extractor: Any) -> Dict[str, Any]:
+    """What ``assign`` needs to rebuild the same extractor (stored in model.npz)."""
+    return {
+        "model_path": display_path(os.path.abspath(extractor.model_path)),
+        "model_sha256": extractor.model_hash,
+        "output": extractor.output,
+        "resize": extractor.resize,
+        "crop": extractor.crop,
+        "pool": extractor.pool,
+        "grid": [int(v) for v in extractor.grid],
+        "dim": int(extractor.dim),
+    }
+
+
+def run_clustering(
+    args: argparse.Namespace,
+    *,
+    extractor_factory: ExtractorFactory = make_extractor,
+    console: Optional[_Console] = None,
+) -> Dict[str, Any]:
+    """Run ``anomclust-lite FOLDER`` for parsed options; returns the summary written to summary.json.
+
+    Raises ``ValueError`` / ``OSError`` (incl. ``FileNotFoundError``) for
+    user errors; :func:`main` turns them into exit status 1.
+    """
+    console = console if console is not None else _Console(args.quiet)
+    started = time.perf_counter()
+    timings: Dict[str, float] = {}
+    folder = _check_folder(args.folder, "image folder")
+    normal_folder = _check_folder(args.normal, "normal folder (--normal)") if args.normal else None
+    weights_mode = args.weights or ("semi" if normal_folder is not None else "unsupervised")
+    if weights_mode == "semi" and normal_folder is None:
+        raise ValueError("--weights semi needs labelled normal images: pass --normal DIR")
+    if weights_mode == "unsupervised" and normal_folder is not None:
+        raise ValueError("--normal is ignored by --weights unsupervised; drop one of them")
+    clusterer = AnomalyClusterer(
+        args.k,
+        weights=weights_mode,
+        tau=args.tau,
+        aggregate=args.aggregate,
+        q=args.q,
+        topk=args.topk,
+        distance=args.distance,
+        hausdorff_outer=args.hausdorff_outer,
+        method=args.method,
+        k_max=args.k_max,
+        memory_mb=args.memory_mb if args.memory_mb is not None else DEFAULT_MEMORY_MB,
+        seed=args.seed,
+        reference_size=args.reference_size,
+    )
+
+    if args.model is not None and not Path(args.model).expanduser().is_file():
+        raise FileNotFoundError(f"model {display_path(args.model)} does not exist; pass an existing .onnx file to --model")
+
+    t0 = time.perf_counter()
+    images = collect_images(folder, excludes=args.exclude, default_excludes=not args.no_default_exclude)
+    normals = (
+        collect_images(normal_folder, excludes=args.exclude, default_excludes=not args.no_default_exclude)
+        if normal_folder is not None
+        else None
+    )
+    timings["listing"] = time.perf_counter() - t0
+    n_found = len(images.paths)
+    if n_found == 0:
+        raise ValueError(
+            f"no images found in {display_path(folder)} ({images.skipped_files} other files, "
+            f"{len(images.excluded)} excluded)"
+        )
+    if n_found < 2:
+        raise ValueError(f"need at least 2 images to cluster, found 1 in {display_path(folder)}")
+    if args.k is not None and args.k > n_found:
+        raise ValueError(f"--k {args.k} is larger than the number of images ({n_found}); choose --k <= {n_found}")
+    if normals is not None and not normals.paths:
+        raise ValueError(f"no images found in the normal folder {display_path(normal_folder)}")
+    for problem in images.problems:
+        console.warn(f"{display_path(problem.path)}: {problem.reason}")
+
+    out = _prepare_out(args.out, folder, "_clusters")
+    cache_dir = _cache_dir(args, out)
+    console.info(
+        f"{n_found} images in {display_path(folder)}"
+        + (f" ({len(images.excluded)} excluded, {images.skipped_files} other files skipped)"
+           if images.excluded or images.skipped_files else "")
+    )
+
+    extractor = extractor_factory(args, cache_dir)
+    t0 = time.perf_counter()
+    result = _extract(extractor, images.paths, args, console, "extracting features")
+    timings["extraction"] = time.perf_counter() - t0
+    normal_result = None
+    if normals is not None:
+        t0 = time.perf_counter()
+        normal_result = _extract(extractor, normals.paths, args, console, "extracting normal features")
+        timings["normal_extraction"] = time.perf_counter() - t0
+        if normal_result.bags.shape[0] == 0:
+            raise ValueError(f"none of the images in the normal folder {display_path(normal_folder)} could be read")
+    paths = list(result.paths)
+    n = len(paths)
+    if n < 2:
+        raise ValueError(f"need at least 2 readable images to cluster, found {n} (see the warnings above)")
+    if args.k is not None and args.k > n:
+        raise ValueError(f"--k {args.k} is larger than the number of readable images ({n}); choose --k <= {n}")
+
+    def stage(name: str) -> None:
+        console.info(f"{name}...")
+
+    clusterer.fit(result.bags, normal_bags=None if normal_result is None else normal_result.bags, progress=stage)
+    timings.update(clusterer.timings_)
+    labels = clusterer.labels_
+    k = clusterer.k_
+
+    rel = [_relative(p, folder) for p in paths]
+    labels_true = folder_labels(paths, folder) if args.labels == "auto" else None
+    metrics = None
+    if labels_true is not None:
+        from .metrics import clustering_report
+
+        metrics = {key: float(v) for key, v in clustering_report(labels_true, labels).items()}
+
+    console.info("writing results...")
+    t0 = time.perf_counter()
+    top_scores = clusterer.scores_.max(axis=1)
+    rows = []
+    for i in range(n):
+        row: List[object] = [rel[i], int(labels[i]), f"{clusterer.center_distances_[i]:.6g}", f"{top_scores[i]:.6g}"]
+        if labels_true is not None:
+            row.append(labels_true[i])
+        rows.append(row)
+    header = ["path", "cluster", "distance", "top_score"] + (["label"] if labels_true is not None else [])
+    _write_csv(out / "clusters.csv", header, rows)
+
+    record = _extractor_record(extractor)
+    clusterer.save(out / "model.npz", metadata={"extractor": record, "folder": display_path(folder), "n_images": n})
+
+    sizes = np.bincount(labels, minlength=k).tolist()
+    choice = clusterer.k_choice_
+    k_text = (
+        f"chosen by the silhouette among 2..{max(choice.scores)}" if choice.method == "silhouette"
+        else "given with --k" if choice.method == "fixed"
+        else f"({choice.method.replace('-', ' ')})"
+    )
+    facts: Dict[str, object] = {
+        "folder": display_path(folder),
+        "K": f"{k} ({k_text})",
+        "weights": f"{weights_mode}" + (f", tau = {clusterer.effective_tau:g}" if clusterer.effective_tau else ""),
+        "distance / method": f"{args.distance} / {args.method}",
+        "model": f"{record['model_path']} ({record['output']}, grid {record['grid'][0]}x{record['grid'][1]})",
+    }
+    if normal_folder is not None:
+        facts["normal images"] = f"{display_path(normal_folder)} ({normal_result.bags.shape[0]})"
+    t1 = time.perf_counter()
+    _report(out, clusterer, paths, rel, labels_true, extractor, facts, metrics,
+            title=f"Anomaly clustering of {display_path(folder.name)}")
+    timings["report"] = time.perf_counter() - t1
+    if args.export != "none":
+        _export(out, folder, paths, labels, args.export)
+    timings["outputs"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - started
+
+    params = clusterer.get_params()
+    params.update(effective_tau=clusterer.effective_tau, labels=args.labels, export=args.export,
+                  exclude=list(args.exclude), default_exclude=not args.no_default_exclude,
+                  normal=None if normal_folder is None else display_path(normal_folder))
+    summary: Dict[str, Any] = {
+        "command": "cluster",
+        "folder": display_path(folder),
+        "out": display_path(out),
+        "n_images": n,
+        "k": k,
+        "k_choice": choice.to_dict(),
+        "cluster_sizes": sizes,
+        "metrics": metrics,
+        "labels": None if labels_true is None else {
+            "source": "first-level sub-folders", "counts": {c: labels_true.count(c) for c in sorted(set(labels_true))}},
+        "new_type_threshold": clusterer.new_type_threshold_,
+        "parameters": params,
+        "skipped": {
+            "other_files": images.skipped_files,
+            "excluded": [_relative(p, folder) for p in images.excluded],
+            "problems": _problem_dicts(images.problems, folder),
+            "unreadable_images": _problem_dicts(result.failures, folder),
+            "unreadable_normal_images": [] if normal_result is None else _problem_dicts(
+                normal_result.failures, normal_folder),
+        },
+        "extraction": {"cache_hits": int(result.cache_hits), "computed": int(result.computed),
+                       "cache_dir": None if cache_dir is None else display_path(cache_dir),
+                       "timings": {key: float(v) for key, v in result.timings.items()}},
+        "extractor": extractor.describe(),
+        "timings": {key: float(v) for key, v in timings.items()},
+        "versions": _versions(),
+    }
+    _write_json(out / "summary.json", summary)
+
+    console.result(f"{n} images -> {k} clusters (K {k_text}); sizes: {', '.join(map(str, sizes))}")
+    if metrics is not None:
+        console.result(
+            f"against the folder labels: NMI {metrics['nmi']:.3f}, ARI {metrics['ari']:.3f}, "
+            f"accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['f1_macro']:.3f}"
+        )
+    console.result(f"results in {display_path(out)} (clusters.csv, summary.json, report.html, model.npz)")
+    return summary
+
+
+def _assign_extractor_options(args: argparse.Namespace, record: Dict[str, Any]) -> argparse.Namespace:
+    """Extractor options rebuilt from the settings recorded in model.npz (``record``)."""
+    model_path = args.model or record["model_path"]
+    if not os.path.isfile(model_path):
+        raise FileNotFoundError(
+            f"the ONNX model the clusters were made with, {display_path(model_path)}, does not exist; "
+            "pass it with --model PATH"
+        )
+    return argparse.Namespace(
+        model=model_path, model_output=record["output"], resize=record["resize"], crop=record["crop"],
+        device=args.device, threads=args.threads,
+    )
+
+
+def run_assign(
+    args: argparse.Namespace,
+    *,
+    extractor_factory: ExtractorFactory = make_extractor,
+    console: Optional[_Console] = None,
+) -> Dict[str, Any]:
+    """Run ``anomclust-lite assign MODEL.npz NEW_FOLDER``; returns a short summary dict."""
+    console = console if console is not None else _Console(args.quiet)
+    model = AnomalyClusterer.load(args.cluster_model)
+    record = model.metadata_.get("extractor")
+    if not isinstance(record, dict) or not {"model_path", "model_sha256", "output", "resize", "crop"} <= set(record):
+        raise ValueError(f"{display_path(args.cluster_model)} does not record its feature extractor; "
+                         "it was not written by the command-line tool")
+    if args.memory_mb is not None:
+        model.memory_mb = args.memory_mb
+    folder = _check_folder(args.folder, "image folder")
+    images = collect_images(folder, excludes=args.exclude, default_excludes=not args.no_default_exclude)
+    if not images.paths:
+        raise ValueError(f"no images found in {display_path(folder)}")
+    out = _prepare_out(args.out, folder, "_assignments")
+    cache_dir = _cache_dir(args, out)
+    ext_args = _assign_extractor_options(args, record)
+    extractor = extractor_factory(ext_args, cache_dir)
+    if extractor.model_hash != record["model_sha256"]:
+        raise ValueError(
+            f"ONNX model {display_path(ext_args.model)} (sha256 {extractor.model_hash[:12]}...) is not the one "
+            f"{display_path(args.cluster_model)} was made with (sha256 {str(record['model_sha256'])[:12]}...); "
+            "pass the original with --model PATH"
+        )
+    made = {"grid": [int(v) for v in extractor.grid], "dim": int(extractor.dim), "pool": extractor.pool}
+    differ = [key for key in made if key in record and record[key] != made[key]]
+    if differ:
+        raise ValueError(
+            f"the feature extractor gives a different {', '.join(differ)} than {display_path(args.cluster_model)} "
+            "recorded; the model file does not match"
+        )
+    console.info(f"{len(images.paths)} images in {display_path(folder)}")
+    result = _extract(extractor, images.paths, args, console, "extracting features")
+    if result.bags.shape[0] == 0:
+        raise ValueError(f"none of the images in {display_path(folder)} could be read")
+    console.info("assigning...")
+    assignment = model.assign(result.bags, new_type_threshold=args.new_type_threshold)
+    rel = [_relative(p, folder) for p in result.paths]
+    rows = [
+        [rel[i], int(assignment.labels[i]), f"{assignment.distances[i]:.6g}", int(assignment.new_type[i]),
+         int(assignment.fitted[i])]
+        for i in range(len(rel))
+    ]
+    _write_csv(out / "assignments.csv", ["path", "cluster", "distance", "new_type", "fitted"], rows)
+    sizes = np.bincount(assignment.labels, minlength=model.k_).tolist()
+    summary = {
+        "command": "assign",
+        "model": display_path(os.path.abspath(args.cluster_model)),
+        "folder": display_path(folder),
+        "n_images": len(rel),
+        "cluster_sizes": sizes,
+        "new_type": int(assignment.new_type.sum()),
+        "fitted": int(assignment.fitted.sum()),
+        "new_type_threshold": assignment.threshold,
+        "unreadable_images": _problem_dicts(result.failures, folder),
+    }
+    console.result(
+        f"{len(rel)} images assigned to {model.k_} clusters; sizes: {', '.join(map(str, sizes))}; "
+        f"{summary['new_type']} possibly of a new type (distance > {assignment.threshold:.4g})"
+    )
+    console.result(f"results in {display_path(out / 'assignments.csv')}")
+    return summary
+
+
+# ---------------------------------------------------------------------- main
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None and text.startswith("["):
+        text = f"{display_path(exc.filename)}: {exc.strerror}"
+    return text or type(exc).__name__
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``anomclust-lite`` / ``python -m anomclust_lite``; returns the exit status."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    assign = bool(args_list) and args_list[0] == "assign"
+    parser = build_assign_parser() if assign else build_parser()
+    try:
+        args = parser.parse_args(args_list[1:] if assign else args_list)
+    except SystemExit as exc:  # --help, --version (0) or a usage error (2)
+        return int(exc.code) if isinstance(exc.code, int) else 2
+    console = _Console(args.quiet)
+    package_logger = logging.getLogger("anomclust_lite")
+    quiet_handler = logging.NullHandler()  # the CLI reports problems itself
+    package_logger.addHandler(quiet_handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if assign:
+                run_assign(args, console=console)
+            else:
+                run_clustering(args, console=console)
+        shown = [w for w in caught if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning))]
+        for message in dict.fromkeys(str(w.message) for w in shown):
+            console.warn(message)
+        return 0
+    except BrokenPipeError:  # stdout closed early (e.g. piped into `head`): stop quietly
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except KeyboardInterrupt:
+        note = "" if args.no_cache else "; features extracted so far are cached, a rerun continues from there"
+        print(f"{PROG}: interrupted{note}", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, ImportError) as exc:  # ImageLoadError, ModelNotFoundError are among these
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    finally:
+        package_logger.removeHandler(quiet_handler)

@@ -1,0 +1,554 @@
+"""End-to-end tests of the command-line tool on a tiny synthetic folder and a tiny ONNX model."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from anomclust_lite import cli
+from anomclust_lite.cli import collect_images, folder_labels, main, run_clustering
+from anomclust_lite.clusterer import AnomalyClusterer
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+CLASSES = ("good", "red_spot", "green_bar")
+PER_CLASS = 4
+N_IMAGES = len(CLASSES) * PER_CLASS
+
+
+def make_onnx(path: Path, *, channels: int = 16, seed: int = 0) -> Path:
+    """One 8x8 stride-8 convolution: (batch, 3, H, W) -> (batch, channels, H/8, W/8)."""
+    w = np.random.default_rng(seed).standard_normal((channels, 3, 8, 8)).astype(np.float32) / 8.0
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["feat"], kernel_shape=[8, 8], strides=[8, 8])],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, "h", "w"])],
+        [helper.make_tensor_value_info("feat", TensorProto.FLOAT, ["batch", channels, "gh", "gw"])],
+        initializer=[numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def draw_image(cls: str, rng: np.random.Generator, size: int = 64) -> Image.Image:
+    """Grey noise; 'red_spot' adds a red disc, 'green_bar' a short green bar."""
+    base = np.clip(128 + rng.normal(0, 6, (size, size, 3)), 0, 255).astype(np.uint8)
+    im = Image.fromarray(base)
+    draw = ImageDraw.Draw(im)
+    x, y = (int(v) for v in rng.integers(8, size - 24, 2))
+    if cls == "red_spot":
+        draw.ellipse([x, y, x + 14, y + 14], fill=(220, 30, 30))
+    elif cls == "green_bar":
+        draw.rectangle([x, y, x + 20, y + 7], fill=(30, 200, 30))
+    return im
+
+
+def make_folder(root: Path, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for cls in CLASSES:
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(PER_CLASS):
+            draw_image(cls, rng).save(root / cls / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_onnx(tmp_path_factory.mktemp("model") / "tiny.onnx")
+
+
+@pytest.fixture(scope="module")
+def shared_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Read-only use only: the 12-image folder."""
+    return make_folder(tmp_path_factory.mktemp("data") / "parts")
+
+
+@pytest.fixture
+def folder(tmp_path: Path, shared_folder: Path) -> Path:
+    """A private copy that a test may change."""
+    dst = tmp_path / "parts"
+    shutil.copytree(shared_folder, dst)
+    return dst
+
+
+def model_args(model_path: Path) -> List[str]:
+    return ["--model", str(model_path), "--resize", "64", "--crop", "64"]
+
+
+def run(capsys: pytest.CaptureFixture, *argv: object) -> "tuple[int, str, str]":
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def read_csv(path: Path) -> List[Dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+class ReportParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sections: List[str] = []
+        self.figures: Dict[str, List[str]] = {}
+
+    def handle_starttag(self, tag, attrs):  # type: ignore[no-untyped-def]
+        a = dict(attrs)
+        if tag == "section" and a.get("class") == "cluster":
+            self.sections.append(a["id"])
+            self.figures[a["id"]] = []
+        elif tag == "figure":
+            self.figures[self.sections[-1]].append(a["data-path"])
+
+
+def parse_report(path: Path) -> ReportParser:
+    p = ReportParser()
+    p.feed(path.read_text(encoding="utf-8"))
+    return p
+
+
+def assert_one_error_line(err: str, *needles: str) -> None:
+    """The error is one line (after any progress lines), without a traceback."""
+    lines = err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("anomclust-lite: error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in errors[0], err
+
+
+def no_temporary_files(root: Path) -> bool:
+    return not [p for p in root.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".probe-")]
+
+
+# ---------------------------------------------------------------- success
+
+
+def test_help_in_a_subprocess() -> None:
+    res = subprocess.run([sys.executable, "-m", "anomclust_lite", "--help"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0
+    for word in ("FOLDER", "--tau", "semi", "silhouette", "assign", "--exclude '*.png'", "clusters.csv"):
+        assert word in res.stdout
+    res = subprocess.run([sys.executable, "-m", "anomclust_lite", "assign", "--help"], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0 and "new_type" in res.stdout
+
+
+def test_end_to_end_with_k(capsys, folder: Path, model_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    rc, stdout, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--out", out)
+    assert rc == 0, err
+    assert "NMI 1.000" in stdout and "3 clusters" in stdout
+    rows = read_csv(out / "clusters.csv")
+    assert len(rows) == N_IMAGES
+    assert list(rows[0]) == ["path", "cluster", "distance", "top_score", "label"]
+    assert sorted(r["path"] for r in rows) == sorted(f"{c}/{i:03d}.png" for c in CLASSES for i in range(PER_CLASS))
+    for r in rows:
+        assert r["label"] == r["path"].split("/")[0]
+        assert float(r["distance"]) >= 0 and float(r["top_score"]) > 0
+    by_label: Dict[str, set] = {}
+    for r in rows:
+        by_label.setdefault(r["label"], set()).add(r["cluster"])
+    assert all(len(v) == 1 for v in by_label.values()) and len({next(iter(v)) for v in by_label.values()}) == 3
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["k"] == 3 and summary["k_choice"]["method"] == "fixed"
+    assert summary["cluster_sizes"] == [4, 4, 4]
+    assert summary["metrics"]["nmi"] == pytest.approx(1.0)
+    assert set(summary["versions"]) == {"anomclust_lite", "python", "numpy", "scipy", "pillow", "onnxruntime"}
+    assert summary["extractor"]["grid"] == [8, 8]
+    assert {"extraction", "scoring", "clustering", "report", "total"} <= set(summary["timings"])
+    assert summary["parameters"]["weights"] == "unsupervised"
+
+    report = parse_report(out / "report.html")
+    assert report.sections == ["cluster-0", "cluster-1", "cluster-2"]
+    shown = [p for paths in report.figures.values() for p in paths]
+    assert sorted(shown) == sorted(r["path"] for r in rows)  # every image exactly once
+    for r in rows:
+        assert r["path"] in report.figures[f"cluster-{r['cluster']}"]
+    assert "data:image/jpeg;base64," in (out / "report.html").read_text()
+
+    model = AnomalyClusterer.load(out / "model.npz")
+    assert model.k_ == 3 and model.metadata_["extractor"]["output"] == "feat"
+    assert no_temporary_files(out)
+    assert (out / ".features").is_dir()
+
+
+def test_default_out_and_auto_k(capsys, folder: Path, model_path: Path) -> None:
+    rc, stdout, err = run(capsys, folder, *model_args(model_path))
+    assert rc == 0, err
+    out = folder.parent / "parts_clusters"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["k_choice"]["method"] == "silhouette"
+    assert set(summary["k_choice"]["scores"]) == {str(k) for k in range(2, N_IMAGES)}
+    assert summary["k"] == 3  # the three synthetic types
+    assert "chosen by the silhouette" in stdout
+    assert len(parse_report(out / "report.html").sections) == summary["k"]
+    # a rerun takes the features from the cache
+    rc, _, _ = run(capsys, folder, *model_args(model_path), "-q")
+    assert rc == 0
+    assert json.loads((out / "summary.json").read_text())["extraction"]["cache_hits"] == N_IMAGES
+
+
+def test_quiet_prints_nothing_on_stderr(capsys, folder: Path, model_path: Path, tmp_path: Path) -> None:
+    rc, stdout, err = run(capsys, folder, *model_args(model_path), "--k", "2", "-q", "--out", tmp_path / "o")
+    assert rc == 0 and err == ""
+    assert "results in" in stdout
+    rc, _, err = run(capsys, folder, *model_args(model_path), "--k", "2", "--out", tmp_path / "o")
+    assert rc == 0 and "extracting features" in err and "clustering" in err
+
+
+def test_over_clustering_and_methods(capsys, folder: Path, model_path: Path, tmp_path: Path) -> None:
+    for extra in (["--k", "6"], ["--k", "3", "--method", "kmedoids"], ["--k", "3", "--distance", "hausdorff-mean-min"],
+                  ["--k", "3", "--weights", "topk", "--topk", "4"], ["--k", "3", "--weights", "uniform"]):
+        out = tmp_path / "_".join(extra).replace("-", "")
+        rc, _, err = run(capsys, folder, *model_args(model_path), "-q", "--out", out, *extra)
+        assert rc == 0, (extra, err)
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["k"] == int(extra[1])
+        assert len(parse_report(out / "report.html").sections) == summary["k"]
+
+
+def test_full_frame_without_crop(capsys, shared_folder: Path, model_path: Path, tmp_path: Path) -> None:
+    rc, _, err = run(capsys, shared_folder, "--model", model_path, "--resize", "48", "--crop", "none", "--k", "3",
+                     "--out", tmp_path / "o", "-q")
+    assert rc == 0, err
+    extractor = json.loads((tmp_path / "o" / "summary.json").read_text())["extractor"]
+    assert extractor["crop"] is None and extractor["grid"] == [6, 6]
+    rc, _, err = run(capsys, "assign", tmp_path / "o" / "model.npz", shared_folder, "--out", tmp_path / "a", "-q")
+    assert rc == 0, err
+
+
+def test_semi_supervised_with_normal_folder(capsys, folder: Path, model_path: Path, tmp_path: Path) -> None:
+    normal = tmp_path / "normal"
+    normal.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(5):
+        draw_image("good", rng).save(normal / f"n{i}.png")
+    rc, stdout, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--normal", normal, "--out", tmp_path / "o")
+    assert rc == 0, err
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["parameters"]["weights"] == "semi" and summary["metrics"]["nmi"] == pytest.approx(1.0)
+    rc, _, err = run(capsys, folder, *model_args(model_path), "--weights", "semi", "--out", tmp_path / "o")
+    assert rc == 1
+    assert_one_error_line(err, "--normal")
+
+
+def test_labels_none_and_flat_folder(capsys, folder: Path, model_path: Path, tmp_path: Path) -> None:
+    rc, stdout, _ = run(capsys, folder, *model_args(model_path), "--k", "3", "--labels", "none", "--out", tmp_path / "a")
+    assert rc == 0 and "NMI" not in stdout
+    assert list(read_csv(tmp_path / "a" / "clusters.csv")[0]) == ["path", "cluster", "distance", "top_score"]
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["metrics"] is None
+    (folder / "loose.png").write_bytes((folder / "good" / "000.png").read_bytes())  # not in a sub-folder
+    rc, stdout, _ = run(capsys, folder, *model_args(model_path), "--k", "3", "--out", tmp_path / "b")
+    assert rc == 0 and "NMI" not in stdout
+
+
+def test_masks_ground_truth_and_exclude(capsys, folder: Path, model_path: Path, tmp_path: Path) -> None:
+    shutil.copy(folder / "good" / "000.png", folder / "good" / "000_mask.png")
+    (folder / "ground_truth" / "red_spot").mkdir(parents=True)
+    shutil.copy(folder / "red_spot" / "000.png", folder / "ground_truth" / "red_spot" / "000.png")
+    Image.new("RGB", (64, 64)).save(folder / "good" / "extra.jpg")
+    (folder / "notes.txt").write_text("not an image")
+    rc, _, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--exclude", "*.jpg", "--out", tmp_path / "o")
+    assert rc == 0, err
+    assert len(read_csv(tmp_path / "o" / "clusters.csv")) == N_IMAGES
+    skipped = json.loads((tmp_path / "o" / "summary.json").read_text())["skipped"]
+    assert skipped["excluded"] == ["good/000_mask.png", "good/extra.jpg", "ground_truth/red_spot/000.png"]
+    assert skipped["other_files"] == 1
+    rc, _, _ = run(capsys, folder, *model_args(model_path), "--k", "3", "--no-default-exclude", "--labels", "none",
+                   "--out", tmp_path / "p")
+    assert rc == 0 and len(read_csv(tmp_path / "p" / "clusters.csv")) == N_IMAGES + 3
+
+
+def test_unreadable_image_skip_and_fail(capsys, folder: Path, model_path: Path, tmp_path: Path) -> None:
+    (folder / "good" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    rc, _, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--out", tmp_path / "o")
+    assert rc == 0 and "broken.png" in err
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["n_images"] == N_IMAGES
+    assert [p["path"] for p in summary["skipped"]["unreadable_images"]] == ["good/broken.png"]
+    rc, _, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--on-error", "fail", "--out", tmp_path / "o")
+    assert rc == 1
+    assert_one_error_line(err, "broken.png")
+
+
+def test_non_utf8_file_name(capsys, folder: Path, model_path: Path, tmp_path: Path) -> None:
+    name = os.fsdecode(b"img_\xff.png")
+    try:
+        shutil.copy(folder / "good" / "000.png", folder / "good" / name)
+    except (OSError, UnicodeEncodeError):
+        pytest.skip("file system refuses non-UTF-8 names")
+    out = tmp_path / "o"
+    rc, _, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--export", "symlink", "--out", out)
+    assert rc == 0, err
+    paths = [r["path"] for r in read_csv(out / "clusters.csv")]
+    assert "good/img_\\xff.png" in paths
+    shown = [p for v in parse_report(out / "report.html").figures.values() for p in v]
+    assert "good/img_\\xff.png" in shown
+    exported = [p for p in out.glob("cluster_*/*") if not p.name.startswith(".")]
+    assert len(exported) == N_IMAGES + 1 and all(p.exists() for p in exported)
+
+
+@pytest.mark.parametrize("mode", ["symlink", "copy"])
+def test_export(capsys, folder: Path, model_path: Path, tmp_path: Path, mode: str) -> None:
+    out = tmp_path / "o"
+    rc, _, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--export", mode, "--out", out)
+    assert rc == 0, err
+    rows = read_csv(out / "clusters.csv")
+    for r in rows:
+        target = out / f"cluster_{r['cluster']}" / r["path"].replace("/", "__")
+        assert target.is_symlink() == (mode == "symlink")
+        assert target.read_bytes() == (folder / r["path"]).read_bytes()
+    assert no_temporary_files(out)
+    # a rerun with another K replaces the old export
+    rc, _, _ = run(capsys, folder, *model_args(model_path), "--k", "2", "--export", mode, "--out", out, "-q")
+    assert rc == 0
+    assert sorted(p.name for p in out.glob("cluster_*")) == ["cluster_0", "cluster_1"]
+    assert sum(1 for p in out.glob("cluster_*/*") if not p.name.startswith(".")) == N_IMAGES
+    # a folder the tool did not make is never deleted
+    (out / "cluster_7").mkdir()
+    rc, _, err = run(capsys, folder, *model_args(model_path), "--k", "2", "--export", mode, "--out", out)
+    assert rc == 1
+    assert_one_error_line(err, "cluster_7")
+
+
+# ---------------------------------------------------------------- assign
+
+
+def test_assign_round_trip(capsys, folder: Path, model_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    assert run(capsys, folder, *model_args(model_path), "--k", "3", "--out", out, "-q")[0] == 0
+    rc, stdout, err = run(capsys, "assign", out / "model.npz", folder, "--out", tmp_path / "a")
+    assert rc == 0, err
+    fitted = {r["path"]: r for r in read_csv(out / "clusters.csv")}
+    assigned = read_csv(tmp_path / "a" / "assignments.csv")
+    assert list(assigned[0]) == ["path", "cluster", "distance", "new_type", "fitted"]
+    assert len(assigned) == N_IMAGES
+    for r in assigned:
+        assert r["cluster"] == fitted[r["path"]]["cluster"]
+        assert r["fitted"] == "1" and r["new_type"] == "0"
+        assert float(r["distance"]) == pytest.approx(float(fitted[r["path"]]["distance"]), rel=1e-4)
+
+    # new images of the known types, plus one of an unseen type
+    new = tmp_path / "new"
+    new.mkdir()
+    rng = np.random.default_rng(99)
+    for cls in CLASSES:
+        draw_image(cls, rng).save(new / f"{cls}.png")
+    odd = Image.new("RGB", (64, 64), (128, 128, 128))
+    ImageDraw.Draw(odd).rectangle([0, 0, 63, 40], fill=(250, 250, 20))
+    odd.save(new / "zz_unseen.png")
+    rc, stdout, err = run(capsys, "assign", out / "model.npz", new)
+    assert rc == 0, err
+    rows = {r["path"]: r for r in read_csv(tmp_path / "new_assignments" / "assignments.csv")}
+    cluster_of = {r["label"]: r["cluster"] for r in fitted.values()}
+    for cls in CLASSES:
+        assert rows[f"{cls}.png"]["cluster"] == cluster_of[cls]
+        assert rows[f"{cls}.png"]["fitted"] == "0"
+    assert rows["zz_unseen.png"]["new_type"] == "1"
+    assert "possibly of a new type" in stdout
+
+
+def test_assign_errors(capsys, folder: Path, model_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    assert run(capsys, folder, *model_args(model_path), "--k", "3", "--out", out, "-q")[0] == 0
+    other = make_onnx(tmp_path / "other.onnx", seed=1)
+    rc, _, err = run(capsys, "assign", out / "model.npz", folder, "--model", other, "--out", tmp_path / "a")
+    assert rc == 1
+    assert_one_error_line(err, "not the one", "--model")
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"garbage")
+    rc, _, err = run(capsys, "assign", bad, folder, "--out", tmp_path / "a")
+    assert rc == 1
+    assert_one_error_line(err, "corrupt or from an incompatible version")
+    rc, _, err = run(capsys, "assign", tmp_path / "missing.npz", folder, "--out", tmp_path / "a")
+    assert rc == 1
+    assert_one_error_line(err, "missing.npz")
+    plain = tmp_path / "plain.npz"
+    AnomalyClusterer.load(out / "model.npz").save(plain, metadata={})
+    rc, _, err = run(capsys, "assign", plain, folder, "--out", tmp_path / "a")
+    assert rc == 1
+    assert_one_error_line(err, "feature extractor")
+    rc, _, err = run(capsys, "assign", out / "model.npz", folder, "--out", folder / "inside")
+    assert rc == 1
+    assert_one_error_line(err, "inside")
+    rc, _, _ = run(capsys, "assign", out / "model.npz")
+    assert rc == 2
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_missing_and_empty_and_single_image_folders(capsys, model_path: Path, tmp_path: Path) -> None:
+    rc, _, err = run(capsys, tmp_path / "nope", *model_args(model_path))
+    assert rc == 1
+    assert_one_error_line(err, "does not exist")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("x")
+    rc, _, err = run(capsys, empty, *model_args(model_path))
+    assert rc == 1
+    assert_one_error_line(err, "no images found")
+    one = tmp_path / "one"
+    one.mkdir()
+    Image.new("RGB", (64, 64)).save(one / "a.png")
+    rc, _, err = run(capsys, one, *model_args(model_path))
+    assert rc == 1
+    assert_one_error_line(err, "need at least 2 images", "found 1")
+    assert not (tmp_path / "one_clusters").exists()  # nothing made before the checks
+    afile = tmp_path / "file.png"
+    Image.new("RGB", (8, 8)).save(afile)
+    rc, _, err = run(capsys, afile, *model_args(model_path))
+    assert rc == 1
+    assert_one_error_line(err, "not a folder")
+
+
+def test_k_larger_than_n(capsys, shared_folder: Path, model_path: Path, tmp_path: Path) -> None:
+    rc, _, err = run(capsys, shared_folder, *model_args(model_path), "--k", str(N_IMAGES + 1), "--out", tmp_path / "o")
+    assert rc == 1
+    assert_one_error_line(err, f"--k {N_IMAGES + 1}", str(N_IMAGES))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--k", "0"], ["--k", "x"], ["--k-max", "1"], ["--method", "dbscan"], ["--tau", "-1"], ["--crop", "-3"],
+     ["--bogus"], []],
+)
+def test_usage_errors_exit_2(capsys, shared_folder: Path, argv: List[str]) -> None:
+    args = ([str(shared_folder)] if argv else []) + argv
+    assert main(args) == 2
+    _, err = capsys.readouterr()
+    assert "usage:" in err
+
+
+def test_out_inside_folder_is_refused(capsys, shared_folder: Path, model_path: Path) -> None:
+    rc, _, err = run(capsys, shared_folder, *model_args(model_path), "--out", shared_folder / "good" / "res")
+    assert rc == 1
+    assert_one_error_line(err, "inside the image folder")
+    assert not (shared_folder / "good" / "res").exists()
+
+
+def test_unwritable_out(capsys, shared_folder: Path, model_path: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    rc, _, err = run(capsys, shared_folder, *model_args(model_path), "--out", blocker / "out")
+    assert rc == 1
+    assert_one_error_line(err, "cannot write to output folder")
+
+
+def test_read_only_out(capsys, shared_folder: Path, model_path: Path, tmp_path: Path) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("running with privileges that ignore folder permissions")
+        rc, _, err = run(capsys, shared_folder, *model_args(model_path), "--out", ro)
+        assert rc == 1
+        assert_one_error_line(err, "cannot write to output folder")
+    finally:
+        ro.chmod(0o700)
+
+
+def test_missing_model_is_a_user_error(capsys, shared_folder: Path, tmp_path: Path) -> None:
+    rc, _, err = run(capsys, shared_folder, "--model", tmp_path / "none.onnx", "--out", tmp_path / "o")
+    assert rc == 1
+    assert_one_error_line(err, "none.onnx")
+    assert not (tmp_path / "o").exists()  # failed before making anything
+
+
+def test_keyboard_interrupt_exits_130_and_keeps_the_cache(capsys, folder: Path, model_path: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(AnomalyClusterer, "fit", interrupted)
+    out = tmp_path / "o"
+    rc, _, err = run(capsys, folder, *model_args(model_path), "--out", out)
+    assert rc == 130 and "interrupted" in err
+    assert any((out / ".features").rglob("*.npy"))
+    assert no_temporary_files(out)
+
+
+def test_a_folder_named_assign(capsys, shared_folder: Path, model_path: Path, tmp_path: Path,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.copytree(shared_folder, tmp_path / "assign")
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = run(capsys, "./assign", *model_args(model_path), "--k", "3", "-q")
+    assert rc == 0, err
+    assert (tmp_path / "assign_clusters" / "clusters.csv").is_file()
+
+
+def test_two_images_with_automatic_k_give_one_cluster(capsys, shared_folder: Path, model_path: Path,
+                                                       tmp_path: Path) -> None:
+    two = tmp_path / "two"
+    two.mkdir()
+    shutil.copy(shared_folder / "good" / "000.png", two / "a.png")
+    shutil.copy(shared_folder / "red_spot" / "000.png", two / "b.png")
+    rc, stdout, err = run(capsys, two, *model_args(model_path), "-q")
+    assert rc == 0, err
+    summary = json.loads((tmp_path / "two_clusters" / "summary.json").read_text())
+    assert (summary["k"], summary["k_choice"]["method"]) == (1, "too-few-images")
+    assert "too few images" in stdout
+    assert run(capsys, two, *model_args(model_path), "--k", "2", "-q")[0] == 0
+
+
+# ---------------------------------------------------------------- library layer
+
+
+class FakeExtractor:
+    """Anything with the Extractor interface works: bags from the mean colour of 16 tiles."""
+
+    model_path = "fake.onnx"
+    model_hash = "0" * 64
+    output = "fake"
+    resize, crop, pool = 64, 64, None
+    grid = (4, 4)
+    dim = 3
+
+    def extract_all(self, paths, *, on_error="skip", progress=None):  # type: ignore[no-untyped-def]
+        bags = []
+        for p in paths:
+            x = np.asarray(Image.open(p).convert("RGB").resize((64, 64)), dtype=np.float64) / 255.0 + 0.01
+            tiles = x.reshape(4, 16, 4, 16, 3).mean(axis=(1, 3)).reshape(16, 3)
+            bags.append(tiles / np.linalg.norm(tiles, axis=1, keepdims=True))
+        if progress is not None:
+            progress(len(paths), len(paths))
+        return argparse.Namespace(bags=np.asarray(bags, dtype=np.float32), paths=list(paths), failures=[],
+                                  cache_hits=0, computed=len(paths), timings={})
+
+    def describe(self) -> dict:
+        return {"model": "fake"}
+
+
+def test_run_clustering_with_an_injected_extractor(capsys, shared_folder: Path, tmp_path: Path) -> None:
+    args = cli.build_parser().parse_args([str(shared_folder), "--k", "3", "--out", str(tmp_path / "o"), "-q"])
+    summary = run_clustering(args, extractor_factory=lambda options, cache_dir: FakeExtractor())
+    assert summary["k"] == 3 and summary["n_images"] == N_IMAGES
+    assert summary["metrics"]["nmi"] > 0.5
+    assert (tmp_path / "o" / "report.html").is_file()
+
+
+def test_collect_images_and_folder_labels(shared_folder: Path) -> None:
+    images = collect_images(shared_folder)
+    assert len(images.paths) == N_IMAGES and images.excluded == []
+    labels = folder_labels(images.paths, shared_folder)
+    assert labels is not None and sorted(set(labels)) == sorted(CLASSES)
+    assert folder_labels(images.paths[:PER_CLASS], shared_folder) is None  # one class only

@@ -1,0 +1,214 @@
+"""Tests of the HTML report, its charts and the weight heat maps."""
+
+from __future__ import annotations
+
+import base64
+import io
+from html.parser import HTMLParser
+from typing import Dict, List
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy.cluster.hierarchy import linkage
+
+from anomclust_lite.auto_k import cut_linkage
+from anomclust_lite.heatmap import colormap, model_view, overlay_weights
+from anomclust_lite.images import IMAGENET_MEAN, IMAGENET_STD, preprocess
+from anomclust_lite.report import (
+    ReportImage,
+    cluster_colour,
+    cluster_size_chart,
+    dendrogram_image,
+    image_data_uri,
+    render_report,
+)
+
+
+class ReportParser(HTMLParser):
+    """Collects cluster sections and the figures inside each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sections: List[str] = []
+        self.figures: Dict[str, List[str]] = {}
+        self.images: List[str] = []
+        self.text: List[str] = []
+
+    def handle_starttag(self, tag, attrs):  # type: ignore[no-untyped-def]
+        a = dict(attrs)
+        if tag == "section" and a.get("class") == "cluster":
+            self.sections.append(a["id"])
+            self.figures[a["id"]] = []
+        elif tag == "figure":
+            self.figures[self.sections[-1]].append(a["data-path"])
+        elif tag == "img":
+            self.images.append(a["src"])
+
+    def handle_data(self, data):  # type: ignore[no-untyped-def]
+        self.text.append(data)
+
+
+def parse(page: str) -> ReportParser:
+    p = ReportParser()
+    p.feed(page)
+    p.close()
+    return p
+
+
+def decode_uri(uri: str) -> Image.Image:
+    head, data = uri.split(",", 1)
+    assert head in ("data:image/png;base64", "data:image/jpeg;base64")
+    return Image.open(io.BytesIO(base64.b64decode(data)))
+
+
+# ---------------------------------------------------------------- heat maps
+
+
+def test_colormap_endpoints_shape_and_clipping() -> None:
+    c = colormap(np.array([[-1.0, 0.0, 0.5, 1.0, 2.0]]))
+    assert c.shape == (1, 5, 3) and c.dtype == np.uint8
+    assert c[0, 0].tolist() == c[0, 1].tolist() == [0, 0, 128]
+    assert c[0, 3].tolist() == c[0, 4].tolist() == [128, 0, 0]
+    assert c[0, 2, 1] > 200  # the middle is green-ish (jet)
+    with pytest.raises(ValueError, match="NaN"):
+        colormap(np.array([np.nan]))
+
+
+def test_overlay_leaves_zero_weight_regions_and_colours_the_top() -> None:
+    base = Image.new("RGB", (40, 40), (100, 100, 100))
+    w = np.zeros((4, 4))
+    w[0, 0] = 1.0
+    out = np.asarray(overlay_weights(base, w, (4, 4)), dtype=int)
+    assert out.shape == (40, 40, 3)
+    assert (out[30:, 30:] == 100).all()  # zero weight: the image shows through unchanged
+    assert out[2, 2, 0] != 100  # top weight: coloured
+    uniform = np.asarray(overlay_weights(base, np.full(16, 1 / 16), (4, 4)))
+    assert (uniform == uniform[0, 0]).all()  # uniform weights: a uniform tint
+
+
+@pytest.mark.parametrize(
+    "weights, grid, match",
+    [
+        (np.ones(15), (4, 4), "weights"),
+        (-np.ones(16), (4, 4), "weights"),
+        (np.ones(16), (4,), "grid"),
+        (np.ones(16), (0, 16), "grid"),
+    ],
+)
+def test_overlay_bad_input(weights: np.ndarray, grid: tuple, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        overlay_weights(Image.new("RGB", (8, 8)), weights, grid)
+
+
+def test_overlay_bad_opacity_and_image() -> None:
+    with pytest.raises(ValueError, match="opacity"):
+        overlay_weights(Image.new("RGB", (8, 8)), np.ones(4), (2, 2), opacity=1.5)
+    with pytest.raises(ValueError, match="image"):
+        overlay_weights(np.zeros((8, 8, 3)), np.ones(4), (2, 2))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("size, resize, crop", [((300, 200), 64, 48), ((120, 250), 50, 50), ((90, 60), 40, None)])
+def test_model_view_has_the_geometry_of_preprocess(size: tuple, resize: int, crop: "int | None") -> None:
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    view = np.asarray(model_view(image, resize=resize, crop=crop), dtype=np.float64)
+    x = preprocess(image, resize=resize, crop=crop).transpose(1, 2, 0).astype(np.float64)
+    pixels = (x * np.asarray(IMAGENET_STD) + np.asarray(IMAGENET_MEAN)) * 255.0
+    assert view.shape == pixels.shape
+    np.testing.assert_allclose(view, pixels, atol=0.01)
+
+
+def test_model_view_bad_crop() -> None:
+    with pytest.raises(ValueError, match="crop"):
+        model_view(Image.new("RGB", (8, 8)), resize=8, crop=9)
+
+
+# ---------------------------------------------------------------- charts
+
+
+def test_image_data_uri_round_trip() -> None:
+    img = Image.new("RGB", (5, 7), (10, 200, 30))
+    assert decode_uri(image_data_uri(img, fmt="PNG")).getpixel((2, 3)) == (10, 200, 30)
+    assert decode_uri(image_data_uri(img)).size == (5, 7)
+    with pytest.raises(ValueError, match="fmt"):
+        image_data_uri(img, fmt="GIF")
+
+
+def test_dendrogram_draws_cluster_colours_and_truncates() -> None:
+    rng = np.random.default_rng(0)
+    x = np.vstack([rng.normal(loc=c, scale=0.1, size=(70, 2)) for c in (0.0, 5.0, 10.0)])
+    z = linkage(x, "ward")
+    labels = cut_linkage(z, 3)
+    img = dendrogram_image(z, labels, k=3, max_leaves=20, size=(600, 300))
+    assert img.size == (600, 300)
+    colours = {c for _, c in img.getcolors(maxcolors=100_000)}
+    for c in range(3):
+        assert cluster_colour(c) in colours
+    assert (200, 0, 0) in colours  # the cut line
+
+
+def test_dendrogram_small_and_without_labels() -> None:
+    z = linkage(np.array([[0.0], [1.0]]), "ward")
+    assert dendrogram_image(z).size == (960, 360)
+    assert dendrogram_image(z, np.array([0, 1]), k=2).size == (960, 360)
+
+
+def test_dendrogram_bad_input() -> None:
+    z = linkage(np.arange(5.0)[:, None], "ward")
+    with pytest.raises(ValueError, match="labels"):
+        dendrogram_image(z, np.zeros(4, dtype=int))
+    with pytest.raises(ValueError, match="linkage"):
+        dendrogram_image(z[:, :3])
+    with pytest.raises(ValueError, match="k"):
+        dendrogram_image(z, k=6)
+
+
+def test_cluster_size_chart() -> None:
+    img = cluster_size_chart([3, 0, 7], size=(300, 120))
+    assert img.size == (300, 120)
+    with pytest.raises(ValueError, match="sizes"):
+        cluster_size_chart([])
+
+
+# ---------------------------------------------------------------- the page
+
+
+def test_render_report_structure_and_escaping() -> None:
+    thumb = image_data_uri(Image.new("RGB", (8, 8)))
+    items = [
+        ReportImage("good/1.png", 0, thumb, "good", 0.1, 0.2),
+        ReportImage("good/2.png", 0, thumb, "good", 0.05, 0.3),
+        ReportImage('bad/<script>"x".png', 1, thumb, "<b>crack</b>", 0.3, 0.9),
+        ReportImage("odd/img_\udcff.png", 2, thumb, "good", float("nan"), float("nan")),
+    ]
+    page = render_report(
+        items,
+        n_clusters=4,
+        title="t <&>",
+        overview=Image.new("RGB", (10, 10)),
+        facts={"weights": "semi & co"},
+        metrics={"nmi": 0.5},
+    )
+    page.encode("utf-8")  # undecodable names were escaped, nothing unencodable left
+    assert "<script>" not in page and "<b>crack" not in page
+    p = parse(page)
+    assert p.sections == ["cluster-0", "cluster-1", "cluster-2", "cluster-3"]
+    assert p.figures["cluster-0"] == ["good/2.png", "good/1.png"]  # nearest the centre first
+    assert p.figures["cluster-1"] == ['bad/<script>"x".png']
+    assert p.figures["cluster-2"] == ["odd/img_\\udcff.png"]
+    assert p.figures["cluster-3"] == []  # an empty cluster still gets its section
+    text = "".join(p.text)
+    assert "purity 1.000; labels: good 2" in text
+    assert "nmi = 0.5" in text and "semi & co" in text
+    assert p.images[0].startswith("data:image/png;base64,")  # the overview
+
+
+def test_render_report_bad_input() -> None:
+    thumb = image_data_uri(Image.new("RGB", (2, 2)))
+    with pytest.raises(ValueError, match="cluster"):
+        render_report([ReportImage("a", 3, thumb)], n_clusters=2)
+    with pytest.raises(ValueError, match="n_clusters"):
+        render_report([], n_clusters=0)
+    with pytest.raises(ValueError, match="images"):
+        render_report(["a"], n_clusters=1)  # type: ignore[list-item]
