@@ -24,11 +24,19 @@ def atomic_open(path: PathLike, mode: str = "wb", *, encoding: "str | None" = No
     """Open a temporary file beside ``path``; on success it replaces ``path``.
 
     On any exception the temporary file is removed and ``path`` is untouched.
+    An ``OSError`` without a file name (e.g. ``ENOSPC`` from a write or
+    ``fsync``) is re-raised with ``path`` as its file name, so the message
+    says which output could not be written.
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"mode must be 'wb' or 'w'; got {mode!r}")
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        if _lacks_filename(exc):
+            raise _with_filename(exc, target) from exc
+        raise
     try:
         # mkstemp creates 0600 files; give the result the usual umask-derived mode.
         os.chmod(tmp, 0o666 & ~_current_umask())
@@ -37,10 +45,24 @@ def atomic_open(path: PathLike, mode: str = "wb", *, encoding: "str | None" = No
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and _lacks_filename(exc):
+            raise _with_filename(exc, target) from exc
         raise
+
+
+def _lacks_filename(exc: OSError) -> bool:
+    return exc.filename is None and exc.errno is not None
+
+
+def _with_filename(exc: OSError, target: Path) -> OSError:
+    """A copy of ``exc`` (same type, errno and message) naming ``target``."""
+    try:
+        return type(exc)(exc.errno, exc.strerror, os.fspath(target))
+    except TypeError:  # an OSError subclass with another constructor
+        return OSError(exc.errno, exc.strerror, os.fspath(target))
 
 
 def _current_umask() -> int:

@@ -10,7 +10,15 @@ The work is split so that it can be reused and tested without a real model:
 ``extractor_factory(options, cache_dir) -> extractor``; the extractor can be
 anything with the interface of :class:`anomclust_lite.extractor.Extractor`
 (``extract_all``, ``grid``, ``dim``, ``resize``, ``crop``, ``describe()``,
-``model_hash``).
+``model_hash``; ``extract_all`` is passed ``bag_dtype="float16"`` only with
+``--bag-dtype float16``).
+
+Robustness: bad image files are skipped with a warning each and a count on
+stdout (or stop the run with ``--on-error fail``); every other user error is
+one line on stderr and exit status 1, raised before any feature is extracted
+where possible (the output and cache folders are probed with a real write);
+outputs are written atomically, and features are cached as they are
+extracted, so an interrupted run loses nothing and a rerun resumes.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ import numpy as np
 
 from ._atomic import atomic_open, atomic_write_text
 from .auto_k import DEFAULT_K_MAX
-from .clusterer import DEFAULT_REFERENCE_SIZE, DISTANCES, WEIGHT_MODES, AnomalyClusterer
+from .clusterer import BAG_DTYPES, DEFAULT_REFERENCE_SIZE, DISTANCES, WEIGHT_MODES, AnomalyClusterer
 from .clustering import METHODS
 from .defaults import (
     DEFAULT_AGGREGATE,
@@ -46,7 +54,7 @@ from .defaults import (
     DEFAULT_TAU_UNSUPERVISED,
     DEFAULT_TOPK_FRACTION,
 )
-from .images import ImageLoadError, ImageProblem, display_path, find_images
+from .images import DEFAULT_MAX_PIXELS, ImageLoadError, ImageProblem, display_path, find_images
 from .scores import AGGREGATES
 
 __all__ = [
@@ -65,6 +73,8 @@ __all__ = [
 
 PROG = "anomclust-lite"
 EXPORT_MARKER = ".anomclust-export"
+#: Bytes written (and fsync'ed) to probe that an output folder can take files.
+PROBE_BYTES = 64 * 1024
 THUMBNAIL_SIZE = 128
 
 #: What is skipped by default (``--no-default-exclude`` keeps it).
@@ -109,6 +119,16 @@ labels:
   FOLDER/scratch/..) and there are at least two, the sub-folder names are
   taken as the true types and NMI, ARI, accuracy and macro-F1 are printed.
 
+unreadable images:
+  empty, truncated or corrupt files, non-images with an image extension,
+  unreadable files, images over --max-pixels pixels (default 89,478,485) and
+  images the model turns into NaN or inf are skipped with a warning each and
+  a count on stdout (--on-error fail stops at the first one instead); broken
+  links, link loops and unreadable folders are skipped the same way. All are
+  listed in summary.json. 16-bit, alpha, palette, CMYK and EXIF-rotated
+  images are converted (alpha over black) and images smaller than --crop are
+  upsampled.
+
 skipped files:
   by default, files whose name ends with '_mask' (before the extension) and
   everything in folders named 'ground_truth' are skipped (MVTec AD masks;
@@ -127,9 +147,18 @@ outputs (in --out, default FOLDER/../<name>_clusters):
   model.npz      everything needed by '%(prog)s assign'
   cluster_<k>/   the images themselves, with --export symlink|copy
   .features/     cached features; a rerun (or a rerun after Ctrl-C) reuses them
+  Every file is written to a temporary file and renamed, so an interrupted
+  run leaves the previous results (or none), never a half-written file. The
+  output folder is checked for writing (and space for a small file) before
+  any feature is extracted.
 
-exit status: 0 success, 1 error (bad folder, no images, ...), 2 bad option,
-130 interrupted."""
+memory:
+  the features take N x M x D x 4 bytes (x 2 with --bag-dtype float16; e.g.
+  100 images x 784 patches x 128 dims = 40 MB), the distance computations at
+  most --memory-mb on top.
+
+exit status: 0 success, 1 error (bad folder, no images, ...; one line on
+stderr), 2 bad option, 130 interrupted (Ctrl-C)."""
 
 _ASSIGN_DESCRIPTION = """\
 Assign the images in NEW_FOLDER to the clusters of an earlier run, saved in
@@ -212,6 +241,9 @@ def _add_extractor_options(p: argparse.ArgumentParser, *, for_assign: bool) -> N
         g.add_argument("--crop", type=_crop, default=224, metavar="N|none",
                        help="centre crop of N x N pixels after resizing (default 224); 0 or 'none' resizes the "
                             "whole frame to RESIZE x RESIZE instead")
+    g.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help=f"refuse images with more than N pixels (width x height; also after resizing), as possible "
+                        f"decompression bombs (default {DEFAULT_MAX_PIXELS:,}, Pillow's limit)")
     g.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model runs (default cpu)")
     g.add_argument("--threads", type=_positive_int, metavar="N", help="CPU threads of the model (default: one per core)")
     g.add_argument("--cache-dir", metavar="DIR",
@@ -277,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
                    help=f"clustering algorithm (default {DEFAULT_METHOD})")
     g.add_argument("--seed", type=_non_negative_int, default=0, metavar="N", help="random seed (default 0)")
+    g.add_argument("--bag-dtype", choices=BAG_DTYPES, default="float32",
+                   help="how the features are held in memory: float16 halves it (results within 1e-3 NMI; "
+                        "default float32)")
     g.add_argument("--reference-size", type=_positive_int, default=DEFAULT_REFERENCE_SIZE, metavar="N",
                    help="images (or images' worth of normal patches) kept in model.npz to weight new images "
                         f"in 'assign' (default {DEFAULT_REFERENCE_SIZE})")
@@ -313,8 +348,8 @@ class _Console:
         self.quiet = quiet
 
     def info(self, message: str) -> None:
-        if not self.quiet:
-            print(message, file=sys.stderr, flush=True)
+        if not self.quiet:  # one write per line: decoding threads may log at the same time
+            print(message + "\n", end="", file=sys.stderr, flush=True)
 
     def warn(self, message: str) -> None:
         self.info(f"{PROG}: warning: {message}")
@@ -466,20 +501,38 @@ def _prepare_out(out_arg: Optional[str], folder: Path, suffix: str) -> Path:
             f"output folder {display_path(out)} is inside the image folder {display_path(folder)} "
             "(its files would be scanned next time); choose an --out outside it"
         )
+    _probe_writable(out, "output folder", "choose another --out")
+    return out
+
+
+def _probe_writable(folder: Path, what: str, advice: str) -> None:
+    """Create ``folder`` and write, fsync and remove a small file in it.
+
+    Catches a read-only, unwritable or full folder before the long work; a
+    disk that fills up later still fails at the write that hits it.
+    """
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".probe-", suffix=".tmp"):
-            pass
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".probe-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(bytes(PROBE_BYTES))
+                fh.flush()
+                os.fsync(fh.fileno())
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        raise ValueError(f"cannot write to output folder {display_path(out)} ({reason}); choose another --out") from None
-    return out
+        raise ValueError(f"cannot write to {what} {display_path(folder)} ({reason}); {advice}") from None
 
 
 def _cache_dir(args: argparse.Namespace, out: Path) -> Optional[Path]:
     if args.no_cache:
         return None
-    return Path(args.cache_dir).expanduser() if args.cache_dir else out / ".features"
+    cache_dir = Path(args.cache_dir).expanduser() if args.cache_dir else out / ".features"
+    _probe_writable(cache_dir, "feature cache folder", "choose another --cache-dir or pass --no-cache")
+    return cache_dir
 
 
 def _check_folder(text: str, what: str) -> Path:
@@ -506,6 +559,7 @@ def make_extractor(args: argparse.Namespace, cache_dir: Optional[Path]) -> Any:
         device=args.device,
         threads=args.threads,
         cache_dir=cache_dir,
+        max_pixels=args.max_pixels,
     )
 
 
@@ -514,10 +568,25 @@ ExtractorFactory = Callable[[argparse.Namespace, Optional[Path]], Any]
 
 def _extract(extractor: Any, paths: List[Path], args: argparse.Namespace, console: _Console, label: str) -> Any:
     on_error = "raise" if args.on_error == "fail" else "skip"
-    result = extractor.extract_all(paths, on_error=on_error, progress=console.counter(label))
+    bag_dtype = getattr(args, "bag_dtype", "float32")
+    # Only ask for float16 when chosen, so extractors without a bag_dtype argument keep working.
+    dtype_option = {} if bag_dtype == "float32" else {"bag_dtype": bag_dtype}
+    result = extractor.extract_all(paths, on_error=on_error, progress=console.counter(label), **dtype_option)
     for problem in result.failures:
         console.warn(f"skipped {display_path(problem.path)}: {problem.reason}")
     return result
+
+
+def _skipped_note(n_unreadable: int, n_total: int, n_problems: int) -> Optional[str]:
+    """One line counting what was skipped, or None when nothing was."""
+    parts = []
+    if n_unreadable:
+        parts.append(f"{n_unreadable} of {n_total} images could not be read")
+    if n_problems:
+        parts.append(f"{n_problems} broken links, link loops or unreadable folders")
+    if not parts:
+        return None
+    return f"skipped: {'; '.join(parts)} (see the warnings, and 'skipped' in summary.json)"
 
 
 def _problem_dicts(problems: Sequence[ImageProblem], folder: Path) -> List[Dict[str, str]]:
@@ -562,7 +631,7 @@ def _write_json(path: Path, data: Dict[str, Any]) -> None:
 
 
 def _thumbnail(path: Path, weights: Optional[np.ndarray], grid: Tuple[int, int], resize: int,
-               crop: Optional[int]) -> str:
+               crop: Optional[int], max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
     from PIL import Image
 
     from .heatmap import model_view, overlay_weights
@@ -570,7 +639,7 @@ def _thumbnail(path: Path, weights: Optional[np.ndarray], grid: Tuple[int, int],
     from .report import image_data_uri
 
     try:
-        view = model_view(load_image(path), resize=resize, crop=crop)
+        view = model_view(load_image(path, max_pixels=max_pixels), resize=resize, crop=crop)
     except (ImageLoadError, OSError):
         view = Image.new("RGB", (THUMBNAIL_SIZE, THUMBNAIL_SIZE), (200, 200, 200))
     w, h = view.size
@@ -643,7 +712,8 @@ def _report(
     top_scores = model.scores_.max(axis=1)
     items = []
     for i, path in enumerate(paths):
-        uri = _thumbnail(path, model.weights_[i] if show_weights else None, grid, extractor.resize, extractor.crop)
+        uri = _thumbnail(path, model.weights_[i] if show_weights else None, grid, extractor.resize, extractor.crop,
+                         getattr(extractor, "max_pixels", DEFAULT_MAX_PIXELS))
         items.append(
             ReportImage(
                 path=rel[i],
@@ -711,6 +781,7 @@ def run_clustering(
         memory_mb=args.memory_mb if args.memory_mb is not None else DEFAULT_MEMORY_MB,
         seed=args.seed,
         reference_size=args.reference_size,
+        bag_dtype=args.bag_dtype,
     )
 
     if args.model is not None and not Path(args.model).expanduser().is_file():
@@ -801,6 +872,8 @@ def run_clustering(
     k_text = (
         f"chosen by the silhouette among 2..{max(choice.scores)}" if choice.method == "silhouette"
         else "given with --k" if choice.method == "fixed"
+        else "= 1: all images have identical features" if choice.method == "identical-images"
+        else "= 1: too few images" if choice.method == "too-few-images"
         else f"({choice.method.replace('-', ' ')})"
     )
     facts: Dict[str, object] = {
@@ -856,6 +929,9 @@ def run_clustering(
     _write_json(out / "summary.json", summary)
 
     console.result(f"{n} images -> {k} clusters (K {k_text}); sizes: {', '.join(map(str, sizes))}")
+    note = _skipped_note(len(result.failures), n_found, len(images.problems))
+    if note is not None:
+        console.result(note)
     if metrics is not None:
         console.result(
             f"against the folder labels: NMI {metrics['nmi']:.3f}, ARI {metrics['ari']:.3f}, "
@@ -875,7 +951,7 @@ def _assign_extractor_options(args: argparse.Namespace, record: Dict[str, Any]) 
         )
     return argparse.Namespace(
         model=model_path, model_output=record["output"], resize=record["resize"], crop=record["crop"],
-        device=args.device, threads=args.threads,
+        device=args.device, threads=args.threads, max_pixels=args.max_pixels,
     )
 
 
@@ -898,6 +974,8 @@ def run_assign(
     images = collect_images(folder, excludes=args.exclude, default_excludes=not args.no_default_exclude)
     if not images.paths:
         raise ValueError(f"no images found in {display_path(folder)}")
+    for problem in images.problems:
+        console.warn(f"{display_path(problem.path)}: {problem.reason}")
     out = _prepare_out(args.out, folder, "_assignments")
     cache_dir = _cache_dir(args, out)
     ext_args = _assign_extractor_options(args, record)
@@ -944,6 +1022,9 @@ def run_assign(
         f"{len(rel)} images assigned to {model.k_} clusters; sizes: {', '.join(map(str, sizes))}; "
         f"{summary['new_type']} possibly of a new type (distance > {assignment.threshold:.4g})"
     )
+    note = _skipped_note(len(result.failures), len(images.paths), len(images.problems))
+    if note is not None:
+        console.result(note)
     console.result(f"results in {display_path(out / 'assignments.csv')}")
     return summary
 
@@ -958,6 +1039,40 @@ def _one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
+class _ConsoleLogHandler(logging.Handler):
+    """Shows the package's logged warnings (e.g. a damaged feature-cache entry) as CLI warnings.
+
+    The extractor's warnings are left out: the CLI reports skipped images itself.
+    """
+
+    def __init__(self, console: _Console) -> None:
+        super().__init__(logging.WARNING)
+        self.console = console
+        self.shown: set = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name == "anomclust_lite.extractor":
+            return
+        message = " ".join(record.getMessage().split())
+        if message not in self.shown:
+            self.shown.add(message)
+            self.console.warn(message)
+
+
+@contextlib.contextmanager
+def _pillow_pixel_limit(max_pixels: int) -> Any:
+    """Raise Pillow's own decompression-bomb limit to ``max_pixels`` while running (restored after)."""
+    from PIL import Image
+
+    saved = Image.MAX_IMAGE_PIXELS
+    if saved is not None and max_pixels > saved:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``anomclust-lite`` / ``python -m anomclust_lite``; returns the exit status."""
     args_list = list(sys.argv[1:] if argv is None else argv)
@@ -969,10 +1084,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return int(exc.code) if isinstance(exc.code, int) else 2
     console = _Console(args.quiet)
     package_logger = logging.getLogger("anomclust_lite")
-    quiet_handler = logging.NullHandler()  # the CLI reports problems itself
-    package_logger.addHandler(quiet_handler)
+    log_handler = _ConsoleLogHandler(console)
+    package_logger.addHandler(log_handler)
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, _pillow_pixel_limit(args.max_pixels):
             warnings.simplefilter("always")
             if assign:
                 run_assign(args, console=console)
@@ -994,4 +1109,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     finally:
-        package_logger.removeHandler(quiet_handler)
+        package_logger.removeHandler(log_handler)

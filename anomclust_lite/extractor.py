@@ -45,7 +45,14 @@ from .images import (
 from .model_store import resolve_model
 from .normalize import normalize_patches
 
-__all__ = ["POOLED_METADATA_KEY", "Extractor", "ExtractionResult", "avg_pool3x3", "feature_map_to_patches"]
+__all__ = [
+    "POOLED_METADATA_KEY",
+    "BAG_DTYPES",
+    "Extractor",
+    "ExtractionResult",
+    "avg_pool3x3",
+    "feature_map_to_patches",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +60,9 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 #: ONNX metadata key; value ``"1"`` means the graph already applies the 3x3 pooling.
 POOLED_METADATA_KEY = "anomclust_lite.pooled"
+
+#: Storage types :meth:`Extractor.extract_all` can return bags in.
+BAG_DTYPES = ("float32", "float16")
 
 _DEVICES = ("cpu", "cuda")
 _ON_ERROR = ("raise", "skip")
@@ -120,7 +130,8 @@ class ExtractionResult:
     Attributes
     ----------
     bags : numpy.ndarray
-        float32 ``(N_kept, M, D)``, unit-norm patch embeddings, in input order.
+        ``(N_kept, M, D)`` unit-norm patch embeddings (float32, or float16
+        with ``bag_dtype="float16"``), in input order.
     paths : list of pathlib.Path
         The ``N_kept`` images behind ``bags``, in the same order.
     failures : list of ImageProblem
@@ -563,6 +574,7 @@ class Extractor:
         *,
         on_error: str = "skip",
         progress: "Optional[Callable[[int, int], None]]" = None,
+        bag_dtype: str = "float32",
     ) -> ExtractionResult:
         """Bags of image files, collecting the files that fail.
 
@@ -578,6 +590,10 @@ class Extractor:
             "raise": raise at the first failing image.
         progress : callable, optional
             Called as ``progress(done, total)`` as images finish.
+        bag_dtype : {"float32", "float16"}, default "float32"
+            Storage type of the returned bags. ``"float16"`` halves the
+            ``N * M * D`` buffer (the only allocation that grows with every
+            image); bags are computed and cached in float32 either way.
 
         Returns
         -------
@@ -587,12 +603,13 @@ class Extractor:
         """
         path_list = _check_paths(paths)
         check_choice(on_error, "on_error", _ON_ERROR)
+        dtype = np.dtype(check_choice(bag_dtype, "bag_dtype", BAG_DTYPES))
         if progress is not None and not callable(progress):
             raise ValueError(f"progress must be a callable progress(done, total) or None; got {progress!r}")
         started = time.perf_counter()
         total = len(path_list)
         h, w = self.grid
-        bags = np.empty((total, h * w, self.dim), dtype=np.float32)
+        bags = np.empty((total, h * w, self.dim), dtype=dtype)
         kept = np.zeros(total, dtype=bool)
         failures: Dict[int, ImageProblem] = {}
         timings = {"decode": 0.0, "inference": 0.0, "postprocess": 0.0, "wait": 0.0}
@@ -605,10 +622,11 @@ class Extractor:
             if progress is not None and count:
                 progress(counts["done"], total)
 
-        def fail(index: int, exc: Exception) -> None:
+        def fail(index: int, exc: Exception, reason: "Optional[str]" = None) -> None:
             if on_error == "raise":
                 raise exc
-            reason = exc.reason if isinstance(exc, ImageLoadError) else " ".join(str(exc).split())
+            if reason is None:
+                reason = exc.reason if isinstance(exc, ImageLoadError) else " ".join(str(exc).split())
             failures[index] = ImageProblem(path_list[index], reason)
             logger.warning("skipping %s: %s", display_path(path_list[index]), reason)
 
@@ -621,7 +639,7 @@ class Extractor:
             timings["inference"] += t1 - t0
             for item, res in zip(pending, self._postprocess(maps)):
                 if isinstance(res, str):
-                    fail(item.index, ValueError(f"image {display_path(item.path)}: {res}"))
+                    fail(item.index, ValueError(f"image {display_path(item.path)}: {res}"), reason=res)
                     continue
                 bags[item.index] = res
                 kept[item.index] = True
@@ -690,7 +708,10 @@ class Extractor:
                 item.cached = self._cache.get(item.cache_key, settings, shape=(h * w, self.dim))
             if item.cached is None:
                 image = load_image_bytes(data, path, max_pixels=self.max_pixels)
-                item.tensor = preprocess(image, resize=self.resize, crop=self.crop)
+                try:
+                    item.tensor = preprocess(image, resize=self.resize, crop=self.crop, max_pixels=self.max_pixels)
+                except ValueError as exc:  # an extreme aspect ratio
+                    raise ImageLoadError(path, str(exc)) from exc
         except ImageLoadError as exc:
             item.error = exc
         except Exception as exc:  # anything else while decoding one file is that file's failure

@@ -59,6 +59,38 @@ def _canonical(settings: Mapping[str, Any]) -> str:
     return json.dumps(dict(settings), sort_keys=True, separators=(",", ":"))
 
 
+def _read_npy(path: Path, meta: object, shape: "Optional[Tuple[int, ...]]") -> np.ndarray:
+    """Read a cached ``.npy`` whose header must announce the recorded float32 shape.
+
+    The header is checked before any data is read, so a damaged or tampered
+    header cannot make the reader allocate a huge array.
+    """
+    recorded = meta.get("shape") if isinstance(meta, dict) else None
+    if not isinstance(recorded, list) or not all(isinstance(v, int) and v >= 0 for v in recorded):
+        raise ValueError("the sidecar records no valid shape")
+    if shape is not None and tuple(recorded) != tuple(shape):
+        raise ValueError(f"recorded shape {tuple(recorded)}, expected {tuple(shape)}")
+    with open(path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            header = np.lib.format.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            header = np.lib.format.read_array_header_2_0(fh)
+        else:
+            raise ValueError(f"unsupported .npy format version {version}")
+        file_shape, fortran_order, dtype = header
+        if tuple(file_shape) != tuple(recorded) or fortran_order or dtype != np.dtype(np.float32):
+            raise ValueError(
+                f"the array header ({tuple(file_shape)}, {dtype}) does not match the recorded "
+                f"({tuple(recorded)}, float32)"
+            )
+        array = np.empty(tuple(recorded), dtype=np.float32)
+        n_read = fh.readinto(memoryview(array).cast("B"))
+        if n_read != array.nbytes or fh.read(1):
+            raise ValueError(f"the array data has the wrong length ({n_read} bytes read, {array.nbytes} expected)")
+    return array
+
+
 class FeatureCache:
     """A folder of cached bags, one ``.npy`` (+ ``.json``) per image and settings.
 
@@ -125,9 +157,10 @@ class FeatureCache:
             return None
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            array = np.load(array_path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
-            logger.warning("feature cache entry %s is unreadable (%s); recomputing", key, exc)
+            array = _read_npy(array_path, meta, shape)
+        except Exception as exc:  # a damaged entry is a miss, whatever the parser raised
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            logger.warning("feature cache entry %s is unreadable (%s); recomputing", key, reason)
             return None
         problem = self._verify(array, meta, settings, shape)
         if problem is not None:

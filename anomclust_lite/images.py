@@ -10,7 +10,12 @@ Image policy (what :func:`load_image` does with each file):
   (default :data:`DEFAULT_MAX_PIXELS` = 89,478,485, Pillow's own default, about
   a 9459 x 9459 image or 256 MiB of RGB at 3 bytes per pixel) is refused
   *before* its pixels are decoded. Pillow's ``DecompressionBombWarning`` and
-  ``DecompressionBombError`` are refusals too.
+  ``DecompressionBombError`` are refusals too, so a ``max_pixels`` above
+  Pillow's ``PIL.Image.MAX_IMAGE_PIXELS`` needs that raised as well (the
+  command-line tool's ``--max-pixels`` does it). :func:`preprocess` refuses an
+  image whose *resized* size would exceed ``max_pixels`` (a tiny file of
+  extreme aspect ratio, e.g. 1 x 1,000,000, would otherwise be upsampled to
+  billions of pixels).
 - **Orientation**: the EXIF orientation tag (1-8) is applied, so the result
   is the image as a viewer shows it.
 - **Colour modes** (the result is always 8-bit RGB):
@@ -370,7 +375,11 @@ def load_image_bytes(data: bytes, path: PathLike, *, max_pixels: int = DEFAULT_M
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
-        raise ImageLoadError(path, f"refused as a possible decompression bomb ({exc})") from exc
+        raise ImageLoadError(
+            path,
+            f"refused as a possible decompression bomb (Pillow: {exc}); raise max_pixels and "
+            "PIL.Image.MAX_IMAGE_PIXELS (--max-pixels) if the image is genuine",
+        ) from exc
     except Image.UnidentifiedImageError as exc:
         raise ImageLoadError(path, "not a recognised image format (or a corrupt header)") from exc
     except Exception as exc:  # Pillow raises many types on corrupt headers
@@ -380,7 +389,7 @@ def load_image_bytes(data: bytes, path: PathLike, *, max_pixels: int = DEFAULT_M
         raise ImageLoadError(
             path,
             f"image has {width}x{height} = {width * height} pixels, more than max_pixels={max_pixels} "
-            "(refused as a possible decompression bomb; raise max_pixels if the image is genuine)",
+            "(refused as a possible decompression bomb; raise max_pixels (--max-pixels) if the image is genuine)",
         )
     if width < 1 or height < 1:
         raise ImageLoadError(path, f"image has no pixels ({width}x{height})")
@@ -438,7 +447,13 @@ def _to_rgb(image: Image.Image) -> "Optional[Image.Image]":
     return image.convert("RGB")
 
 
-def preprocess(image: Image.Image, *, resize: int = 256, crop: "Optional[int]" = 224) -> np.ndarray:
+def preprocess(
+    image: Image.Image,
+    *,
+    resize: int = 256,
+    crop: "Optional[int]" = 224,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
     """Resize, centre-crop and normalise an RGB image into a model input.
 
     The shorter side is resized to ``resize`` (bilinear, Pillow; the longer
@@ -457,6 +472,9 @@ def preprocess(image: Image.Image, *, resize: int = 256, crop: "Optional[int]" =
         Target length of the shorter side (or of both sides with ``crop=None``).
     crop : int or None, default 224
         Side of the centre crop; ``crop <= resize``.
+    max_pixels : int, default DEFAULT_MAX_PIXELS
+        Refuse (``ValueError``) an image whose resized size, before the crop,
+        would have more pixels than this (an extreme aspect ratio).
 
     Returns
     -------
@@ -471,6 +489,7 @@ def preprocess(image: Image.Image, *, resize: int = 256, crop: "Optional[int]" =
     ((3, 16, 16), dtype('float32'), True)
     """
     resize, crop = _check_resize_crop(resize, crop)
+    max_pixels = check_int(max_pixels, "max_pixels", low=1)
     if not isinstance(image, Image.Image):
         raise ValueError(f"image must be a PIL.Image.Image; got {type(image).__name__}")
     if image.mode != "RGB":
@@ -482,6 +501,12 @@ def preprocess(image: Image.Image, *, resize: int = 256, crop: "Optional[int]" =
         size = (resize, int(resize * height / width))
     else:
         size = (int(resize * width / height), resize)
+    if size[0] * size[1] > max_pixels:
+        raise ValueError(
+            f"resizing the {width}x{height} image to a shorter side of {resize} gives {size[0]}x{size[1]} = "
+            f"{size[0] * size[1]} pixels, more than max_pixels={max_pixels} (extreme aspect ratio); "
+            "use crop=None (--crop none) to resize the whole frame instead"
+        )
     if size != image.size:
         image = image.resize(size, Image.Resampling.BILINEAR)
     if crop is not None:
