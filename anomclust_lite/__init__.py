@@ -32,6 +32,7 @@ from .images import (
     find_images,
     load_image,
     preprocess,
+    resize_and_crop,
 )
 from .metrics import (
     accuracy,
@@ -115,6 +116,7 @@ __all__ = [
     "find_images",
     "load_image",
     "preprocess",
+    "resize_and_crop",
     "display_path",
     "Extractor",
     "ExtractionResult",

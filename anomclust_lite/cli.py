@@ -550,9 +550,13 @@ def _check_folder(text: str, what: str) -> Path:
 def make_extractor(args: argparse.Namespace, cache_dir: Optional[Path]) -> Any:
     """The real :class:`~anomclust_lite.extractor.Extractor` for the parsed options."""
     from .extractor import Extractor
+    from .model_store import resolve_model
 
+    # With no --model, the WRN-50 model may have to be built, or its checkpoint
+    # downloaded first: show that progress on stderr (unless -q).
+    model = args.model if args.model is not None else resolve_model(None, progress=_download_progress(args.quiet))
     return Extractor(
-        args.model,
+        model,
         output=args.model_output,
         resize=args.resize,
         crop=args.crop,
@@ -561,6 +565,21 @@ def make_extractor(args: argparse.Namespace, cache_dir: Optional[Path]) -> Any:
         cache_dir=cache_dir,
         max_pixels=args.max_pixels,
     )
+
+
+def _download_progress(quiet: bool) -> Callable[[int, Optional[int]], None]:
+    """``progress(bytes_done, bytes_total)`` for the checkpoint download, in MB steps."""
+    state = {"last": -1}
+
+    def progress(done: int, total: Optional[int]) -> None:
+        mb = done >> 20
+        if quiet or (mb == state["last"] and done != total) or (mb % 16 and done != total):
+            return
+        state["last"] = mb
+        of = f" of {total >> 20} MB" if total else " MB"
+        print(f"downloading the WRN-50 checkpoint: {mb}{of}", file=sys.stderr, flush=True)
+
+    return progress
 
 
 ExtractorFactory = Callable[[argparse.Namespace, Optional[Path]], Any]

@@ -71,27 +71,11 @@ def model_view(image: Image.Image, *, resize: int = 256, crop: Optional[int] = 2
     >>> model_view(Image.new("RGB", (300, 200)), resize=32, crop=16).size
     (16, 16)
     """
-    from .images import _check_resize_crop
+    from .images import resize_and_crop
 
-    resize, crop = _check_resize_crop(resize, crop)
     if not isinstance(image, Image.Image):
         raise ValueError(f"image must be a PIL image; got {type(image).__name__}")
-    image = image.convert("RGB")
-    width, height = image.size
-    if crop is None:
-        size = (resize, resize)
-    elif width <= height:
-        size = (resize, int(resize * height / width))
-    else:
-        size = (int(resize * width / height), resize)
-    if size != image.size:
-        image = image.resize(size, Image.Resampling.BILINEAR)
-    if crop is not None:
-        width, height = image.size
-        top = int(round((height - crop) / 2.0))
-        left = int(round((width - crop) / 2.0))
-        image = image.crop((left, top, left + crop, top + crop))
-    return image
+    return resize_and_crop(image.convert("RGB"), resize=resize, crop=crop)
 
 
 def overlay_weights(

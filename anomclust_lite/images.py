@@ -76,6 +76,7 @@ __all__ = [
     "ImageProblem",
     "ImageListing",
     "display_path",
+    "resize_and_crop",
     "is_image_file_name",
     "find_images",
     "load_image",
@@ -488,12 +489,63 @@ def preprocess(
     >>> x.shape, x.dtype, bool(abs(x).max() < 0.01)
     ((3, 16, 16), dtype('float32'), True)
     """
-    resize, crop = _check_resize_crop(resize, crop)
-    max_pixels = check_int(max_pixels, "max_pixels", low=1)
     if not isinstance(image, Image.Image):
         raise ValueError(f"image must be a PIL.Image.Image; got {type(image).__name__}")
     if image.mode != "RGB":
         raise ValueError(f"image must have mode 'RGB'; got {image.mode!r}. Read files with load_image()")
+    image = resize_and_crop(image, resize=resize, crop=crop, max_pixels=max_pixels)
+    pixels = np.asarray(image, dtype=np.float32)  # (H, W, 3)
+    scale = (1.0 / (255.0 * np.asarray(IMAGENET_STD, dtype=np.float64))).astype(np.float32)
+    offset = (-np.asarray(IMAGENET_MEAN, dtype=np.float64) / np.asarray(IMAGENET_STD, dtype=np.float64)).astype(
+        np.float32
+    )
+    normalised = pixels * scale + offset
+    return np.ascontiguousarray(normalised.transpose(2, 0, 1))
+
+
+def resize_and_crop(
+    image: Image.Image,
+    *,
+    resize: int = 256,
+    crop: "Optional[int]" = 224,
+    resample: int = Image.Resampling.BILINEAR,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Image.Image:
+    """The geometry of :func:`preprocess`: resize the shorter side, cut the centre square.
+
+    The shorter side is resized to ``resize`` (the longer side becomes
+    ``int(resize * long / short)``), then the centre ``crop x crop`` square
+    is cut out (offsets ``round((size - crop) / 2)``). With ``crop=None`` the
+    whole image is resized to ``resize x resize``. Used for model inputs
+    (bilinear), heat-map backgrounds and ground-truth masks
+    (``resample=Image.Resampling.NEAREST``), so all three stay aligned.
+
+    Parameters
+    ----------
+    image : PIL.Image.Image
+        Any mode.
+    resize, crop : int, int or None
+        As in :func:`preprocess`; ``crop <= resize``.
+    resample : int
+        Pillow resampling filter.
+    max_pixels : int
+        Refuse (``ValueError``) a resized size, before the crop, of more
+        pixels than this (an extreme aspect ratio).
+
+    Returns
+    -------
+    PIL.Image.Image
+        ``crop x crop`` (or ``resize x resize`` with ``crop=None``), same mode.
+
+    Examples
+    --------
+    >>> resize_and_crop(Image.new("L", (300, 200)), resize=32, crop=16).size
+    (16, 16)
+    """
+    resize, crop = _check_resize_crop(resize, crop)
+    max_pixels = check_int(max_pixels, "max_pixels", low=1)
+    if not isinstance(image, Image.Image):
+        raise ValueError(f"image must be a PIL.Image.Image; got {type(image).__name__}")
     width, height = image.size
     if crop is None:
         size = (resize, resize)
@@ -508,19 +560,13 @@ def preprocess(
             "use crop=None (--crop none) to resize the whole frame instead"
         )
     if size != image.size:
-        image = image.resize(size, Image.Resampling.BILINEAR)
+        image = image.resize(size, resample)
     if crop is not None:
         width, height = image.size
         top = int(round((height - crop) / 2.0))
         left = int(round((width - crop) / 2.0))
         image = image.crop((left, top, left + crop, top + crop))
-    pixels = np.asarray(image, dtype=np.float32)  # (H, W, 3)
-    scale = (1.0 / (255.0 * np.asarray(IMAGENET_STD, dtype=np.float64))).astype(np.float32)
-    offset = (-np.asarray(IMAGENET_MEAN, dtype=np.float64) / np.asarray(IMAGENET_STD, dtype=np.float64)).astype(
-        np.float32
-    )
-    normalised = pixels * scale + offset
-    return np.ascontiguousarray(normalised.transpose(2, 0, 1))
+    return image
 
 
 def _check_resize_crop(resize: object, crop: object) -> "tuple[int, Optional[int]]":

@@ -552,3 +552,25 @@ def test_collect_images_and_folder_labels(shared_folder: Path) -> None:
     labels = folder_labels(images.paths, shared_folder)
     assert labels is not None and sorted(set(labels)) == sorted(CLASSES)
     assert folder_labels(images.paths[:PER_CLASS], shared_folder) is None  # one class only
+
+
+def test_no_model_offline_is_one_clear_line(capsys, folder: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("ANOMCLUST_MODEL", raising=False)
+    monkeypatch.setenv("ANOMCLUST_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("ANOMCLUST_OFFLINE", "1")
+    code, _, err = run(capsys, folder, "--out", tmp_path / "out", "--k", "2")
+    assert code == 1
+    assert_one_error_line(err, "--model")
+
+
+def test_download_progress_lines(capsys) -> None:
+    progress = cli._download_progress(quiet=False)
+    for done in range(0, 40 << 20, 1 << 20):
+        progress(done, 40 << 20)
+    progress(40 << 20, 40 << 20)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].endswith("0 of 40 MB") and lines[-1].endswith("40 of 40 MB")
+    assert len(lines) <= 5  # every 16 MB, plus the end
+    quiet = cli._download_progress(quiet=True)
+    quiet(1 << 20, None)
+    assert capsys.readouterr().err == ""
