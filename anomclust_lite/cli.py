@@ -25,24 +25,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import fnmatch
-import json
 import logging
 import os
 import platform
-import shutil
 import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ._atomic import atomic_open, atomic_write_text
 from .auto_k import DEFAULT_K_MAX
 from .clusterer import BAG_DTYPES, DEFAULT_REFERENCE_SIZE, DISTANCES, WEIGHT_MODES, AnomalyClusterer
 from .clustering import METHODS
@@ -54,7 +48,9 @@ from .defaults import (
     DEFAULT_TAU_UNSUPERVISED,
     DEFAULT_TOPK_FRACTION,
 )
-from .images import DEFAULT_MAX_PIXELS, ImageLoadError, ImageProblem, display_path, find_images
+from .folders import ImageSet, collect_images, folder_labels, relative_name
+from .images import DEFAULT_MAX_PIXELS, ImageProblem, display_path
+from .outputs import PROG, export_clusters, write_csv, write_json, write_report
 from .scores import AGGREGATES
 
 __all__ = [
@@ -71,11 +67,8 @@ __all__ = [
     "main",
 ]
 
-PROG = "anomclust-lite"
-EXPORT_MARKER = ".anomclust-export"
 #: Bytes written (and fsync'ed) to probe that an output folder can take files.
 PROBE_BYTES = 64 * 1024
-THUMBNAIL_SIZE = 128
 
 #: What is skipped by default (``--no-default-exclude`` keeps it).
 DEFAULT_EXCLUDE_NOTE = "files whose name (without extension) ends with '_mask', and folders named 'ground_truth'"
@@ -377,106 +370,6 @@ class _Console:
         return progress
 
 
-# ---------------------------------------------------------------------- images
-
-
-@dataclass
-class ImageSet:
-    """Images of a folder after exclusions (see :func:`collect_images`).
-
-    Attributes
-    ----------
-    folder : pathlib.Path
-        The folder that was scanned.
-    paths : list of pathlib.Path
-        Images kept, sorted.
-    excluded : list of pathlib.Path
-        Images skipped by the exclusion rules.
-    skipped_files : int
-        Files that are not images (by extension) or hidden.
-    problems : list of ImageProblem
-        Broken links, unreadable folders, ...
-    """
-
-    folder: Path
-    paths: List[Path]
-    excluded: List[Path] = field(default_factory=list)
-    skipped_files: int = 0
-    problems: List[ImageProblem] = field(default_factory=list)
-
-
-def _relative(path: Path, folder: Path) -> str:
-    """Printable path of ``path`` relative to ``folder``, with '/' separators."""
-    try:
-        rel = path.relative_to(folder)
-    except ValueError:
-        rel = path
-    return display_path(rel.as_posix())
-
-
-def collect_images(folder: Path, *, excludes: Sequence[str] = (), default_excludes: bool = True) -> ImageSet:
-    """List the images of ``folder`` (recursively) and apply the exclusion rules.
-
-    Default rules (``default_excludes``): skip files whose stem ends with
-    ``_mask`` and anything inside a folder named ``ground_truth``. Each glob
-    of ``excludes`` is matched (case-sensitively, ``*`` also crossing ``/``)
-    against the path relative to ``folder`` and against the file name.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> from PIL import Image
-    >>> d = Path(tempfile.mkdtemp())
-    >>> for name in ("a.png", "a_mask.png", "b.jpg"):
-    ...     Image.new("RGB", (8, 8)).save(d / name)
-    >>> s = collect_images(d, excludes=["*.jpg"])
-    >>> [p.name for p in s.paths], [p.name for p in s.excluded]
-    (['a.png'], ['a_mask.png', 'b.jpg'])
-    """
-    root = Path(folder)
-    listing = find_images(root)
-    kept: List[Path] = []
-    excluded: List[Path] = []
-    for path in listing.paths:
-        try:
-            rel = path.relative_to(root)
-        except ValueError:
-            rel = Path(path.name)
-        rel_text = rel.as_posix()
-        skip = False
-        if default_excludes and (path.stem.endswith("_mask") or "ground_truth" in rel.parts[:-1]):
-            skip = True
-        if any(fnmatch.fnmatchcase(rel_text, g) or fnmatch.fnmatchcase(path.name, g) for g in excludes):
-            skip = True
-        (excluded if skip else kept).append(path)
-    return ImageSet(root, kept, excluded, listing.skipped_files, list(listing.problems))
-
-
-def folder_labels(paths: Sequence[Path], folder: Path) -> Optional[List[str]]:
-    """First-level sub-folder name of every image, or None.
-
-    None unless every image lies inside a first-level sub-folder of
-    ``folder`` and there are at least two such sub-folders.
-
-    Examples
-    --------
-    >>> folder_labels([Path("/d/good/1.png"), Path("/d/crack/2.png")], Path("/d"))
-    ['good', 'crack']
-    >>> folder_labels([Path("/d/good/1.png"), Path("/d/2.png")], Path("/d")) is None
-    True
-    """
-    labels: List[str] = []
-    for path in paths:
-        try:
-            parts = path.relative_to(folder).parts
-        except ValueError:
-            return None
-        if len(parts) < 2:
-            return None
-        labels.append(display_path(parts[0]))
-    return labels if len(set(labels)) >= 2 else None
-
-
 # ---------------------------------------------------------------------- output folder
 
 
@@ -609,7 +502,7 @@ def _skipped_note(n_unreadable: int, n_total: int, n_problems: int) -> Optional[
 
 
 def _problem_dicts(problems: Sequence[ImageProblem], folder: Path) -> List[Dict[str, str]]:
-    return [{"path": _relative(Path(p.path), folder), "reason": p.reason} for p in problems]
+    return [{"path": relative_name(Path(p.path), folder), "reason": p.reason} for p in problems]
 
 
 def _versions() -> Dict[str, Optional[str]]:
@@ -633,122 +526,6 @@ def _versions() -> Dict[str, Optional[str]]:
         "pillow": PIL.__version__,
         "onnxruntime": ort_version,
     }
-
-
-# ---------------------------------------------------------------------- outputs
-
-
-def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    with atomic_open(path, "w", encoding="utf-8") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
-
-
-def _write_json(path: Path, data: Dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
-
-
-def _thumbnail(path: Path, weights: Optional[np.ndarray], grid: Tuple[int, int], resize: int,
-               crop: Optional[int], max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
-    from PIL import Image
-
-    from .heatmap import model_view, overlay_weights
-    from .images import load_image
-    from .report import image_data_uri
-
-    try:
-        view = model_view(load_image(path, max_pixels=max_pixels), resize=resize, crop=crop)
-    except (ImageLoadError, OSError):
-        view = Image.new("RGB", (THUMBNAIL_SIZE, THUMBNAIL_SIZE), (200, 200, 200))
-    w, h = view.size
-    scale = THUMBNAIL_SIZE / max(w, h)
-    thumb = view.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR)
-    if weights is not None:
-        thumb = overlay_weights(thumb, weights, grid)
-    return image_data_uri(thumb, fmt="JPEG", quality=80)
-
-
-def _export(out: Path, folder: Path, paths: Sequence[Path], labels: np.ndarray, mode: str) -> None:
-    """Put the images into OUT/cluster_<k>/ (symlinks or copies), replacing an earlier export.
-
-    File names are the paths relative to ``folder`` with ``/`` replaced by
-    ``__`` (so ``good/000.png`` becomes ``good__000.png``); a name that still
-    collides gets ``_2``, ``_3``, ... before its extension, in path order.
-    """
-    for old in sorted(out.glob("cluster_*")):
-        if old.is_dir() and not old.is_symlink():
-            if not (old / EXPORT_MARKER).exists():
-                raise ValueError(
-                    f"{display_path(old)} exists and was not made by {PROG}; remove it or choose another --out"
-                )
-            shutil.rmtree(old)
-    used: Dict[int, set] = {}
-    for path, label in zip(paths, (int(v) for v in labels)):
-        target_dir = out / f"cluster_{label}"
-        if label not in used:
-            target_dir.mkdir()
-            atomic_write_text(target_dir / EXPORT_MARKER, f"made by {PROG} --export; replaced on rerun\n")
-            used[label] = set()
-        try:
-            flat = path.relative_to(folder).as_posix().replace("/", "__")
-        except ValueError:
-            flat = path.name
-        candidate, n = flat, 1
-        while candidate in used[label]:
-            n += 1
-            stem, dot, ext = flat.rpartition(".")
-            candidate = f"{stem}_{n}.{ext}" if dot else f"{flat}_{n}"
-        used[label].add(candidate)
-        target = target_dir / candidate
-        if mode == "symlink":
-            tmp = target_dir / f".{candidate}.tmp"
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            os.symlink(os.path.abspath(path), tmp)
-            os.replace(tmp, target)
-        else:
-            with open(path, "rb") as src, atomic_open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            shutil.copymode(path, target)
-
-
-def _report(
-    out: Path,
-    model: AnomalyClusterer,
-    paths: Sequence[Path],
-    rel: Sequence[str],
-    labels_true: Optional[List[str]],
-    extractor: Any,
-    facts: Dict[str, object],
-    metrics: Optional[Dict[str, float]],
-    title: str,
-) -> None:
-    from .report import ReportImage, cluster_size_chart, dendrogram_image, render_report
-
-    grid = tuple(int(v) for v in extractor.grid)
-    show_weights = model.weights != "uniform"
-    top_scores = model.scores_.max(axis=1)
-    items = []
-    for i, path in enumerate(paths):
-        uri = _thumbnail(path, model.weights_[i] if show_weights else None, grid, extractor.resize, extractor.crop,
-                         getattr(extractor, "max_pixels", DEFAULT_MAX_PIXELS))
-        items.append(
-            ReportImage(
-                path=rel[i],
-                cluster=int(model.labels_[i]),
-                thumbnail=uri,
-                label=None if labels_true is None else labels_true[i],
-                distance=float(model.center_distances_[i]),
-                score=float(top_scores[i]),
-            )
-        )
-    if model.linkage_ is not None:
-        overview = dendrogram_image(model.linkage_, model.labels_, k=model.k_)
-    else:
-        overview = cluster_size_chart(np.bincount(model.labels_, minlength=model.k_).tolist())
-    page = render_report(items, n_clusters=model.k_, title=title, overview=overview, facts=facts, metrics=metrics)
-    atomic_write_text(out / "report.html", page)
 
 
 def _extractor_record(extractor: Any) -> Dict[str, Any]:
@@ -863,7 +640,7 @@ def run_clustering(
     labels = clusterer.labels_
     k = clusterer.k_
 
-    rel = [_relative(p, folder) for p in paths]
+    rel = [relative_name(p, folder) for p in paths]
     labels_true = folder_labels(paths, folder) if args.labels == "auto" else None
     metrics = None
     if labels_true is not None:
@@ -881,7 +658,7 @@ def run_clustering(
             row.append(labels_true[i])
         rows.append(row)
     header = ["path", "cluster", "distance", "top_score"] + (["label"] if labels_true is not None else [])
-    _write_csv(out / "clusters.csv", header, rows)
+    write_csv(out / "clusters.csv", header, rows)
 
     record = _extractor_record(extractor)
     clusterer.save(out / "model.npz", metadata={"extractor": record, "folder": display_path(folder), "n_images": n})
@@ -905,11 +682,11 @@ def run_clustering(
     if normal_folder is not None:
         facts["normal images"] = f"{display_path(normal_folder)} ({normal_result.bags.shape[0]})"
     t1 = time.perf_counter()
-    _report(out, clusterer, paths, rel, labels_true, extractor, facts, metrics,
+    write_report(out, clusterer, paths, rel, labels_true, extractor, facts, metrics,
             title=f"Anomaly clustering of {display_path(folder.name)}")
     timings["report"] = time.perf_counter() - t1
     if args.export != "none":
-        _export(out, folder, paths, labels, args.export)
+        export_clusters(out, folder, paths, labels, args.export)
     timings["outputs"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
 
@@ -932,7 +709,7 @@ def run_clustering(
         "parameters": params,
         "skipped": {
             "other_files": images.skipped_files,
-            "excluded": [_relative(p, folder) for p in images.excluded],
+            "excluded": [relative_name(p, folder) for p in images.excluded],
             "problems": _problem_dicts(images.problems, folder),
             "unreadable_images": _problem_dicts(result.failures, folder),
             "unreadable_normal_images": [] if normal_result is None else _problem_dicts(
@@ -945,7 +722,7 @@ def run_clustering(
         "timings": {key: float(v) for key, v in timings.items()},
         "versions": _versions(),
     }
-    _write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary)
 
     console.result(f"{n} images -> {k} clusters (K {k_text}); sizes: {', '.join(map(str, sizes))}")
     note = _skipped_note(len(result.failures), n_found, len(images.problems))
@@ -1018,13 +795,13 @@ def run_assign(
         raise ValueError(f"none of the images in {display_path(folder)} could be read")
     console.info("assigning...")
     assignment = model.assign(result.bags, new_type_threshold=args.new_type_threshold)
-    rel = [_relative(p, folder) for p in result.paths]
+    rel = [relative_name(p, folder) for p in result.paths]
     rows = [
         [rel[i], int(assignment.labels[i]), f"{assignment.distances[i]:.6g}", int(assignment.new_type[i]),
          int(assignment.fitted[i])]
         for i in range(len(rel))
     ]
-    _write_csv(out / "assignments.csv", ["path", "cluster", "distance", "new_type", "fitted"], rows)
+    write_csv(out / "assignments.csv", ["path", "cluster", "distance", "new_type", "fitted"], rows)
     sizes = np.bincount(assignment.labels, minlength=model.k_).tolist()
     summary = {
         "command": "assign",
