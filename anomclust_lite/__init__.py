@@ -7,7 +7,7 @@ ONNX Runtime for feature extraction. Importing the package does no work.
 
 from __future__ import annotations
 
-from .auto_k import KChoice, choose_k, silhouette_score
+from .auto_k import KChoice, choose_k, l_method, merge_costs, silhouette_score, within_cluster_dispersion
 from .clusterer import AnomalyClusterer, Assignment
 from .clustering import (
     HIERARCHICAL_METHODS,
@@ -87,6 +87,9 @@ __all__ = [
     "Assignment",
     "KChoice",
     "choose_k",
+    "l_method",
+    "merge_costs",
+    "within_cluster_dispersion",
     "silhouette_score",
     # clustering
     "METHODS",

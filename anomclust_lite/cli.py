@@ -102,10 +102,15 @@ weights (how much each patch counts):
   plain average. Scores are patch distances between 0 and 2.
 
 number of clusters:
-  without --k, K is chosen by the silhouette (how much closer each image is to
-  its own cluster than to the next one) among K = 2..--k-max; the scores of
-  every K are in summary.json. A K larger than the number of defect types is
-  fine (over-clustering); it must not exceed the number of images.
+  without --k, K is read off the corner of the merge-cost graph (L-method):
+  merging two different defect types costs much more than merging within a
+  type, so the cost of each merge falls steeply, then flattens; K (at most
+  --k-max, never 2; 1 with fewer than 6 images) is where the two straight
+  lines that fit the graph best meet. The fit error of every K (lower is
+  better) is in summary.json. On MVTec bottle, pill and MTD it lands within
+  2 of the true number of types; pass --k when you know it. A K larger than
+  the number of defect types is fine (over-clustering); it must not exceed
+  the number of images.
 
 labels:
   if every image sits in a first-level sub-folder (FOLDER/good/..,
@@ -666,7 +671,8 @@ def run_clustering(
     sizes = np.bincount(labels, minlength=k).tolist()
     choice = clusterer.k_choice_
     k_text = (
-        f"chosen by the silhouette among 2..{max(choice.scores)}" if choice.method == "silhouette"
+        f"chosen by the L-method (corner of the merge-cost graph) among 3..{max(choice.scores)}"
+        if choice.method == "l-method"
         else "given with --k" if choice.method == "fixed"
         else "= 1: all images have identical features" if choice.method == "identical-images"
         else "= 1: too few images" if choice.method == "too-few-images"

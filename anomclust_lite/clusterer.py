@@ -5,7 +5,7 @@ Fitting follows the paper (Sohn et al., WACV 2023): per-patch anomaly scores
 normal images) -> per-patch weights (softmax with temperature ``tau``, top-k
 or uniform) -> weighted-average (WA) embeddings -> distances (Euclidean
 between WA embeddings, or a Hausdorff-family bag distance) -> clustering into
-K groups (K given, or chosen by the silhouette, see :mod:`anomclust_lite.auto_k`).
+K groups (K given, or chosen by the L-method, see :mod:`anomclust_lite.auto_k`).
 
 Cluster ids are canonical: cluster 0 is the largest, ties broken by the
 smallest image index.
@@ -159,8 +159,8 @@ class AnomalyClusterer:
     Parameters
     ----------
     k : int, optional
-        Number of clusters; ``None`` chooses it by the silhouette
-        (:func:`anomclust_lite.auto_k.choose_k`, candidates ``2..k_max``).
+        Number of clusters; ``None`` chooses it by the L-method
+        (:func:`anomclust_lite.auto_k.choose_k`, candidates ``3..k_max``).
     weights : {"unsupervised", "semi", "uniform", "topk"}, default "unsupervised"
         ``"unsupervised"``: softmax of each image's patch scores against the
         other images (Eq. 5), so the patches unlike those of any other image

@@ -143,7 +143,7 @@ def no_temporary_files(root: Path) -> bool:
 def test_help_in_a_subprocess() -> None:
     res = subprocess.run([sys.executable, "-m", "anomclust_lite", "--help"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0
-    for word in ("FOLDER", "--tau", "semi", "silhouette", "assign", "--exclude '*.png'", "clusters.csv"):
+    for word in ("FOLDER", "--tau", "semi", "L-method", "assign", "--exclude '*.png'", "clusters.csv"):
         assert word in res.stdout
     res = subprocess.run([sys.executable, "-m", "anomclust_lite", "assign", "--help"], capture_output=True,
                          text=True, timeout=60)
@@ -195,10 +195,10 @@ def test_default_out_and_auto_k(capsys, folder: Path, model_path: Path) -> None:
     assert rc == 0, err
     out = folder.parent / "parts_clusters"
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["k_choice"]["method"] == "silhouette"
-    assert set(summary["k_choice"]["scores"]) == {str(k) for k in range(2, N_IMAGES)}
+    assert summary["k_choice"]["method"] == "l-method"
+    assert set(summary["k_choice"]["scores"]) == {str(k) for k in range(3, N_IMAGES - 2)}
     assert summary["k"] == 3  # the three synthetic types
-    assert "chosen by the silhouette" in stdout
+    assert "chosen by the L-method" in stdout
     assert len(parse_report(out / "report.html").sections) == summary["k"]
     # a rerun takes the features from the cache
     rc, _, _ = run(capsys, folder, *model_args(model_path), "-q")

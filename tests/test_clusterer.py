@@ -83,7 +83,7 @@ def test_fit_follows_the_paper_pipeline(data) -> None:
 def test_auto_k_finds_the_three_types(data) -> None:
     bags, types = data
     model = AnomalyClusterer().fit(bags)
-    assert model.k_choice_.method == "silhouette"
+    assert model.k_choice_.method == "l-method"
     assert model.k_ == 3
     assert nmi(types, model.labels_) == pytest.approx(1.0)
 
