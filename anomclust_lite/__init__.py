@@ -17,6 +17,7 @@ from .clustering import (
     linkage_matrix,
     mds_embedding,
 )
+from .datasets import EvalSet, mtd, mvtec_category
 from .distances import wa_distances, weighted_average
 from . import metrics
 from .extractor import ExtractionResult, Extractor, avg_pool3x3
@@ -76,6 +77,10 @@ __all__ = [
     "mask_weights",
     "uniform_weights",
     "normalize_patches",
+    # evaluation data sets (the paper's protocol)
+    "EvalSet",
+    "mvtec_category",
+    "mtd",
     # bag distances
     "weighted_average",
     "wa_distances",
