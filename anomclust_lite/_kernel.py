@@ -27,7 +27,7 @@ __all__ = ["GramBlock", "plan_block_images", "gram_blocks", "sims_to_dists", "bl
 
 #: Upper bound on the patch rows of one side of a Gram block: beyond it the
 #: row/column reductions fall out of cache and cost more than they save.
-MAX_BLOCK_ROWS = 4096
+MAX_BLOCK_ROWS = 2400
 _MIB = 1 << 20
 
 

@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from ._validation import check_int
-from .images import display_path, is_image_file_name
+from .images import display_path, is_image_file_name, resize_and_crop
 
 __all__ = [
     "MVTEC_EXCLUDED_TYPES",
@@ -327,8 +327,9 @@ def load_mask(
 ) -> np.ndarray:
     """Read a defect mask aligned with the model input.
 
-    The mask is resized and centre-cropped with the same geometry as
-    :func:`anomclust_lite.images.preprocess` uses for its image (shorter side
+    The mask is resized and centre-cropped by
+    :func:`anomclust_lite.images.resize_and_crop`, the geometry that
+    :func:`anomclust_lite.images.preprocess` applies to its image (shorter side
     to ``resize``, then the centre ``crop x crop``; with ``crop=None`` both
     sides to ``resize``), with nearest-neighbour resampling, then thresholded
     at :data:`MASK_THRESHOLD`.
@@ -383,18 +384,5 @@ def load_mask(
         wanted = (check_int(image_size[0], "image_size", low=1), check_int(image_size[1], "image_size", low=1))
         if mask.size != wanted:
             mask = mask.resize(wanted, Image.Resampling.NEAREST)
-    width, height = mask.size
-    if crop_i is None:
-        target = (resize_i, resize_i)
-    elif width <= height:
-        target = (resize_i, int(resize_i * height / width))
-    else:
-        target = (int(resize_i * width / height), resize_i)
-    if target != mask.size:
-        mask = mask.resize(target, Image.Resampling.NEAREST)
-    if crop_i is not None:
-        w, h = mask.size
-        top = int(round((h - crop_i) / 2.0))
-        left = int(round((w - crop_i) / 2.0))
-        mask = mask.crop((left, top, left + crop_i, top + crop_i))
+    mask = resize_and_crop(mask, resize=resize_i, crop=crop_i, resample=Image.Resampling.NEAREST)
     return np.asarray(mask, dtype=np.uint8) > MASK_THRESHOLD

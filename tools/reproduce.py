@@ -22,7 +22,13 @@ tables, PNG charts (drawn with Pillow) and a ``results.json`` into ``--out``:
 
 and ``summary.md`` with everything. Bags come from
 :class:`anomclust_lite.extractor.Extractor` and its feature cache
-(``--cache-dir``, default ``<out>/cache``), so a second run skips extraction.
+(``--cache-dir``, default ``<out>/cache``), so a second run skips extraction;
+the score matrices are cached too (``<cache-dir>/scores``, keyed by a sha256
+of the bags and settings), so a run after changing ``anomclust_lite/defaults.py``
+only redoes the clustering. MVTec images are resized (shorter side 256) and
+centre-cropped (224); MTD images are resized whole to 224 x 224 by default
+(``--mtd-frame``), because a centre crop of these elongated tiles removes the
+whole defect from many images.
 
 Each dataset's patch comparisons are done once: one pass over all image
 pairs keeps, for every patch, its best-match similarity in every other
@@ -388,6 +394,7 @@ class Settings:
 
     @classmethod
     def quick(cls, max_normal: Optional[int] = 20) -> "Settings":
+        """Smoke-run settings: 3 taus, Ward + k-means, max-Hausdorff only, <= 20 normal images."""
         return cls(
             taus=TAU_GRID_QUICK,
             methods=("ward", "kmeans"),
