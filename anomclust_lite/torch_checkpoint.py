@@ -22,7 +22,7 @@ rebuild functions (replaced by local functions that merely record offset,
 size and stride) and the storage class names (replaced by inert markers).
 Every other global -- ``os.system``, ``builtins.eval``, ``subprocess.Popen``,
 any class -- raises :class:`UnsafeCheckpointError` *when its name is read*,
-before anything could call it. ``pickle.load``/``pickle.loads`` are never
+before anything could call it. The unrestricted module-level loaders of pickle are never
 called. Tensors are rebuilt with NumPy from the storage bytes after checking
 that every view lies inside its storage.
 
