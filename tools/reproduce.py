@@ -86,6 +86,7 @@ from anomclust_lite._validation import (  # noqa: E402
 from anomclust_lite.clustering import METHODS, ClusteringWarning, cluster, linkage_matrix  # noqa: E402
 from anomclust_lite.datasets import EvalSet, load_mask, mtd, mvtec_category  # noqa: E402
 from anomclust_lite.distances import weighted_average  # noqa: E402
+from anomclust_lite.hausdorff import HAUSDORFF_INNER  # noqa: E402
 from anomclust_lite.metrics import (  # noqa: E402
     clustering_report,
     purity_auc,
@@ -93,6 +94,7 @@ from anomclust_lite.metrics import (  # noqa: E402
     reduction_at_purity,
 )
 from anomclust_lite.report import cluster_colour  # noqa: E402
+from anomclust_lite.scores import AGGREGATES, _topk_count  # noqa: E402
 from anomclust_lite.weights import mask_weights, soft_weights, uniform_weights  # noqa: E402
 
 logger = logging.getLogger("reproduce")
@@ -100,7 +102,6 @@ logger = logging.getLogger("reproduce")
 #: Images per chunk when reducing the (N, M, N) match tensor.
 _CHUNK_IMAGES = 16
 
-AGGREGATES = ("mean", "max", "min", "topk_mean")
 #: The six Hausdorff variants of the paper's Table 5: (inner, outer).
 HAUSDORFF_VARIANTS = (
     ("max-min", "max"),
@@ -178,11 +179,6 @@ def nearest_patch_similarities(bags: np.ndarray, *, memory_mb: float, mean_mean:
     return PatchMatches(sims=sims, mean_mean=mm)
 
 
-def _topk_count(q: float, n_others: int) -> int:
-    """Images averaged by ``topk_mean`` (as in :mod:`anomclust_lite.scores`)."""
-    return max(1, min(n_others, int(np.floor(q * n_others + 1e-9))))
-
-
 def scores_from_matches(matches: PatchMatches, *, aggregate: str, q: float = 0.1) -> np.ndarray:
     """Unsupervised patch scores ``(N, M)``, equal to :func:`anomclust_lite.patch_scores`.
 
@@ -232,7 +228,7 @@ def hausdorff_from_matches(matches: PatchMatches, *, inner: str, outer: str = "m
     >>> bool(np.allclose(got, hausdorff_distances(bags)))
     True
     """
-    check_choice(inner, "inner", ("max-min", "mean-min", "min-min", "mean-mean"))
+    check_choice(inner, "inner", HAUSDORFF_INNER)
     check_choice(outer, "outer", ("max", "mean", "-"))
     if inner == "mean-mean":
         if matches.mean_mean is None:
