@@ -1,187 +1,295 @@
 """The blocked patch-similarity kernel shared by the scores and bag distances.
 
 For unit vectors ``||a - b||^2 = 2 - 2 a.b``, so every patch min-distance
-between two images is a matrix product followed by row/column maxima. The
-kernel groups images into blocks, computes one Gram block ``Z_A Z_B^T`` per
-unordered block pair with a single SGEMM, and hands it to a consumer, which
-takes the row maxima (direction A -> B) and the column maxima (B -> A) of the
-same block: every unordered image pair costs one ``M x M x D`` product.
+between two images is a matrix product followed by row/column maxima.
 
-Memory model: one Gram block of ``a*M x b*M`` float32 values, the gathered
-float32 operands ``(a + b) * M * D`` and a few reductions of ``a*b*M`` values
-stay within ``memory_mb``; the consumers' accumulators are O(N*M).
+Work is cut into *tasks*: one row image against a group of up to ``b``
+column images. A task runs entirely in one worker thread: one SGEMM
+``Z_i Z_B^T`` into the thread's own buffer, then the reductions of that
+buffer while it is still in the core's cache, returning only small arrays
+(``(1, M, b)`` row maxima, ``(b, M', 1)`` column maxima, ``(1, b)`` mean
+distances). In symmetric mode the tasks of image ``i`` cover the images
+after it only, so every unordered pair costs exactly one ``M x M' x D``
+product and serves both directions; self-pairs are never computed.
+
+Parallelism: the worker threads (one per available CPU) each run a
+single-threaded BLAS -- the BLAS thread pools are limited to one thread
+with ``threadpoolctl`` for the duration of the kernel, so one core's
+reductions overlap the other cores' products instead of contending with
+spinning BLAS threads. When ``threadpoolctl`` finds no BLAS it can
+control, or the problem is small, tasks run inline in the calling thread
+with the BLAS's own threading.
+
+Results are consumed in task order, and every task is computed the same
+way whichever thread runs it, so results do not depend on the number of
+threads or on ``memory_mb``.
+
+Memory model: each worker holds one task's Gram buffer ``M x b*M'``
+float32, a gathered column operand when the column images are not
+contiguous, and the small reductions; ``workers * block_bytes(1, b, M, D)``
+stays within ``memory_mb``, and the consumers' accumulators are O(N*M).
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
+import functools
+import logging
 import os
-from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Iterator, Optional
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["GramBlock", "plan_block_images", "gram_blocks", "sims_to_dists", "block_bytes", "n_blocks"]
+__all__ = [
+    "BlockResult",
+    "plan_tasks",
+    "block_reductions",
+    "sims_to_dists",
+    "block_bytes",
+    "pair_bytes",
+    "available_cpus",
+    "n_tasks",
+]
 
-#: Upper bound on the patch rows of one side of a Gram block: beyond it the
-#: row/column reductions fall out of cache and cost more than they save.
-MAX_BLOCK_ROWS = 2400
+logger = logging.getLogger(__name__)
+
+#: Upper bound on the column patches of one task: a single-threaded SGEMM of
+#: ``M x MAX_TASK_COLS x D`` is at full speed, and its output (about 10 MB at
+#: M=784) is reduced while it is still cache-resident.
+MAX_TASK_COLS = 3200
+#: Row chunk of the reductions: fits a core's private cache.
+REDUCE_CHUNK_BYTES = 1 << 19
+#: Task width is planned so that this many tasks fit ``memory_mb`` whatever the CPU count.
+PLAN_WORKERS = 2
+#: Below this many multiply-adds in total, tasks run inline (no thread pool).
+INLINE_WORK = 1 << 27
 _MIB = 1 << 20
 
 
 def block_bytes(a: int, b: int, m: int, d: int) -> int:
-    """Working bytes of one ``a``-by-``b`` image block (Gram + operands + reductions)."""
+    """Working bytes of one task of ``a`` row and ``b`` column images.
+
+    Gram buffer ``a*M x b*M`` float32, gathered float32 operands
+    ``(a + b) * M * D`` and the reductions (row maxima, column maxima,
+    mean distances and their temporaries).
+    """
     gram = a * b * m * m * 4
     operands = (a + b) * m * d * 4
     reductions = 6 * a * b * m * 8
     return gram + operands + reductions
 
 
-def plan_block_images(m: int, d: int, memory_mb: float, n_rows: int, n_cols: int) -> "tuple[int, int]":
-    """Images per block side ``(a, b)`` fitting ``memory_mb``.
+def pair_bytes(m: int, d: int) -> int:
+    """Working bytes of the smallest task (one image pair): the least ``memory_mb`` can buy."""
+    return block_bytes(1, 1, m, d)
 
-    Raises ``ValueError`` naming ``memory_mb`` when not even one image pair fits.
+
+def available_cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))  # type: ignore[attr-defined]
+    except (AttributeError, OSError):  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def plan_tasks(m: int, d: int, memory_mb: float, n_cols: int, cpus: Optional[int] = None) -> "tuple[int, int]":
+    """``(b, workers)``: column images per task and worker threads fitting ``memory_mb``.
+
+    ``b`` is as large as :data:`MAX_TASK_COLS` allows (at least 1, at most
+    ``n_cols``) while :data:`PLAN_WORKERS` tasks fit the budget; it does not
+    depend on ``cpus``, so neither do the results. Then as many workers as
+    the CPUs and the budget allow. Raises ``ValueError`` naming
+    ``memory_mb`` when not even one image pair fits.
     """
     budget = memory_mb * _MIB
-    need = block_bytes(1, 1, m, d)
+    need = pair_bytes(m, d)
     if need > budget:
         raise ValueError(
             f"memory_mb={memory_mb:g} is too small for images of M={m} patches of D={d} dims: "
             f"one image pair needs {need / _MIB:.3g} MiB; raise memory_mb"
         )
-    cap = max(1, MAX_BLOCK_ROWS // m)
-    a = min(cap, max(1, n_rows))
-    b = min(cap, max(1, n_cols))
-    while block_bytes(a, b, m, d) > budget:
-        if a >= b and a > 1:
-            a -= 1
-        elif b > 1:
-            b -= 1
-        else:  # pragma: no cover - excluded by the check above
-            break
-    return a, b
+    b = max(1, min(n_cols, MAX_TASK_COLS // m))
+    while b > 1 and PLAN_WORKERS * block_bytes(1, b, m, d) > budget:
+        b -= 1
+    cpus = available_cpus() if cpus is None else max(1, cpus)
+    workers = max(1, min(cpus, int(budget // block_bytes(1, b, m, d))))
+    return b, workers
 
 
-@dataclass
-class GramBlock:
-    """One Gram block between row images ``rows`` and column images ``cols``.
+@dataclass(frozen=True)
+class BlockResult:
+    """Reductions of one task's Gram block between row and column images.
 
-    ``gram[a, m, b, n]`` is ``<z_{rows[a], m}, z_{cols[b], n}>``. ``diagonal``
-    is true when rows and cols are the same images (symmetric mode): the block
-    then covers the ordered pairs in both directions, and self-pairs, which
-    the consumer must exclude. Otherwise the row and column images are
-    disjoint, and in symmetric mode the consumer may use the column maxima
-    for the reverse direction.
+    Attributes
+    ----------
+    rows : ndarray, shape (a,)
+        Row image indices (``a`` is 1).
+    cols : ndarray, shape (b,)
+        Column image indices; in symmetric mode all after the row image.
+    row_max : ndarray, shape (a, M, b), float32
+        For each row patch, its best similarity in each column image.
+    col_max : ndarray, shape (b, M', a), float32, or None
+        For each column patch, its best similarity in each row image
+        (the reverse direction); ``None`` unless requested.
+    mean_dist : ndarray, shape (a, b), float64, or None
+        Mean patch distance over all patch pairs; ``None`` unless requested.
     """
 
     rows: np.ndarray
     cols: np.ndarray
-    gram: np.ndarray
-    diagonal: bool
-    pool: Optional[Executor] = field(default=None, repr=False)
-
-    def _split(self, func):  # type: ignore[no-untyped-def]
-        """Apply ``func`` to row-image slices of the block in the pool (NumPy releases the GIL)."""
-        a = self.gram.shape[0]
-        if self.pool is None or a < 2:
-            return [func(slice(0, a))]
-        half = (a + 1) // 2
-        return list(self.pool.map(func, (slice(0, half), slice(half, a))))
-
-    def row_max(self) -> np.ndarray:
-        """``(a, M, b)``: for each row patch, its best match in each column image."""
-        parts = self._split(lambda sl: self.gram[sl].max(axis=3))
-        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
-
-    def col_max(self) -> np.ndarray:
-        """``(b, M, a)``: for each column patch, its best match in each row image."""
-        parts = self._split(lambda sl: self.gram[sl].max(axis=1))
-        both = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
-        return both.transpose(1, 2, 0)
-
-    def both_max(self) -> "tuple[np.ndarray, np.ndarray]":
-        """``(row_max(), col_max())`` in one parallel pass over the block."""
-        parts = self._split(lambda sl: (self.gram[sl].max(axis=3), self.gram[sl].max(axis=1)))
-        rows = np.concatenate([p[0] for p in parts], axis=0)
-        cols = np.concatenate([p[1] for p in parts], axis=0)
-        return rows, cols.transpose(1, 2, 0)
-
-    def self_mask(self) -> Optional[np.ndarray]:
-        """``(a, b)`` boolean mask of self-pairs, or ``None`` when there are none."""
-        if not self.diagonal:
-            return None
-        return self.rows[:, None] == self.cols[None, :]
+    row_max: np.ndarray
+    col_max: Optional[np.ndarray]
+    mean_dist: Optional[np.ndarray]
 
 
-def _gather(bags: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Float32 ``(len(idx) * M, D)`` operand; a view when possible."""
-    if idx.size and idx[-1] - idx[0] + 1 == idx.size and np.all(np.diff(idx) == 1):
-        part = bags[idx[0] : idx[-1] + 1]
-    else:
-        part = bags[idx]
-    part = part.astype(np.float32, copy=False)
-    return part.reshape(-1, bags.shape[2])
+def _is_contiguous(idx: np.ndarray) -> bool:
+    return bool(idx.size) and int(idx[-1]) - int(idx[0]) + 1 == idx.size and bool(np.all(np.diff(idx) == 1))
 
 
-def gram_blocks(
+class _Task:
+    """Runs tasks in whichever thread calls it, with a per-thread Gram buffer."""
+
+    def __init__(self, row_bags: np.ndarray, col_bags: np.ndarray, b: int, col_max: bool, mean_dist: bool) -> None:
+        self.row_bags = row_bags
+        self.col_bags = col_bags
+        self.m = row_bags.shape[1]
+        self.m_col = col_bags.shape[1]
+        self.d = row_bags.shape[2]
+        self.b = b
+        self.want_cols = col_max
+        self.want_mean = mean_dist
+        self.local = threading.local()
+
+    def _buffer(self) -> np.ndarray:
+        buf = getattr(self.local, "gram", None)
+        if buf is None:
+            buf = self.local.gram = np.empty(self.m * self.b * self.m_col, dtype=np.float32)
+        return buf
+
+    def _operand(self, bags: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        if _is_contiguous(idx):
+            part = bags[idx[0] : idx[-1] + 1]
+        else:
+            part = bags.take(idx, axis=0)
+        return part.astype(np.float32, copy=False).reshape(-1, self.d)
+
+    def __call__(self, task: "Tuple[np.ndarray, np.ndarray]") -> BlockResult:
+        rows, cols = task  # one row image
+        nb = cols.size
+        xa = self._operand(self.row_bags, rows)
+        xb = self._operand(self.col_bags, cols)
+        out = self._buffer()[: xa.shape[0] * xb.shape[0]].reshape(xa.shape[0], xb.shape[0])
+        np.matmul(xa, xb.T, out=out)
+        gram = out.reshape(self.m, nb, self.m_col)
+        # Reduce in row chunks of about REDUCE_CHUNK_BYTES: each chunk is read
+        # from the shared cache once for the row maxima, then again from the
+        # core's own cache for the column maxima (and the distances).
+        step = max(1, REDUCE_CHUNK_BYTES // (nb * self.m_col * 4))
+        row_max = np.empty((self.m, nb), dtype=np.float32)
+        col_max = np.empty((nb, self.m_col), dtype=np.float32) if self.want_cols else None
+        sums = np.zeros(nb, dtype=np.float64) if self.want_mean else None
+        for s in range(0, self.m, step):
+            chunk = gram[s : s + step]
+            np.max(chunk, axis=2, out=row_max[s : s + step])
+            if col_max is not None:
+                if s == 0:
+                    np.max(chunk, axis=0, out=col_max)
+                else:
+                    np.maximum(col_max, chunk.max(axis=0), out=col_max)
+            if sums is not None:  # the buffer is ours until the next task: convert in place
+                sums += sims_to_dists(chunk, out=chunk).sum(axis=(0, 2), dtype=np.float64)
+        return BlockResult(
+            rows=rows,
+            cols=cols,
+            row_max=row_max[None],
+            col_max=None if col_max is None else col_max[:, :, None],
+            mean_dist=None if sums is None else (sums / (self.m * self.m_col))[None],
+        )
+
+
+def _tasks(rows: np.ndarray, cols: np.ndarray, b: int, symmetric: bool) -> Iterator["Tuple[np.ndarray, np.ndarray]"]:
+    for p in range(rows.size):
+        start = p + 1 if symmetric else 0
+        for c0 in range(start, cols.size, b):
+            yield rows[p : p + 1], cols[c0 : c0 + b]
+
+
+def _n_pairs(n_rows: int, n_cols: int, symmetric: bool) -> int:
+    return n_rows * (n_rows - 1) // 2 if symmetric else n_rows * n_cols
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller() -> Any:
+    """threadpoolctl's view of the loaded BLAS libraries (scanned once, on first use)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController().select(user_api="blas")
+
+
+def block_reductions(
     row_bags: np.ndarray,
     col_bags: Optional[np.ndarray] = None,
     *,
     memory_mb: float,
     row_index: Optional[np.ndarray] = None,
     col_index: Optional[np.ndarray] = None,
-) -> Iterator[GramBlock]:
-    """Yield the Gram blocks needed for all image pairs.
+    col_max: bool = False,
+    mean_dist: bool = False,
+    workers: Optional[int] = None,
+) -> Iterator[BlockResult]:
+    """Yield the reductions of every task's Gram block, in a fixed order.
 
     Symmetric mode (``col_bags is None``): the images ``row_index`` of
-    ``row_bags`` against themselves, one block per unordered block pair
-    (``diagonal`` blocks included). Rectangular mode: every row image against
-    every column image (of ``col_bags``, or of ``row_bags`` at ``col_index``
-    when given with ``col_bags is row_bags``).
+    ``row_bags`` against each other, each unordered pair once (the row image
+    comes first in ``row_index``); ask for ``col_max`` to get the reverse
+    direction. Rectangular mode: every row image against every column image
+    (of ``col_bags``, at ``col_index`` when given).
 
-    The yielded ``gram`` is a view into a reused buffer: consume it before
-    advancing the iterator.
+    ``workers`` overrides the number of worker threads (default: one per
+    available CPU, as the budget allows); results do not depend on it.
     """
-    n_rows_total, m, d = row_bags.shape
-    rows = np.arange(n_rows_total) if row_index is None else np.asarray(row_index, dtype=np.intp)
+    rows = np.arange(row_bags.shape[0]) if row_index is None else np.asarray(row_index, dtype=np.intp)
     symmetric = col_bags is None
+    col_bags_ = row_bags if col_bags is None else col_bags
     if symmetric:
-        col_bags_ = row_bags
         cols = rows
     else:
-        col_bags_ = col_bags
-        cols = np.arange(col_bags.shape[0]) if col_index is None else np.asarray(col_index, dtype=np.intp)
-    m_col = col_bags_.shape[1]
+        cols = np.arange(col_bags_.shape[0]) if col_index is None else np.asarray(col_index, dtype=np.intp)
     if rows.size == 0 or cols.size == 0:
         return
-    # Plan with the larger patch count so both shapes are covered.
-    mm = max(m, m_col)
-    a, b = plan_block_images(mm, d, memory_mb, rows.size, cols.size)
-    if symmetric:
-        a = b = min(a, b)
-    buffer = np.empty(a * m * b * m_col, dtype=np.float32)
-    # Two threads split each block's reductions by row images (NumPy releases the GIL).
-    threads = min(2, os.cpu_count() or 1)
-    pool_ctx = ThreadPoolExecutor(threads) if threads > 1 and a > 1 else contextlib.nullcontext(None)
-    with pool_ctx as pool:
-        for r0 in range(0, rows.size, a):
-            ridx = rows[r0 : r0 + a]
-            xa = _gather(row_bags, ridx)
-            for c0 in range(r0 if symmetric else 0, cols.size, b):
-                cidx = cols[c0 : c0 + b]
-                diagonal = symmetric and c0 == r0
-                xb = xa if diagonal else _gather(col_bags_, cidx)
-                out = buffer[: xa.shape[0] * xb.shape[0]].reshape(xa.shape[0], xb.shape[0])
-                np.matmul(xa, xb.T, out=out)
-                yield GramBlock(
-                    rows=ridx,
-                    cols=cidx,
-                    gram=out.reshape(ridx.size, m, cidx.size, m_col),
-                    diagonal=diagonal,
-                    pool=pool,
-                )
+    m, m_col, d = row_bags.shape[1], col_bags_.shape[1], row_bags.shape[2]
+    b, n_workers = plan_tasks(max(m, m_col), d, memory_mb, cols.size, cpus=workers)
+    run = _Task(row_bags, col_bags_, b, col_max, mean_dist)
+    tasks = _tasks(rows, cols, b, symmetric)
+    work = _n_pairs(rows.size, cols.size, symmetric) * m * m_col * d
+    if n_workers > 1 and work >= INLINE_WORK:
+        blas = _blas_controller()
+        if blas.lib_controllers:
+            with blas.limit(limits=1):
+                yield from _pooled(run, tasks, n_workers)
+            return
+        logger.debug("no BLAS library that threadpoolctl can limit: kernel tasks run inline")
+    for task in tasks:
+        yield run(task)
+
+
+def _pooled(run: _Task, tasks: Iterator["Tuple[np.ndarray, np.ndarray]"], n_workers: int) -> Iterator[BlockResult]:
+    """Run tasks on ``n_workers`` threads, at most ``2 * n_workers`` in flight, yielding in task order."""
+    window: "deque[Future[BlockResult]]" = deque()
+    with ThreadPoolExecutor(n_workers, thread_name_prefix="anomclust-kernel") as pool:
+        try:
+            for task in tasks:
+                window.append(pool.submit(run, task))
+                if len(window) >= 2 * n_workers:
+                    yield window.popleft().result()
+            while window:
+                yield window.popleft().result()
+        finally:
+            for fut in window:
+                fut.cancel()
 
 
 def sims_to_dists(sims: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
@@ -197,7 +305,9 @@ def sims_to_dists(sims: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndar
     return out
 
 
-def n_blocks(n: int, images_per_block: int) -> int:
-    """Number of unordered block pairs in symmetric mode (for progress reports)."""
-    k = math.ceil(n / images_per_block)
-    return k * (k + 1) // 2
+def n_tasks(n_rows: int, n_cols: int, b: int, symmetric: bool) -> int:
+    """Number of tasks (for progress reports and tests)."""
+    if symmetric:
+        return sum(-(-(n_rows - 1 - p) // b) for p in range(n_rows))
+    return n_rows * -(-n_cols // b)
+

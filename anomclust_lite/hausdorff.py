@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._kernel import gram_blocks, sims_to_dists
+from ._kernel import block_reductions, sims_to_dists
 from ._validation import check_bags, check_choice, check_memory_mb
 from .defaults import DEFAULT_MEMORY_MB
 
@@ -85,21 +85,15 @@ def hausdorff_distances(
     n = arr.shape[0]
     # directed[i, j]: distance from bag i to bag j.
     directed = np.zeros((n, n), dtype=np.float64)
-    for block in gram_blocks(arr, memory_mb=mem):
-        ra, cb = block.rows, block.cols
-        if inner == "mean-mean":
-            # In place: the Gram buffer is ours until the next block.
-            means = sims_to_dists(block.gram, out=block.gram).mean(axis=(1, 3), dtype=np.float64)
-            directed[np.ix_(ra, cb)] = means
-            if not block.diagonal:
-                directed[np.ix_(cb, ra)] = means.T
+    mean_mean = inner == "mean-mean"
+    for res in block_reductions(arr, memory_mb=mem, col_max=not mean_mean, mean_dist=mean_mean):
+        ra, cb = res.rows, res.cols
+        if mean_mean:
+            directed[np.ix_(ra, cb)] = res.mean_dist
+            directed[np.ix_(cb, ra)] = res.mean_dist.T
             continue
-        if block.diagonal:
-            directed[np.ix_(ra, cb)] = _directed(block.row_max(), inner)
-            continue
-        row_max, col_max = block.both_max()
-        directed[np.ix_(ra, cb)] = _directed(row_max, inner)
-        directed[np.ix_(cb, ra)] = _directed(col_max, inner)
+        directed[np.ix_(ra, cb)] = _directed(res.row_max, inner)
+        directed[np.ix_(cb, ra)] = _directed(res.col_max, inner)
     if inner in ("max-min", "mean-min"):
         sym = np.maximum(directed, directed.T) if outer == "max" else 0.5 * (directed + directed.T)
     else:

@@ -15,11 +15,11 @@ stays within ``memory_mb`` plus O(N*M) accumulators.
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from typing import Iterable, Optional
 
 import numpy as np
 
-from ._kernel import GramBlock, gram_blocks, sims_to_dists
+from ._kernel import BlockResult, block_reductions, sims_to_dists
 from ._validation import check_bags, check_choice, check_memory_mb, check_positive_float
 from .defaults import DEFAULT_AGGREGATE, DEFAULT_MEMORY_MB, DEFAULT_TOPK_FRACTION
 
@@ -51,19 +51,12 @@ class _Aggregator:
         else:
             self.acc = np.full((n, m, k), -np.inf, dtype=np.float32)
 
-    def add(self, rows: np.ndarray, sims: np.ndarray, exclude: Optional[np.ndarray]) -> None:
+    def add(self, rows: np.ndarray, sims: np.ndarray) -> None:
         """Fold ``sims[a, m, b]`` (row image ``rows[a]`` vs column image b) in."""
         agg = self.aggregate
         if agg == "mean":
-            dists = sims_to_dists(sims)
-            if exclude is not None:
-                dists[np.broadcast_to(exclude[:, None, :], dists.shape)] = 0.0
-            self.acc[rows] += dists.sum(axis=2, dtype=np.float64)
-            return
-        if exclude is not None:
-            fill = np.inf if agg == "max" else -np.inf
-            sims = np.where(exclude[:, None, :], np.float32(fill), sims)
-        if agg == "max":
+            self.acc[rows] += sims_to_dists(sims).sum(axis=2, dtype=np.float64)
+        elif agg == "max":
             self.acc[rows] = np.minimum(self.acc[rows], sims.min(axis=2))
         elif agg == "min":
             self.acc[rows] = np.maximum(self.acc[rows], sims.max(axis=2))
@@ -108,13 +101,11 @@ def _check_reference(reference: object, n: int) -> np.ndarray:
     return uniq
 
 
-def _fold_symmetric(block: GramBlock, agg: _Aggregator) -> None:
-    if block.diagonal:
-        agg.add(block.rows, block.row_max(), block.self_mask())
-        return
-    row_max, col_max = block.both_max()
-    agg.add(block.rows, row_max, None)
-    agg.add(block.cols, col_max, None)
+def _fold_pairs(results: Iterable[BlockResult], agg: _Aggregator) -> None:
+    """Fold symmetric-mode results: each pair's block serves both directions."""
+    for res in results:
+        agg.add(res.rows, res.row_max)
+        agg.add(res.cols, res.col_max)
 
 
 def patch_scores(
@@ -175,8 +166,7 @@ def patch_scores(
     if reference is None:
         k = _topk_count(qv, n - 1)
         agg = _Aggregator(n, m, aggregate, k)
-        for block in gram_blocks(arr, memory_mb=mem):
-            _fold_symmetric(block, agg)
+        _fold_pairs(block_reductions(arr, memory_mb=mem, col_max=True), agg)
         counts = np.full(n, n - 1, dtype=np.float64)
         return agg.result(counts)
 
@@ -184,12 +174,11 @@ def patch_scores(
     k = _topk_count(qv, ref.size - 1)
     agg = _Aggregator(n, m, aggregate, k)
     # Reference images against each other: symmetric, one block serves both directions.
-    for block in gram_blocks(arr, memory_mb=mem, row_index=ref):
-        _fold_symmetric(block, agg)
+    _fold_pairs(block_reductions(arr, memory_mb=mem, row_index=ref, col_max=True), agg)
     others = np.setdiff1d(np.arange(n), ref)
     # Remaining images against the reference images only (one direction).
-    for block in gram_blocks(arr, arr, memory_mb=mem, row_index=others, col_index=ref):
-        agg.add(block.rows, block.row_max(), None)
+    for res in block_reductions(arr, arr, memory_mb=mem, row_index=others, col_index=ref):
+        agg.add(res.rows, res.row_max)
     counts = np.full(n, ref.size, dtype=np.float64)
     counts[ref] -= 1
     return agg.result(counts)
@@ -241,8 +230,8 @@ def cross_patch_scores(
     n, m, _ = arr.shape
     r = refs.shape[0]
     agg = _Aggregator(n, m, aggregate, _topk_count(qv, r))
-    for block in gram_blocks(arr, refs, memory_mb=mem):
-        agg.add(block.rows, block.row_max(), None)
+    for res in block_reductions(arr, refs, memory_mb=mem):
+        agg.add(res.rows, res.row_max)
     return agg.result(np.full(n, r, dtype=np.float64))
 
 
@@ -285,8 +274,6 @@ def normal_scores(
     mem = check_memory_mb(memory_mb)
     n, m, _ = arr.shape
     best = np.full((n, m), -np.inf, dtype=np.float32)
-    for block in gram_blocks(arr, normals, memory_mb=mem):
-        g = block.gram
-        flat = g.reshape(g.shape[0], g.shape[1], -1)
-        best[block.rows] = np.maximum(best[block.rows], flat.max(axis=2))
+    for res in block_reductions(arr, normals, memory_mb=mem):
+        best[res.rows] = np.maximum(best[res.rows], res.row_max.max(axis=2))
     return sims_to_dists(best)

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.spatial.distance import pdist
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, f1_score, normalized_mutual_info_score
 from sklearn.metrics.cluster import contingency_matrix as sk_contingency
@@ -281,7 +282,7 @@ def test_linkage_curve_matches_fcluster_cuts(n, n_classes, method, seed):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, 3))  # continuous: merge heights are tie-free
     y = rng.integers(0, n_classes, size=n)
-    z = linkage(x, method)
+    z = linkage(pdist(x), method)  # condensed: a raw 2x2 grid may look like a distance matrix
     ks, purities = purity_curve(y, z)
     assert ks.dtype == np.int64 and purities.dtype == np.float64
     np.testing.assert_array_equal(ks, np.arange(1, n + 1))
@@ -302,7 +303,7 @@ def test_linkage_curve_exact_k_with_ties(n, method, seed, string_labels):
     y = rng.integers(0, 4, size=n)
     if string_labels:
         y = np.array([f"class-{v}" for v in y])
-    z = linkage(x, method)
+    z = linkage(pdist(x), method)  # condensed: a raw 2x2 grid may look like a distance matrix
     ks, purities = purity_curve(y, z)
     ref_ks, ref_purities = naive_linkage_curve(y, z)
     np.testing.assert_array_equal(ks, ref_ks)

@@ -771,8 +771,8 @@ def test_fit_peak_memory_stays_within_the_budget_plus_documented_terms() -> None
     n, m, d = 40, 64, 32
     bags = make_bags(np.random.default_rng(5), n, m, d)
     budget_mb = 16 * _kernel.block_bytes(1, 1, m, d) / 2**20
-    a = min(_kernel.plan_block_images(m, d, budget_mb, n, n))  # symmetric blocks use the smaller side
-    assert a == 5 and _kernel.n_blocks(n, a) == 36  # many blocks of 5 x 5 images
+    b, _ = _kernel.plan_tasks(m, d, budget_mb, n)
+    assert b <= 16 and _kernel.n_tasks(n, n, b, symmetric=True) >= 90  # many tasks of few images
 
     def peak(memory_mb: float) -> int:
         model = AnomalyClusterer(3, memory_mb=memory_mb)
@@ -874,7 +874,7 @@ def test_float16_bags_on_real_data_within_1e_3_nmi(capsys, shared_dir: Path, sha
 def test_same_clusters_csv_whatever_the_threads_and_memory_budget(capsys, big_folder: Path, model_path: Path,
                                                                   tmp_path: Path) -> None:
     common = ["--model", model_path, "--resize", "64", "--crop", "64", "--no-cache", "-q"]  # automatic K
-    tiny = _kernel.block_bytes(3, 3, 64, 16) * 1.01 / 2**20  # 3 images per block side: 55 blocks
+    tiny = _kernel.block_bytes(3, 3, 64, 16) * 1.01 / 2**20  # tasks of 1 x 4 images on 2 CPUs: over 100 tasks
     runs = {
         "blas1_ort1": ({"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}, ["--threads", "1"]),
         "blas2_ort2_tiny": ({"OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2"},

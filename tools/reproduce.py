@@ -75,7 +75,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from anomclust_lite import defaults  # noqa: E402
 from anomclust_lite._atomic import atomic_save_npz  # noqa: E402
-from anomclust_lite._kernel import gram_blocks, sims_to_dists  # noqa: E402
+from anomclust_lite._kernel import block_reductions, sims_to_dists  # noqa: E402
 from anomclust_lite._validation import (  # noqa: E402
     check_bags,
     check_choice,
@@ -161,18 +161,15 @@ def nearest_patch_similarities(bags: np.ndarray, *, memory_mb: float, mean_mean:
     mem = check_memory_mb(memory_mb)
     n, m, _ = arr.shape
     sims = np.empty((n, m, n), dtype=np.float32)
+    sims[np.arange(n), :, np.arange(n)] = 1.0  # self-matches: excluded by every reduction
     mm = np.zeros((n, n), dtype=np.float64) if mean_mean else None
-    for block in gram_blocks(arr, memory_mb=mem):
-        ra, cb = block.rows, block.cols
-        row_max, col_max = block.both_max()
-        sims[ra[0] : ra[-1] + 1, :, cb[0] : cb[-1] + 1] = row_max
-        if not block.diagonal:
-            sims[cb[0] : cb[-1] + 1, :, ra[0] : ra[-1] + 1] = col_max
+    for res in block_reductions(arr, memory_mb=mem, col_max=True, mean_dist=mean_mean):
+        ra, cb = res.rows, res.cols
+        sims[np.ix_(ra, np.arange(m), cb)] = res.row_max
+        sims[np.ix_(cb, np.arange(m), ra)] = res.col_max
         if mm is not None:
-            means = sims_to_dists(block.gram, out=block.gram).mean(axis=(1, 3), dtype=np.float64)
-            mm[np.ix_(ra, cb)] = means
-            if not block.diagonal:
-                mm[np.ix_(cb, ra)] = means.T
+            mm[np.ix_(ra, cb)] = res.mean_dist
+            mm[np.ix_(cb, ra)] = res.mean_dist.T
     if mm is not None:
         mm = 0.5 * (mm + mm.T)
         np.fill_diagonal(mm, 0.0)
@@ -315,11 +312,11 @@ def tiered_normal_scores(
         raise ValueError("tiers leave no normal image in any of the n_tiers subsets")
     n, m, _ = arr.shape
     best = np.full((n_tiers, n, m), -np.inf, dtype=np.float32)
-    blocks = gram_blocks(arr, normals, memory_mb=check_memory_mb(memory_mb), col_index=used)
-    for block in blocks:
-        row_max = block.row_max()  # (a, M, b)
-        block_tiers = tiers[block.cols]
-        rows = block.rows
+    results = block_reductions(arr, normals, memory_mb=check_memory_mb(memory_mb), col_index=used)
+    for res in results:
+        row_max = res.row_max  # (a, M, b)
+        block_tiers = tiers[res.cols]
+        rows = res.rows
         for t in np.unique(block_tiers):
             best[t, rows] = np.maximum(best[t, rows], row_max[:, :, block_tiers == t].max(axis=2))
     np.maximum.accumulate(best, axis=0, out=best)
