@@ -49,7 +49,15 @@ from .metrics import (
 )
 from .model_store import ModelNotFoundError, resolve_model
 from .normalize import normalize_patches
-from .scores import AGGREGATES, cross_patch_scores, normal_scores, patch_scores
+from .scores import AGGREGATES, cross_patch_scores, normal_scores, patch_scores, topk_count
+from .sweeps import (
+    PatchMatches,
+    hausdorff_from_matches,
+    nearest_patch_similarities,
+    nested_subsets,
+    scores_from_matches,
+    tiered_normal_scores,
+)
 from .torch_checkpoint import UnsafeCheckpointError, load_state_dict
 from .weights import mask_weights, soft_weights, topk_weights, uniform_weights
 from .wrn50 import (
@@ -72,6 +80,13 @@ __all__ = [
     "patch_scores",
     "cross_patch_scores",
     "normal_scores",
+    "topk_count",
+    "PatchMatches",
+    "nearest_patch_similarities",
+    "scores_from_matches",
+    "hausdorff_from_matches",
+    "nested_subsets",
+    "tiered_normal_scores",
     "soft_weights",
     "topk_weights",
     "mask_weights",

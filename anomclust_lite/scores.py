@@ -20,10 +20,10 @@ from typing import Iterable, Optional
 import numpy as np
 
 from ._kernel import BlockResult, block_reductions, sims_to_dists
-from ._validation import check_bags, check_choice, check_memory_mb, check_positive_float
+from ._validation import check_bags, check_choice, check_int, check_memory_mb, check_positive_float
 from .defaults import DEFAULT_AGGREGATE, DEFAULT_MEMORY_MB, DEFAULT_TOPK_FRACTION
 
-__all__ = ["AGGREGATES", "patch_scores", "cross_patch_scores", "normal_scores"]
+__all__ = ["AGGREGATES", "patch_scores", "cross_patch_scores", "normal_scores", "topk_count"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,9 +81,38 @@ def _check_q(q: object, aggregate: str) -> float:
     return qv
 
 
-def _topk_count(q: float, n_others: int) -> int:
-    """Number of nearest images averaged by ``topk_mean``: ``max(1, floor(q * n_others))``."""
-    return max(1, min(n_others, int(np.floor(q * n_others + 1e-9))))
+def topk_count(q: float, n_others: int) -> int:
+    """Number of nearest images that ``aggregate="topk_mean"`` averages.
+
+    ``max(1, floor(q * n_others))``, at most ``n_others``; the ``1e-9`` guard
+    makes ``q * n_others`` that is an integer in exact arithmetic count as one.
+
+    Parameters
+    ----------
+    q : float
+        Fraction in (0, 1].
+    n_others : int
+        Number of other images, >= 1.
+
+    Returns
+    -------
+    int
+
+    Examples
+    --------
+    >>> topk_count(0.1, 159), topk_count(0.1, 5), topk_count(0.3, 10)
+    (15, 1, 3)
+    """
+    qv = check_positive_float(q, "q")
+    if qv > 1:
+        raise ValueError(f"q must be a fraction in (0, 1]; got {q!r}")
+    n = check_int(n_others, "n_others", low=1)
+    return max(1, min(n, int(np.floor(qv * n + 1e-9))))
+
+
+def _k(aggregate: str, q: float, n_others: int) -> int:
+    """Images kept per patch by the aggregator (only ``topk_mean`` keeps more than none)."""
+    return topk_count(q, n_others) if aggregate == "topk_mean" else 0
 
 
 def _check_reference(reference: object, n: int) -> np.ndarray:
@@ -164,14 +193,14 @@ def patch_scores(
     mem = check_memory_mb(memory_mb)
     n, m, _ = arr.shape
     if reference is None:
-        k = _topk_count(qv, n - 1)
+        k = _k(aggregate, qv, n - 1)
         agg = _Aggregator(n, m, aggregate, k)
         _fold_pairs(block_reductions(arr, memory_mb=mem, col_max=True), agg)
         counts = np.full(n, n - 1, dtype=np.float64)
         return agg.result(counts)
 
     ref = _check_reference(reference, n)
-    k = _topk_count(qv, ref.size - 1)
+    k = _k(aggregate, qv, ref.size - 1)
     agg = _Aggregator(n, m, aggregate, k)
     # Reference images against each other: symmetric, one block serves both directions.
     _fold_pairs(block_reductions(arr, memory_mb=mem, row_index=ref, col_max=True), agg)
@@ -229,7 +258,7 @@ def cross_patch_scores(
     mem = check_memory_mb(memory_mb)
     n, m, _ = arr.shape
     r = refs.shape[0]
-    agg = _Aggregator(n, m, aggregate, _topk_count(qv, r))
+    agg = _Aggregator(n, m, aggregate, _k(aggregate, qv, r))
     for res in block_reductions(arr, refs, memory_mb=mem):
         agg.add(res.rows, res.row_max)
     return agg.result(np.full(n, r, dtype=np.float64))
