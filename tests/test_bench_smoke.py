@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 
-from conftest import REPO_ROOT
-
-
-def _load_tool():
-    path = REPO_ROOT / "tools" / "bench_kernels.py"
-    spec = importlib.util.spec_from_file_location("bench_kernels_tool", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_kernels_tool"] = module
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_tool
 
 
 def test_bench_kernels_smoke(capsys):
-    bench = _load_tool()
+    bench = load_tool("bench_kernels")
     code = bench.main(["--n", "6", "--m", "16", "--d", "8", "--memory-mb", "4", "--cdist-pairs", "2",
                        "--sgemm-seconds", "0.01"])
     out = capsys.readouterr().out

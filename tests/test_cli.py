@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -20,86 +19,18 @@ from PIL import Image, ImageDraw
 from anomclust_lite import cli
 from anomclust_lite.cli import collect_images, folder_labels, main, run_clustering
 from anomclust_lite.clusterer import AnomalyClusterer
-
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-
-CLASSES = ("good", "red_spot", "green_bar")
-PER_CLASS = 4
-N_IMAGES = len(CLASSES) * PER_CLASS
-
-
-def make_onnx(path: Path, *, channels: int = 16, seed: int = 0) -> Path:
-    """One 8x8 stride-8 convolution: (batch, 3, H, W) -> (batch, channels, H/8, W/8)."""
-    w = np.random.default_rng(seed).standard_normal((channels, 3, 8, 8)).astype(np.float32) / 8.0
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["feat"], kernel_shape=[8, 8], strides=[8, 8])],
-        "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, "h", "w"])],
-        [helper.make_tensor_value_info("feat", TensorProto.FLOAT, ["batch", channels, "gh", "gw"])],
-        initializer=[numpy_helper.from_array(w, "w")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    path.write_bytes(model.SerializeToString())
-    return path
-
-
-def draw_image(cls: str, rng: np.random.Generator, size: int = 64) -> Image.Image:
-    """Grey noise; 'red_spot' adds a red disc, 'green_bar' a short green bar."""
-    base = np.clip(128 + rng.normal(0, 6, (size, size, 3)), 0, 255).astype(np.uint8)
-    im = Image.fromarray(base)
-    draw = ImageDraw.Draw(im)
-    x, y = (int(v) for v in rng.integers(8, size - 24, 2))
-    if cls == "red_spot":
-        draw.ellipse([x, y, x + 14, y + 14], fill=(220, 30, 30))
-    elif cls == "green_bar":
-        draw.rectangle([x, y, x + 20, y + 7], fill=(30, 200, 30))
-    return im
-
-
-def make_folder(root: Path, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    for cls in CLASSES:
-        (root / cls).mkdir(parents=True, exist_ok=True)
-        for i in range(PER_CLASS):
-            draw_image(cls, rng).save(root / cls / f"{i:03d}.png")
-    return root
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_onnx(tmp_path_factory.mktemp("model") / "tiny.onnx")
-
-
-@pytest.fixture(scope="module")
-def shared_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Read-only use only: the 12-image folder."""
-    return make_folder(tmp_path_factory.mktemp("data") / "parts")
-
-
-@pytest.fixture
-def folder(tmp_path: Path, shared_folder: Path) -> Path:
-    """A private copy that a test may change."""
-    dst = tmp_path / "parts"
-    shutil.copytree(shared_folder, dst)
-    return dst
-
-
-def model_args(model_path: Path) -> List[str]:
-    return ["--model", str(model_path), "--resize", "64", "--crop", "64"]
-
-
-def run(capsys: pytest.CaptureFixture, *argv: object) -> "tuple[int, str, str]":
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def read_csv(path: Path) -> List[Dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+from _cli_support import fixture_base_folder, fixture_folder, fixture_model_path  # noqa: F401 (pytest fixtures)
+from _cli_support import (
+    CLASSES,
+    N_IMAGES,
+    PER_CLASS,
+    assert_one_error_line,
+    draw_image,
+    make_onnx,
+    model_args,
+    read_csv,
+    run,
+)
 
 
 class ReportParser(HTMLParser):
@@ -121,16 +52,6 @@ def parse_report(path: Path) -> ReportParser:
     p = ReportParser()
     p.feed(path.read_text(encoding="utf-8"))
     return p
-
-
-def assert_one_error_line(err: str, *needles: str) -> None:
-    """The error is one line (after any progress lines), without a traceback."""
-    lines = err.strip().splitlines()
-    errors = [line for line in lines if line.startswith("anomclust-lite: error: ")]
-    assert len(errors) == 1 and lines[-1] == errors[0], err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in errors[0], err
 
 
 def no_temporary_files(root: Path) -> bool:
@@ -225,13 +146,13 @@ def test_over_clustering_and_methods(capsys, folder: Path, model_path: Path, tmp
         assert len(parse_report(out / "report.html").sections) == summary["k"]
 
 
-def test_full_frame_without_crop(capsys, shared_folder: Path, model_path: Path, tmp_path: Path) -> None:
-    rc, _, err = run(capsys, shared_folder, "--model", model_path, "--resize", "48", "--crop", "none", "--k", "3",
+def test_full_frame_without_crop(capsys, base_folder: Path, model_path: Path, tmp_path: Path) -> None:
+    rc, _, err = run(capsys, base_folder, "--model", model_path, "--resize", "48", "--crop", "none", "--k", "3",
                      "--out", tmp_path / "o", "-q")
     assert rc == 0, err
     extractor = json.loads((tmp_path / "o" / "summary.json").read_text())["extractor"]
     assert extractor["crop"] is None and extractor["grid"] == [6, 6]
-    rc, _, err = run(capsys, "assign", tmp_path / "o" / "model.npz", shared_folder, "--out", tmp_path / "a", "-q")
+    rc, _, err = run(capsys, "assign", tmp_path / "o" / "model.npz", base_folder, "--out", tmp_path / "a", "-q")
     assert rc == 0, err
 
 
@@ -420,8 +341,8 @@ def test_missing_and_empty_and_single_image_folders(capsys, model_path: Path, tm
     assert_one_error_line(err, "not a folder")
 
 
-def test_k_larger_than_n(capsys, shared_folder: Path, model_path: Path, tmp_path: Path) -> None:
-    rc, _, err = run(capsys, shared_folder, *model_args(model_path), "--k", str(N_IMAGES + 1), "--out", tmp_path / "o")
+def test_k_larger_than_n(capsys, base_folder: Path, model_path: Path, tmp_path: Path) -> None:
+    rc, _, err = run(capsys, base_folder, *model_args(model_path), "--k", str(N_IMAGES + 1), "--out", tmp_path / "o")
     assert rc == 1
     assert_one_error_line(err, f"--k {N_IMAGES + 1}", str(N_IMAGES))
 
@@ -431,44 +352,44 @@ def test_k_larger_than_n(capsys, shared_folder: Path, model_path: Path, tmp_path
     [["--k", "0"], ["--k", "x"], ["--k-max", "1"], ["--method", "dbscan"], ["--tau", "-1"], ["--crop", "-3"],
      ["--bogus"], []],
 )
-def test_usage_errors_exit_2(capsys, shared_folder: Path, argv: List[str]) -> None:
-    args = ([str(shared_folder)] if argv else []) + argv
+def test_usage_errors_exit_2(capsys, base_folder: Path, argv: List[str]) -> None:
+    args = ([str(base_folder)] if argv else []) + argv
     assert main(args) == 2
     _, err = capsys.readouterr()
     assert "usage:" in err
 
 
-def test_out_inside_folder_is_refused(capsys, shared_folder: Path, model_path: Path) -> None:
-    rc, _, err = run(capsys, shared_folder, *model_args(model_path), "--out", shared_folder / "good" / "res")
+def test_out_inside_folder_is_refused(capsys, base_folder: Path, model_path: Path) -> None:
+    rc, _, err = run(capsys, base_folder, *model_args(model_path), "--out", base_folder / "good" / "res")
     assert rc == 1
     assert_one_error_line(err, "inside the image folder")
-    assert not (shared_folder / "good" / "res").exists()
+    assert not (base_folder / "good" / "res").exists()
 
 
-def test_unwritable_out(capsys, shared_folder: Path, model_path: Path, tmp_path: Path) -> None:
+def test_unwritable_out(capsys, base_folder: Path, model_path: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    rc, _, err = run(capsys, shared_folder, *model_args(model_path), "--out", blocker / "out")
+    rc, _, err = run(capsys, base_folder, *model_args(model_path), "--out", blocker / "out")
     assert rc == 1
     assert_one_error_line(err, "cannot write to output folder")
 
 
-def test_read_only_out(capsys, shared_folder: Path, model_path: Path, tmp_path: Path) -> None:
+def test_read_only_out(capsys, base_folder: Path, model_path: Path, tmp_path: Path) -> None:
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
     try:
         if os.access(ro, os.W_OK):
             pytest.skip("running with privileges that ignore folder permissions")
-        rc, _, err = run(capsys, shared_folder, *model_args(model_path), "--out", ro)
+        rc, _, err = run(capsys, base_folder, *model_args(model_path), "--out", ro)
         assert rc == 1
         assert_one_error_line(err, "cannot write to output folder")
     finally:
         ro.chmod(0o700)
 
 
-def test_missing_model_is_a_user_error(capsys, shared_folder: Path, tmp_path: Path) -> None:
-    rc, _, err = run(capsys, shared_folder, "--model", tmp_path / "none.onnx", "--out", tmp_path / "o")
+def test_missing_model_is_a_user_error(capsys, base_folder: Path, tmp_path: Path) -> None:
+    rc, _, err = run(capsys, base_folder, "--model", tmp_path / "none.onnx", "--out", tmp_path / "o")
     assert rc == 1
     assert_one_error_line(err, "none.onnx")
     assert not (tmp_path / "o").exists()  # failed before making anything
@@ -487,21 +408,21 @@ def test_keyboard_interrupt_exits_130_and_keeps_the_cache(capsys, folder: Path, 
     assert no_temporary_files(out)
 
 
-def test_a_folder_named_assign(capsys, shared_folder: Path, model_path: Path, tmp_path: Path,
+def test_a_folder_named_assign(capsys, base_folder: Path, model_path: Path, tmp_path: Path,
                                monkeypatch: pytest.MonkeyPatch) -> None:
-    shutil.copytree(shared_folder, tmp_path / "assign")
+    shutil.copytree(base_folder, tmp_path / "assign")
     monkeypatch.chdir(tmp_path)
     rc, _, err = run(capsys, "./assign", *model_args(model_path), "--k", "3", "-q")
     assert rc == 0, err
     assert (tmp_path / "assign_clusters" / "clusters.csv").is_file()
 
 
-def test_two_images_with_automatic_k_give_one_cluster(capsys, shared_folder: Path, model_path: Path,
+def test_two_images_with_automatic_k_give_one_cluster(capsys, base_folder: Path, model_path: Path,
                                                        tmp_path: Path) -> None:
     two = tmp_path / "two"
     two.mkdir()
-    shutil.copy(shared_folder / "good" / "000.png", two / "a.png")
-    shutil.copy(shared_folder / "red_spot" / "000.png", two / "b.png")
+    shutil.copy(base_folder / "good" / "000.png", two / "a.png")
+    shutil.copy(base_folder / "red_spot" / "000.png", two / "b.png")
     rc, stdout, err = run(capsys, two, *model_args(model_path), "-q")
     assert rc == 0, err
     summary = json.loads((tmp_path / "two_clusters" / "summary.json").read_text())
@@ -538,20 +459,20 @@ class FakeExtractor:
         return {"model": "fake"}
 
 
-def test_run_clustering_with_an_injected_extractor(capsys, shared_folder: Path, tmp_path: Path) -> None:
-    args = cli.build_parser().parse_args([str(shared_folder), "--k", "3", "--out", str(tmp_path / "o"), "-q"])
+def test_run_clustering_with_an_injected_extractor(capsys, base_folder: Path, tmp_path: Path) -> None:
+    args = cli.build_parser().parse_args([str(base_folder), "--k", "3", "--out", str(tmp_path / "o"), "-q"])
     summary = run_clustering(args, extractor_factory=lambda options, cache_dir: FakeExtractor())
     assert summary["k"] == 3 and summary["n_images"] == N_IMAGES
     assert summary["metrics"]["nmi"] > 0.5
     assert (tmp_path / "o" / "report.html").is_file()
 
 
-def test_collect_images_and_folder_labels(shared_folder: Path) -> None:
-    images = collect_images(shared_folder)
+def test_collect_images_and_folder_labels(base_folder: Path) -> None:
+    images = collect_images(base_folder)
     assert len(images.paths) == N_IMAGES and images.excluded == []
-    labels = folder_labels(images.paths, shared_folder)
+    labels = folder_labels(images.paths, base_folder)
     assert labels is not None and sorted(set(labels)) == sorted(CLASSES)
-    assert folder_labels(images.paths[:PER_CLASS], shared_folder) is None  # one class only
+    assert folder_labels(images.paths[:PER_CLASS], base_folder) is None  # one class only
 
 
 def test_no_model_offline_is_one_clear_line(capsys, folder: Path, tmp_path: Path, monkeypatch) -> None:

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import load_tool
 
-
-def _load_tool():
-    path = REPO_ROOT / "tools" / "reproduce.py"
-    spec = importlib.util.spec_from_file_location("reproduce_tool", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["reproduce_tool"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-R = _load_tool()
+R = load_tool("reproduce")
 
 
 def test_line_chart_draws():

@@ -47,20 +47,18 @@ from anomclust_lite.clusterer import AnomalyClusterer
 from anomclust_lite.clustering import ClusteringWarning
 from anomclust_lite.images import ImageLoadError, load_image
 from conftest import make_bags
-from test_cli import (
-    CLASSES,
+from _cli_support import fixture_base_folder, fixture_folder, fixture_model_path  # noqa: F401 (pytest fixtures)
+from _cli_support import (
     N_IMAGES,
     assert_one_error_line,
     draw_image,
     make_folder,
-    make_onnx,
     model_args,
     read_csv,
     run,
 )
 
 onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import _tiny_onnx  # noqa: E402
@@ -70,24 +68,6 @@ OUTPUTS = ("clusters.csv", "summary.json", "report.html", "model.npz")
 
 
 # ---------------------------------------------------------------- fixtures and helpers
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_onnx(tmp_path_factory.mktemp("model") / "tiny.onnx")
-
-
-@pytest.fixture(scope="module")
-def base_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Read-only use only: the 12-image folder of tests/test_cli.py."""
-    return make_folder(tmp_path_factory.mktemp("data") / "parts")
-
-
-@pytest.fixture
-def folder(tmp_path: Path, base_folder: Path) -> Path:
-    dst = tmp_path / "parts"
-    shutil.copytree(base_folder, dst)
-    return dst
 
 
 def summary_of(out: Path) -> dict:
@@ -125,10 +105,10 @@ def png_with_bad_pixel_data(image: Image.Image) -> bytes:
 
 def make_slow_model(path: Path, *, channels: int = 16, seed: int = 0, size: int = 64, n: int = 512,
                     repeats: int = 32) -> Path:
-    """The conv of tests/test_cli.py::make_onnx (same weights, fixed batch of 1) plus ``repeats``
+    """The conv of tests/_cli_support.py::make_onnx (same weights, fixed batch of 1) plus ``repeats``
     input-dependent n x n matrix products whose sum is multiplied by 0 and added to the output:
     the features are bit-identical to make_onnx's, each image just takes a while."""
-    w = np.random.default_rng(seed).standard_normal((channels, 3, 8, 8)).astype(np.float32) / 8.0
+    w = _tiny_onnx.conv_weights(channels, seed)
     v = np.random.default_rng(seed + 1).standard_normal(n)
     q = np.eye(n) - 2.0 * np.outer(v, v) / (v @ v)  # a dense orthogonal (Householder) matrix: no overflow
     inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(q.astype(np.float32), "q"),
@@ -152,19 +132,10 @@ def make_slow_model(path: Path, *, channels: int = 16, seed: int = 0, size: int 
     return path
 
 
-def make_big_folder(root: Path, per_class: int = 10, seed: int = 3) -> Path:
-    """3 types x ``per_class`` images (30 by default)."""
-    rng = np.random.default_rng(seed)
-    for cls in CLASSES:
-        (root / cls).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            draw_image(cls, rng).save(root / cls / f"{i:03d}.png")
-    return root
-
-
 @pytest.fixture(scope="module")
 def big_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_big_folder(tmp_path_factory.mktemp("big") / "parts")
+    """Read-only use only: 3 types x 10 images (30)."""
+    return make_folder(tmp_path_factory.mktemp("big") / "parts", seed=3, per_class=10)
 
 
 def partition(rows: Sequence[Dict[str, str]], rename: Optional[Dict[str, str]] = None) -> List[List[str]]:
