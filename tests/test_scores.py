@@ -142,12 +142,17 @@ def test_bad_bags(rng):
         patch_scores(np.zeros((3, 2, 2), dtype=np.int64))
 
 
+@pytest.mark.parametrize("threaded", [False, True])
 @pytest.mark.parametrize("func", ["patch_scores", "normal_scores", "hausdorff"])
-def test_peak_memory_within_budget(rng, func):
+def test_peak_memory_within_budget(rng, func, threaded, monkeypatch):
     import tracemalloc
 
-    from anomclust_lite import hausdorff_distances
+    from anomclust_lite import _kernel, hausdorff_distances
 
+    if threaded:  # the worker-thread path, with as many workers as the budget allows
+        monkeypatch.setattr(_kernel, "INLINE_WORK", 0)
+        monkeypatch.setattr(_kernel, "available_cpus", lambda: 8)
+        _kernel._blas_controller()  # the one-off import and scan of threadpoolctl is not working memory
     n, m, d = 24, 64, 32
     bags = make_bags(rng, n, m, d)
     budget_mb = 4 * block_bytes(1, 1, m, d) / 2**20  # forces many blocks
