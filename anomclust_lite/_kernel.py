@@ -32,6 +32,7 @@ stays within ``memory_mb``, and the consumers' accumulators are O(N*M).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -52,6 +53,7 @@ __all__ = [
     "pair_bytes",
     "available_cpus",
     "n_tasks",
+    "limit_blas",
 ]
 
 logger = logging.getLogger(__name__)
@@ -248,8 +250,11 @@ def block_reductions(
     direction. Rectangular mode: every row image against every column image
     (of ``col_bags``, at ``col_index`` when given).
 
-    ``workers`` overrides the number of worker threads (default: one per
-    available CPU, as the budget allows); results do not depend on it.
+    ``workers`` caps the CPU threads of the kernel (default: one worker
+    per available CPU, as the budget allows, and inline work uses the BLAS's
+    own threads). With an explicit cap, the BLAS is limited to one thread
+    in every path, so the kernel never runs more than ``workers`` threads.
+    Results do not depend on it.
     """
     rows = np.arange(row_bags.shape[0]) if row_index is None else np.asarray(row_index, dtype=np.intp)
     symmetric = col_bags is None
@@ -265,15 +270,27 @@ def block_reductions(
     run = _Task(row_bags, col_bags_, b, col_max, mean_dist)
     tasks = _tasks(rows, cols, b, symmetric)
     work = _n_pairs(rows.size, cols.size, symmetric) * m * m_col * d
-    if n_workers > 1 and work >= INLINE_WORK:
+    pooled = n_workers > 1 and work >= INLINE_WORK
+    if pooled or workers is not None:
         blas = _blas_controller()
         if blas.lib_controllers:
             with blas.limit(limits=1):
-                yield from _pooled(run, tasks, n_workers)
+                yield from (_pooled(run, tasks, n_workers) if pooled else map(run, tasks))
             return
-        logger.debug("no BLAS library that threadpoolctl can limit: kernel tasks run inline")
-    for task in tasks:
-        yield run(task)
+        if pooled:
+            logger.debug("no BLAS library that threadpoolctl can limit: kernel tasks run inline")
+    yield from map(run, tasks)
+
+
+@contextlib.contextmanager
+def limit_blas(n_threads: Optional[int]) -> Iterator[None]:
+    """Cap the BLAS thread pools at ``n_threads`` inside the block (``None``: leave them alone)."""
+    blas = _blas_controller() if n_threads is not None else None
+    if blas is None or not blas.lib_controllers:
+        yield
+        return
+    with blas.limit(limits=n_threads):
+        yield
 
 
 def _pooled(run: _Task, tasks: Iterator["Tuple[np.ndarray, np.ndarray]"], n_workers: int) -> Iterator[BlockResult]:

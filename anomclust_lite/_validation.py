@@ -18,6 +18,7 @@ __all__ = [
     "check_finite_array",
     "check_int",
     "check_memory_mb",
+    "check_n_threads",
     "check_positive_float",
     "check_labels",
     "check_choice",
@@ -128,3 +129,8 @@ def check_choice(value: object, name: str, choices: "tuple[str, ...]") -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
     return value
+
+
+def check_n_threads(value: object, name: str = "n_threads") -> Optional[int]:
+    """``None`` (one thread per available CPU) or a thread count >= 1."""
+    return None if value is None else check_int(value, name, low=1)

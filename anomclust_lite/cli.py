@@ -236,7 +236,8 @@ def _add_extractor_options(p: argparse.ArgumentParser, *, for_assign: bool) -> N
                    help=f"refuse images with more than N pixels (width x height; also after resizing), as possible "
                         f"decompression bombs (default {DEFAULT_MAX_PIXELS:,}, Pillow's limit)")
     g.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model runs (default cpu)")
-    g.add_argument("--threads", type=_positive_int, metavar="N", help="CPU threads of the model (default: one per core)")
+    g.add_argument("--threads", type=_positive_int, metavar="N",
+                   help="CPU threads of the model and of the scoring kernels (default: one per core)")
     g.add_argument("--cache-dir", metavar="DIR",
                    help="feature cache folder (default OUT/.features; a rerun reuses cached features)")
     g.add_argument("--no-cache", action="store_true", help="do not cache features")
@@ -573,6 +574,7 @@ def run_clustering(
         method=args.method,
         k_max=args.k_max,
         memory_mb=args.memory_mb if args.memory_mb is not None else DEFAULT_MEMORY_MB,
+        n_threads=args.threads,
         seed=args.seed,
         reference_size=args.reference_size,
         bag_dtype=args.bag_dtype,
@@ -690,7 +692,8 @@ def run_clustering(
     timings["total"] = time.perf_counter() - started
 
     params = clusterer.get_params()
-    params.update(effective_tau=clusterer.effective_tau, labels=args.labels, export=args.export,
+    params.update(effective_tau=clusterer.effective_tau, n_threads=clusterer.n_threads, labels=args.labels,
+                  export=args.export,
                   exclude=list(args.exclude), default_exclude=not args.no_default_exclude,
                   normal=None if normal_folder is None else display_path(normal_folder))
     summary: Dict[str, Any] = {
@@ -765,6 +768,7 @@ def run_assign(
                          "it was not written by the command-line tool")
     if args.memory_mb is not None:
         model.memory_mb = args.memory_mb
+    model.n_threads = args.threads
     folder = _check_folder(args.folder, "image folder")
     images = collect_images(folder, excludes=args.exclude, default_excludes=not args.no_default_exclude)
     if not images.paths:

@@ -62,7 +62,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from ._atomic import atomic_save_npz
-from ._validation import check_bags, check_choice, check_int, check_memory_mb, check_positive_float
+from ._kernel import limit_blas
+from ._validation import check_bags, check_choice, check_int, check_memory_mb, check_n_threads, check_positive_float
 from .auto_k import DEFAULT_K_MAX, KChoice, choose_k, cut_linkage
 from .clustering import HIERARCHICAL_METHODS, METHODS, ClusteringWarning, cluster, linkage_matrix
 from .defaults import (
@@ -196,6 +197,10 @@ class AnomalyClusterer:
         Largest K tried when choosing K automatically.
     memory_mb : float, default 512
         Working-memory budget of the scoring and distance kernels.
+    n_threads : int, optional
+        CPU threads of the scoring and distance kernels (the BLAS included);
+        default one per available CPU. A setting of the machine, not of the
+        model: results do not depend on it, and it is not saved.
     seed : int, default 0
         Seed of every random choice (clustering restarts, reference subsample).
     reference_size : int, default 64
@@ -272,6 +277,7 @@ class AnomalyClusterer:
         method: str = DEFAULT_METHOD,
         k_max: int = DEFAULT_K_MAX,
         memory_mb: float = DEFAULT_MEMORY_MB,
+        n_threads: Optional[int] = None,
         seed: int = 0,
         reference_size: int = DEFAULT_REFERENCE_SIZE,
         new_type_threshold: Optional[float] = None,
@@ -295,6 +301,7 @@ class AnomalyClusterer:
             )
         self.k_max = check_int(k_max, "k_max", low=2)
         self.memory_mb = check_memory_mb(memory_mb)
+        self.n_threads = check_n_threads(n_threads)
         self.seed = check_int(seed, "seed", low=0)
         self.reference_size = check_int(reference_size, "reference_size", low=1)
         self.new_type_threshold = (
@@ -382,6 +389,15 @@ class AnomalyClusterer:
         -------
         self
         """
+        with limit_blas(self.n_threads):
+            return self._fit(bags, normal_bags, progress)
+
+    def _fit(
+        self,
+        bags: np.ndarray,
+        normal_bags: Optional[np.ndarray],
+        progress: Optional[Callable[[str], None]],
+    ) -> "AnomalyClusterer":
         arr = check_bags(bags, "bags", min_images=2).astype(self.bag_dtype, copy=False)
         n, m, d = arr.shape
         normals = None
@@ -401,9 +417,10 @@ class AnomalyClusterer:
         note("scoring")
         t0 = time.perf_counter()
         if normals is not None:
-            scores = normal_scores(arr, normals, memory_mb=self.memory_mb)
+            scores = normal_scores(arr, normals, memory_mb=self.memory_mb, n_threads=self.n_threads)
         else:
-            scores = patch_scores(arr, aggregate=self.aggregate, q=self.q, memory_mb=self.memory_mb)
+            scores = patch_scores(arr, aggregate=self.aggregate, q=self.q, memory_mb=self.memory_mb,
+                                  n_threads=self.n_threads)
         weights = self._weights_from_scores(scores)
         embeddings = weighted_average(arr, weights)
         timings["scoring"] = time.perf_counter() - t0
@@ -414,7 +431,8 @@ class AnomalyClusterer:
             dist = wa_distances(arr, weights)
         else:
             inner = self.distance[len("hausdorff-"):]
-            dist = hausdorff_distances(arr, inner=inner, outer=self.hausdorff_outer, memory_mb=self.memory_mb)
+            dist = hausdorff_distances(arr, inner=inner, outer=self.hausdorff_outer, memory_mb=self.memory_mb,
+                                       n_threads=self.n_threads)
         timings["distances"] = time.perf_counter() - t0
 
         x, metric = (embeddings, "euclidean") if self.distance == "wa" else (dist, "precomputed")
@@ -542,6 +560,10 @@ class AnomalyClusterer:
         -------
         Assignment
         """
+        with limit_blas(self.n_threads):
+            return self._assign(bags, new_type_threshold)
+
+    def _assign(self, bags: np.ndarray, new_type_threshold: Optional[float]) -> Assignment:
         self._check_fitted()
         arr = check_bags(bags, "bags", min_images=1, dim=self.centers_.shape[1]).astype(self.bag_dtype, copy=False)
         threshold = (
@@ -552,9 +574,10 @@ class AnomalyClusterer:
         if self.weights == "topk":
             self._topk_for(arr.shape[1])
         if self._reference_kind == "images":
-            scores = cross_patch_scores(arr, self._reference, aggregate=self.aggregate, q=self.q, memory_mb=self.memory_mb)
+            scores = cross_patch_scores(arr, self._reference, aggregate=self.aggregate, q=self.q,
+                                        memory_mb=self.memory_mb, n_threads=self.n_threads)
         else:
-            scores = normal_scores(arr, self._reference, memory_mb=self.memory_mb)
+            scores = normal_scores(arr, self._reference, memory_mb=self.memory_mb, n_threads=self.n_threads)
         emb = weighted_average(arr, self._weights_from_scores(scores))
         d2 = ((emb[:, None, :] - self.centers_[None, :, :]) ** 2).sum(axis=2)
         labels = np.argmin(d2, axis=1).astype(np.int64)

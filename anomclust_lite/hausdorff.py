@@ -19,10 +19,12 @@ as :func:`anomclust_lite.patch_scores`: one SGEMM per unordered image pair.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 
 from ._kernel import block_reductions, sims_to_dists
-from ._validation import check_bags, check_choice, check_memory_mb
+from ._validation import check_bags, check_choice, check_memory_mb, check_n_threads
 from .defaults import DEFAULT_MEMORY_MB
 
 __all__ = ["HAUSDORFF_INNER", "HAUSDORFF_OUTER", "hausdorff_distances"]
@@ -47,6 +49,7 @@ def hausdorff_distances(
     inner: str = "max-min",
     outer: str = "max",
     memory_mb: float = DEFAULT_MEMORY_MB,
+    n_threads: Optional[int] = None,
 ) -> np.ndarray:
     """Pairwise Hausdorff-family distances between bags.
 
@@ -61,6 +64,9 @@ def hausdorff_distances(
         symmetric inners ``"min-min"`` and ``"mean-mean"``.
     memory_mb : float
         Working-memory budget of the kernel in MiB.
+    n_threads : int, optional
+        CPU threads of the kernel (the BLAS included); default one per
+        available CPU. Results do not depend on it.
 
     Returns
     -------
@@ -82,11 +88,12 @@ def hausdorff_distances(
     check_choice(inner, "inner", HAUSDORFF_INNER)
     check_choice(outer, "outer", HAUSDORFF_OUTER)
     mem = check_memory_mb(memory_mb)
+    nt = check_n_threads(n_threads)
     n = arr.shape[0]
     # directed[i, j]: distance from bag i to bag j.
     directed = np.zeros((n, n), dtype=np.float64)
     mean_mean = inner == "mean-mean"
-    for res in block_reductions(arr, memory_mb=mem, col_max=not mean_mean, mean_dist=mean_mean):
+    for res in block_reductions(arr, memory_mb=mem, col_max=not mean_mean, mean_dist=mean_mean, workers=nt):
         ra, cb = res.rows, res.cols
         if mean_mean:
             directed[np.ix_(ra, cb)] = res.mean_dist

@@ -20,7 +20,7 @@ from typing import Iterable, Optional
 import numpy as np
 
 from ._kernel import BlockResult, block_reductions, sims_to_dists
-from ._validation import check_bags, check_choice, check_int, check_memory_mb, check_positive_float
+from ._validation import check_bags, check_choice, check_int, check_memory_mb, check_n_threads, check_positive_float
 from .defaults import DEFAULT_AGGREGATE, DEFAULT_MEMORY_MB, DEFAULT_TOPK_FRACTION
 
 __all__ = ["AGGREGATES", "patch_scores", "cross_patch_scores", "normal_scores", "topk_count"]
@@ -144,6 +144,7 @@ def patch_scores(
     q: float = DEFAULT_TOPK_FRACTION,
     reference: Optional[np.ndarray] = None,
     memory_mb: float = DEFAULT_MEMORY_MB,
+    n_threads: Optional[int] = None,
 ) -> np.ndarray:
     """Unsupervised anomaly score of every patch (Eq. 5 of the paper).
 
@@ -173,6 +174,9 @@ def patch_scores(
     memory_mb : float
         Working-memory budget of the kernel in MiB (the O(N*M) result and
         accumulators come on top).
+    n_threads : int, optional
+        CPU threads of the kernel (the BLAS included); default one per
+        available CPU. Results do not depend on it.
 
     Returns
     -------
@@ -191,11 +195,12 @@ def patch_scores(
     check_choice(aggregate, "aggregate", AGGREGATES)
     qv = _check_q(q, aggregate)
     mem = check_memory_mb(memory_mb)
+    nt = check_n_threads(n_threads)
     n, m, _ = arr.shape
     if reference is None:
         k = _k(aggregate, qv, n - 1)
         agg = _Aggregator(n, m, aggregate, k)
-        _fold_pairs(block_reductions(arr, memory_mb=mem, col_max=True), agg)
+        _fold_pairs(block_reductions(arr, memory_mb=mem, col_max=True, workers=nt), agg)
         counts = np.full(n, n - 1, dtype=np.float64)
         return agg.result(counts)
 
@@ -203,10 +208,10 @@ def patch_scores(
     k = _k(aggregate, qv, ref.size - 1)
     agg = _Aggregator(n, m, aggregate, k)
     # Reference images against each other: symmetric, one block serves both directions.
-    _fold_pairs(block_reductions(arr, memory_mb=mem, row_index=ref, col_max=True), agg)
+    _fold_pairs(block_reductions(arr, memory_mb=mem, row_index=ref, col_max=True, workers=nt), agg)
     others = np.setdiff1d(np.arange(n), ref)
     # Remaining images against the reference images only (one direction).
-    for res in block_reductions(arr, arr, memory_mb=mem, row_index=others, col_index=ref):
+    for res in block_reductions(arr, arr, memory_mb=mem, row_index=others, col_index=ref, workers=nt):
         agg.add(res.rows, res.row_max)
     counts = np.full(n, ref.size, dtype=np.float64)
     counts[ref] -= 1
@@ -220,6 +225,7 @@ def cross_patch_scores(
     aggregate: str = DEFAULT_AGGREGATE,
     q: float = DEFAULT_TOPK_FRACTION,
     memory_mb: float = DEFAULT_MEMORY_MB,
+    n_threads: Optional[int] = None,
 ) -> np.ndarray:
     """Unsupervised patch scores of new images against a stored reference set.
 
@@ -234,7 +240,7 @@ def cross_patch_scores(
         Unit-norm patch embeddings of the images to score.
     reference_bags : ndarray, shape (R, M', D)
         Unit-norm patch embeddings of the reference images.
-    aggregate, q, memory_mb
+    aggregate, q, memory_mb, n_threads
         As in :func:`patch_scores`; ``topk_mean`` averages
         ``max(1, floor(q * R))`` images.
 
@@ -256,10 +262,11 @@ def cross_patch_scores(
     check_choice(aggregate, "aggregate", AGGREGATES)
     qv = _check_q(q, aggregate)
     mem = check_memory_mb(memory_mb)
+    nt = check_n_threads(n_threads)
     n, m, _ = arr.shape
     r = refs.shape[0]
     agg = _Aggregator(n, m, aggregate, _k(aggregate, qv, r))
-    for res in block_reductions(arr, refs, memory_mb=mem):
+    for res in block_reductions(arr, refs, memory_mb=mem, workers=nt):
         agg.add(res.rows, res.row_max)
     return agg.result(np.full(n, r, dtype=np.float64))
 
@@ -269,6 +276,7 @@ def normal_scores(
     normal_bags: np.ndarray,
     *,
     memory_mb: float = DEFAULT_MEMORY_MB,
+    n_threads: Optional[int] = None,
 ) -> np.ndarray:
     """Semi-supervised patch scores: distance to the nearest normal patch (Eq. 6).
 
@@ -284,6 +292,9 @@ def normal_scores(
         Unit-norm patch embeddings of labelled normal images.
     memory_mb : float
         Working-memory budget of the kernel in MiB.
+    n_threads : int, optional
+        CPU threads of the kernel (the BLAS included); default one per
+        available CPU. Results do not depend on it.
 
     Returns
     -------
@@ -301,8 +312,9 @@ def normal_scores(
     arr = check_bags(bags, "bags", min_images=1)
     normals = check_bags(normal_bags, "normal_bags", min_images=1, dim=arr.shape[2])
     mem = check_memory_mb(memory_mb)
+    nt = check_n_threads(n_threads)
     n, m, _ = arr.shape
     best = np.full((n, m), -np.inf, dtype=np.float32)
-    for res in block_reductions(arr, normals, memory_mb=mem):
+    for res in block_reductions(arr, normals, memory_mb=mem, workers=nt):
         best[res.rows] = np.maximum(best[res.rows], res.row_max.max(axis=2))
     return sims_to_dists(best)

@@ -23,7 +23,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ._kernel import block_reductions, sims_to_dists
-from ._validation import check_bags, check_choice, check_int, check_memory_mb, check_positive_float
+from ._validation import check_bags, check_choice, check_int, check_memory_mb, check_n_threads, check_positive_float
 from .defaults import DEFAULT_AGGREGATE, DEFAULT_MEMORY_MB, DEFAULT_TOPK_FRACTION
 from .hausdorff import HAUSDORFF_INNER, HAUSDORFF_OUTER
 from .scores import AGGREGATES, _check_q, topk_count
@@ -68,7 +68,11 @@ def _check_matches(matches: object) -> PatchMatches:
 
 
 def nearest_patch_similarities(
-    bags: np.ndarray, *, memory_mb: float = DEFAULT_MEMORY_MB, mean_mean: bool = False
+    bags: np.ndarray,
+    *,
+    memory_mb: float = DEFAULT_MEMORY_MB,
+    mean_mean: bool = False,
+    n_threads: Optional[int] = None,
 ) -> PatchMatches:
     """One pass over all image pairs: the ``(N, M, N)`` best-match tensor.
 
@@ -86,6 +90,9 @@ def nearest_patch_similarities(
         (``4 N^2 M`` bytes, plus ``8 N^2`` with ``mean_mean``) comes on top.
     mean_mean : bool
         Also accumulate the mean patch distance of every pair.
+    n_threads : int, optional
+        CPU threads of the kernel (the BLAS included); default one per
+        available CPU. Results do not depend on it.
 
     Returns
     -------
@@ -100,11 +107,12 @@ def nearest_patch_similarities(
     """
     arr = check_bags(bags, "bags", min_images=2)
     mem = check_memory_mb(memory_mb)
+    nt = check_n_threads(n_threads)
     n, m, _ = arr.shape
     sims = np.empty((n, m, n), dtype=np.float32)
     sims[np.arange(n), :, np.arange(n)] = 1.0  # self-matches: excluded by every reduction
     mm = np.zeros((n, n), dtype=np.float64) if mean_mean else None
-    for res in block_reductions(arr, memory_mb=mem, col_max=True, mean_dist=mean_mean):
+    for res in block_reductions(arr, memory_mb=mem, col_max=True, mean_dist=mean_mean, workers=nt):
         ra, cb = res.rows, res.cols
         sims[np.ix_(ra, np.arange(m), cb)] = res.row_max
         sims[np.ix_(cb, np.arange(m), ra)] = res.col_max
@@ -266,6 +274,7 @@ def tiered_normal_scores(
     *,
     n_tiers: int,
     memory_mb: float = DEFAULT_MEMORY_MB,
+    n_threads: Optional[int] = None,
 ) -> np.ndarray:
     """Semi-supervised scores of nested normal subsets in one pass.
 
@@ -285,6 +294,9 @@ def tiered_normal_scores(
         Number of nested subsets to score; each must hold a normal image.
     memory_mb : float
         Working-memory budget of the kernel in MiB.
+    n_threads : int, optional
+        CPU threads of the kernel (the BLAS included); default one per
+        available CPU. Results do not depend on it.
 
     Returns
     -------
@@ -314,7 +326,9 @@ def tiered_normal_scores(
         raise ValueError("tiers leave no normal image in any of the n_tiers subsets")
     n, m, _ = arr.shape
     best = np.full((n_tiers, n, m), -np.inf, dtype=np.float32)
-    results = block_reductions(arr, normals, memory_mb=check_memory_mb(memory_mb), col_index=used)
+    results = block_reductions(
+        arr, normals, memory_mb=check_memory_mb(memory_mb), col_index=used, workers=check_n_threads(n_threads)
+    )
     for res in results:
         row_max = res.row_max  # (a, M, b)
         block_tiers = tiers[res.cols]

@@ -96,6 +96,7 @@ def test_end_to_end_with_k(capsys, folder: Path, model_path: Path, tmp_path: Pat
     assert summary["extractor"]["grid"] == [8, 8]
     assert {"extraction", "scoring", "clustering", "report", "total"} <= set(summary["timings"])
     assert summary["parameters"]["weights"] == "unsupervised"
+    assert summary["parameters"]["n_threads"] is None  # one kernel thread per CPU
 
     report = parse_report(out / "report.html")
     assert report.sections == ["cluster-0", "cluster-1", "cluster-2"]
@@ -109,6 +110,18 @@ def test_end_to_end_with_k(capsys, folder: Path, model_path: Path, tmp_path: Pat
     assert model.k_ == 3 and model.metadata_["extractor"]["output"] == "feat"
     assert no_temporary_files(out)
     assert (out / ".features").is_dir()
+
+
+def test_threads_option_reaches_the_model_and_the_kernels(capsys, folder: Path, model_path: Path,
+                                                        tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    rc, _, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--threads", "1", "--out", out, "-q")
+    assert rc == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["parameters"]["n_threads"] == 1
+    assert summary["extractor"]["threads"]["intra_op_num_threads"] == 1
+    rc, _, err = run(capsys, folder, *model_args(model_path), "--threads", "0", "--out", out, "-q")
+    assert rc == 2 and "--threads" in err
 
 
 def test_default_out_and_auto_k(capsys, folder: Path, model_path: Path) -> None:

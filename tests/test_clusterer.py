@@ -400,3 +400,42 @@ def test_tiny_inputs_choose_one_cluster() -> None:
     bags, _ = defect_bags(np.random.default_rng(0), (2, 1))
     model = AnomalyClusterer().fit(bags)
     assert (model.k_, model.k_choice_.method) == (1, "too-few-images")
+
+
+def test_n_threads_caps_the_blas_and_does_not_change_results(monkeypatch) -> None:
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import anomclust_lite.clusterer as clusterer_module
+
+    def blas_threads() -> "list[int]":
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    if not blas_threads():
+        pytest.skip("no BLAS library visible to threadpoolctl")
+    rng = np.random.default_rng(4)
+    bags = normalize_patches(rng.normal(size=(12, 16, 8)) + np.repeat(np.eye(8)[:3], 4, 0)[:, None] * 3)
+    seen = []
+    real = clusterer_module.wa_distances
+
+    def spy(*args, **kwargs):  # runs inside fit, outside the kernel
+        seen.append(blas_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(clusterer_module, "wa_distances", spy)
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        capped = AnomalyClusterer(3, n_threads=1).fit(bags)
+        assert seen == [[1] * len(before)]
+        assert blas_threads() == before
+        free = AnomalyClusterer(3).fit(bags)
+        assert seen[-1] == before
+    np.testing.assert_array_equal(capped.labels_, free.labels_)
+    np.testing.assert_array_equal(capped.distances_, free.distances_)
+    assert "n_threads" not in capped.get_params()  # a setting of the machine: not saved
+    np.testing.assert_array_equal(capped.assign(bags).labels, free.assign(bags).labels)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_n_threads_is_validated(bad) -> None:
+    with pytest.raises(ValueError, match="n_threads"):
+        AnomalyClusterer(3, n_threads=bad)

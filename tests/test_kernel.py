@@ -171,14 +171,17 @@ def test_blas_runs_single_threaded_inside_the_pool_and_is_restored(rng, pooled) 
         assert blas_threads() == before
 
 
-def test_inline_path_leaves_the_blas_alone(rng) -> None:
+def test_inline_path_leaves_the_blas_alone_unless_threads_are_capped(rng) -> None:
     if not blas_threads():
         pytest.skip("no BLAS library visible to threadpoolctl")
-    bags = make_bags(rng, 4, 5, 3)  # far below INLINE_WORK
+    bags = make_bags(rng, 4, 5, 3)  # far below INLINE_WORK: runs in the calling thread
     with threadpool_limits(limits=2, user_api="blas"):
         before = blas_threads()
-        for _ in block_reductions(bags, memory_mb=64, workers=2):
+        for _ in block_reductions(bags, memory_mb=64):
             assert blas_threads() == before
+        for _ in block_reductions(bags, memory_mb=64, workers=1):  # an explicit cap covers the BLAS too
+            assert blas_threads() == [1] * len(before)
+        assert blas_threads() == before
 
 
 def test_uncontrollable_blas_runs_inline_and_says_so(rng, pooled, monkeypatch, caplog) -> None:
@@ -208,6 +211,38 @@ def test_hausdorff_and_normal_scores_are_the_same_threaded_or_inline(rng, monkey
     monkeypatch.setattr(_kernel, "INLINE_WORK", 0)
     for k, f in calls.items():
         assert np.array_equal(f(), inline[k]), k
+
+
+# --- n_threads on the public functions ----------------------------------------------------------
+
+
+def test_n_threads_sets_the_workers_and_not_the_results(rng, pooled, monkeypatch) -> None:
+    from anomclust_lite import cross_patch_scores, nearest_patch_similarities, tiered_normal_scores
+
+    bags = make_bags(rng, 9, 12, 6)
+    normals = make_bags(rng, 5, 10, 6)
+    calls = {
+        "patch_scores": lambda nt: patch_scores(bags, n_threads=nt),
+        "patch_scores_reference": lambda nt: patch_scores(bags, reference=[0, 3, 4, 8], n_threads=nt),
+        "cross_patch_scores": lambda nt: cross_patch_scores(bags, normals, n_threads=nt),
+        "normal_scores": lambda nt: normal_scores(bags, normals, n_threads=nt),
+        "hausdorff": lambda nt: hausdorff_distances(bags, n_threads=nt),
+        "mean-mean": lambda nt: hausdorff_distances(bags, inner="mean-mean", n_threads=nt),
+        "sweep": lambda nt: nearest_patch_similarities(bags, n_threads=nt, mean_mean=True).sims,
+        "tiers": lambda nt: tiered_normal_scores(bags, normals, np.array([0, 1, 1, 0, 2]), n_tiers=3, n_threads=nt),
+    }
+    used = []
+    real = _kernel._pooled
+    monkeypatch.setattr(_kernel, "_pooled", lambda run, tasks, n: used.append(n) or real(run, tasks, n))
+    for name, call in calls.items():
+        used.clear()
+        want = call(None)
+        for nt in (1, 3):
+            used.clear()
+            assert np.array_equal(call(nt), want), (name, nt)
+            assert used == ([] if nt == 1 else [3] * len(used)) and (nt == 1 or used), (name, nt, used)
+        with pytest.raises(ValueError, match="n_threads"):
+            call(0)
 
 
 # --- sims_to_dists ---------------------------------------------------------------------------------
