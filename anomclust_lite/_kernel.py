@@ -20,6 +20,10 @@ spinning BLAS threads. When ``threadpoolctl`` finds no BLAS it can
 control, or the problem is small, tasks run inline in the calling thread
 with the BLAS's own threading.
 
+The BLAS limit is process-wide, so sections that set it hold one
+process-wide lock: concurrent calls from several threads take turns, and
+the original setting is always restored.
+
 Results are consumed in task order, and every task is computed the same
 way whichever thread runs it, so results do not depend on the number of
 threads or on ``memory_mb``.
@@ -69,6 +73,11 @@ PLAN_WORKERS = 2
 #: Below this many multiply-adds in total, tasks run inline (no thread pool).
 INLINE_WORK = 1 << 27
 _MIB = 1 << 20
+#: Held while the BLAS thread pools are limited: the limit is process-wide, and
+#: overlapping limits from several threads would restore each other's values
+#: out of order. Kernel calls from several threads therefore take turns (each
+#: already uses every CPU); nesting in one thread is allowed.
+_BLAS_LOCK = threading.RLock()
 
 
 def block_bytes(a: int, b: int, m: int, d: int) -> int:
@@ -274,7 +283,7 @@ def block_reductions(
     if pooled or workers is not None:
         blas = _blas_controller()
         if blas.lib_controllers:
-            with blas.limit(limits=1):
+            with _BLAS_LOCK, blas.limit(limits=1):
                 yield from (_pooled(run, tasks, n_workers) if pooled else map(run, tasks))
             return
         if pooled:
@@ -289,7 +298,7 @@ def limit_blas(n_threads: Optional[int]) -> Iterator[None]:
     if blas is None or not blas.lib_controllers:
         yield
         return
-    with blas.limit(limits=n_threads):
+    with _BLAS_LOCK, blas.limit(limits=n_threads):
         yield
 
 

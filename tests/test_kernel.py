@@ -255,3 +255,75 @@ def test_sims_to_dists_clamps_rounding_above_one() -> None:
     np.testing.assert_allclose(d, [0.0, 0.0, np.sqrt(2), 2.0], atol=1e-6)
     out = s.copy()
     assert sims_to_dists(out, out=out) is out
+
+
+def _blas_before_threads_test() -> "list[int]":
+    before = blas_threads()
+    if not before or max(before) < 2:
+        pytest.skip("needs a BLAS that threadpoolctl controls, running more than one thread")
+    return before
+
+
+def test_concurrent_calls_from_several_threads(rng, pooled) -> None:
+    import threading
+
+    before = _blas_before_threads_test()
+    bags = make_bags(rng, 16, 48, 32)
+    want = patch_scores(bags)
+    barrier = threading.Barrier(3)
+    results, errors = [], []
+
+    def worker(n_threads) -> None:
+        try:
+            barrier.wait()
+            for _ in range(4):
+                results.append(patch_scores(bags, n_threads=n_threads))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(nt,)) for nt in (None, 2, 3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 12
+    assert all(np.array_equal(r, want) for r in results)
+    assert blas_threads() == before
+
+
+def test_a_second_thread_waits_for_the_first_and_then_limits_the_blas_itself(rng, pooled, monkeypatch) -> None:
+    """Thread B asks for the kernel while thread A is inside it. B must wait: if B went in at once,
+    its limit would either undo A's on the way out (older threadpoolctl) or be ignored because A
+    controls the BLAS (newer threadpoolctl), and B's workers would run multi-threaded BLAS."""
+    import threading
+
+    before = _blas_before_threads_test()
+    bags = make_bags(rng, 4, 6, 3)
+    a_inside, b_inside, a_done = threading.Event(), threading.Event(), threading.Event()
+    seen_by_b = []
+    real = _kernel._pooled
+
+    def pooled_with_a_pause(run, tasks, n):
+        if threading.current_thread().name == "A":
+            a_inside.set()
+            b_inside.wait(timeout=0.5)  # with the lock B cannot get in: A leaves after the timeout
+        else:
+            b_inside.set()
+            a_done.wait(timeout=5)
+            seen_by_b.append(blas_threads())
+        yield from real(run, tasks, n)
+
+    def run_a() -> None:
+        patch_scores(bags, n_threads=2)
+        a_done.set()
+
+    monkeypatch.setattr(_kernel, "_pooled", pooled_with_a_pause)
+    a = threading.Thread(target=run_a, name="A")
+    b = threading.Thread(target=lambda: patch_scores(bags, n_threads=2), name="B")
+    a.start()
+    assert a_inside.wait(timeout=10)
+    b.start()
+    a.join()
+    b.join()
+    assert seen_by_b == [[1] * len(before)]  # B's own limit holds while its workers run
+    assert blas_threads() == before
