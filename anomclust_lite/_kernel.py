@@ -6,7 +6,7 @@ between two images is a matrix product followed by row/column maxima.
 Work is cut into *tasks*: one row image against a group of up to ``b``
 column images. A task runs entirely in one worker thread: one SGEMM
 ``Z_i Z_B^T`` into the thread's own buffer, then the reductions of that
-buffer while it is still in the core's cache, returning only small arrays
+buffer on the same core in cache-sized row chunks, returning only small arrays
 (``(1, M, b)`` row maxima, ``(b, M', 1)`` column maxima, ``(1, b)`` mean
 distances). In symmetric mode the tasks of image ``i`` cover the images
 after it only, so every unordered pair costs exactly one ``M x M' x D``
@@ -26,7 +26,8 @@ the original setting is always restored.
 
 Results are consumed in task order, and every task is computed the same
 way whichever thread runs it, so results do not depend on the number of
-threads or on ``memory_mb``.
+threads (bitwise). The task width depends on ``memory_mb`` only, never on
+the CPU count; other budgets change results at most by float32 rounding.
 
 Memory model: each worker holds one task's Gram buffer ``M x b*M'``
 float32, a gathered column operand when the column images are not
