@@ -141,8 +141,9 @@ class BlockResult:
         Row image indices (``a`` is 1).
     cols : ndarray, shape (b,)
         Column image indices; in symmetric mode all after the row image.
-    row_max : ndarray, shape (a, M, b), float32
-        For each row patch, its best similarity in each column image.
+    row_max : ndarray, shape (a, M, b), float32, or None
+        For each row patch, its best similarity in each column image;
+        ``None`` when maxima were not requested.
     col_max : ndarray, shape (b, M', a), float32, or None
         For each column patch, its best similarity in each row image
         (the reverse direction); ``None`` unless requested.
@@ -152,7 +153,7 @@ class BlockResult:
 
     rows: np.ndarray
     cols: np.ndarray
-    row_max: np.ndarray
+    row_max: Optional[np.ndarray]
     col_max: Optional[np.ndarray]
     mean_dist: Optional[np.ndarray]
 
@@ -164,14 +165,17 @@ def _is_contiguous(idx: np.ndarray) -> bool:
 class _Task:
     """Runs tasks in whichever thread calls it, with a per-thread Gram buffer."""
 
-    def __init__(self, row_bags: np.ndarray, col_bags: np.ndarray, b: int, col_max: bool, mean_dist: bool) -> None:
+    def __init__(
+        self, row_bags: np.ndarray, col_bags: np.ndarray, b: int, maxima: bool, col_max: bool, mean_dist: bool
+    ) -> None:
         self.row_bags = row_bags
         self.col_bags = col_bags
         self.m = row_bags.shape[1]
         self.m_col = col_bags.shape[1]
         self.d = row_bags.shape[2]
         self.b = b
-        self.want_cols = col_max
+        self.want_rows = maxima
+        self.want_cols = maxima and col_max
         self.want_mean = mean_dist
         self.local = threading.local()
 
@@ -200,12 +204,13 @@ class _Task:
         # from the shared cache once for the row maxima, then again from the
         # core's own cache for the column maxima (and the distances).
         step = max(1, REDUCE_CHUNK_BYTES // (nb * self.m_col * 4))
-        row_max = np.empty((self.m, nb), dtype=np.float32)
+        row_max = np.empty((self.m, nb), dtype=np.float32) if self.want_rows else None
         col_max = np.empty((nb, self.m_col), dtype=np.float32) if self.want_cols else None
         sums = np.zeros(nb, dtype=np.float64) if self.want_mean else None
         for s in range(0, self.m, step):
             chunk = gram[s : s + step]
-            np.max(chunk, axis=2, out=row_max[s : s + step])
+            if row_max is not None:
+                np.max(chunk, axis=2, out=row_max[s : s + step])
             if col_max is not None:
                 if s == 0:
                     np.max(chunk, axis=0, out=col_max)
@@ -216,7 +221,7 @@ class _Task:
         return BlockResult(
             rows=rows,
             cols=cols,
-            row_max=row_max[None],
+            row_max=None if row_max is None else row_max[None],
             col_max=None if col_max is None else col_max[:, :, None],
             mean_dist=None if sums is None else (sums / (self.m * self.m_col))[None],
         )
@@ -248,6 +253,7 @@ def block_reductions(
     memory_mb: float,
     row_index: Optional[np.ndarray] = None,
     col_index: Optional[np.ndarray] = None,
+    maxima: bool = True,
     col_max: bool = False,
     mean_dist: bool = False,
     workers: Optional[int] = None,
@@ -258,7 +264,8 @@ def block_reductions(
     ``row_bags`` against each other, each unordered pair once (the row image
     comes first in ``row_index``); ask for ``col_max`` to get the reverse
     direction. Rectangular mode: every row image against every column image
-    (of ``col_bags``, at ``col_index`` when given).
+    (of ``col_bags``, at ``col_index`` when given). ``maxima=False`` skips
+    the row and column maxima (for ``mean_dist`` alone).
 
     ``workers`` caps the CPU threads of the kernel (default: one worker
     per available CPU, as the budget allows, and inline work uses the BLAS's
@@ -277,7 +284,7 @@ def block_reductions(
         return
     m, m_col, d = row_bags.shape[1], col_bags_.shape[1], row_bags.shape[2]
     b, n_workers = plan_tasks(max(m, m_col), d, memory_mb, cols.size, cpus=workers)
-    run = _Task(row_bags, col_bags_, b, col_max, mean_dist)
+    run = _Task(row_bags, col_bags_, b, maxima, col_max, mean_dist)
     tasks = _tasks(rows, cols, b, symmetric)
     work = _n_pairs(rows.size, cols.size, symmetric) * m * m_col * d
     pooled = n_workers > 1 and work >= INLINE_WORK

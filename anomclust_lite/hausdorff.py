@@ -93,7 +93,9 @@ def hausdorff_distances(
     # directed[i, j]: distance from bag i to bag j.
     directed = np.zeros((n, n), dtype=np.float64)
     mean_mean = inner == "mean-mean"
-    for res in block_reductions(arr, memory_mb=mem, col_max=not mean_mean, mean_dist=mean_mean, workers=nt):
+    for res in block_reductions(
+        arr, memory_mb=mem, maxima=not mean_mean, col_max=True, mean_dist=mean_mean, workers=nt
+    ):
         ra, cb = res.rows, res.cols
         if mean_mean:
             directed[np.ix_(ra, cb)] = res.mean_dist

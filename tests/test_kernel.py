@@ -107,6 +107,15 @@ def test_reductions_match_a_naive_computation(rng) -> None:
     assert seen == {(i, j) for i in range(5) for j in (0, 2)}
 
 
+def test_mean_distances_alone(rng) -> None:
+    bags = make_bags(rng, 4, 5, 3)
+    results = list(block_reductions(bags, memory_mb=1, maxima=False, col_max=True, mean_dist=True))
+    assert results and all(r.row_max is None and r.col_max is None for r in results)
+    for res in results:
+        for t, j in enumerate(res.cols):
+            assert res.mean_dist[0, t] == pytest.approx(naive_block(bags[res.rows[0]], bags[j])[2], abs=1e-6)
+
+
 def test_row_index_restricts_the_images(rng) -> None:
     bags = make_bags(rng, 6, 4, 3)
     pairs = [(int(r.rows[0]), int(c)) for r in block_reductions(bags, memory_mb=1, row_index=[4, 1, 3])
