@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Dict, List
 
@@ -19,6 +18,7 @@ from PIL import Image, ImageDraw
 from anomclust_lite import cli
 from anomclust_lite.cli import collect_images, folder_labels, main, run_clustering
 from anomclust_lite.clusterer import AnomalyClusterer
+from _report_html import ReportParser, parse
 from _cli_support import fixture_base_folder, fixture_folder, fixture_model_path  # noqa: F401 (pytest fixtures)
 from _cli_support import (
     CLASSES,
@@ -33,25 +33,8 @@ from _cli_support import (
 )
 
 
-class ReportParser(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.sections: List[str] = []
-        self.figures: Dict[str, List[str]] = {}
-
-    def handle_starttag(self, tag, attrs):  # type: ignore[no-untyped-def]
-        a = dict(attrs)
-        if tag == "section" and a.get("class") == "cluster":
-            self.sections.append(a["id"])
-            self.figures[a["id"]] = []
-        elif tag == "figure":
-            self.figures[self.sections[-1]].append(a["data-path"])
-
-
 def parse_report(path: Path) -> ReportParser:
-    p = ReportParser()
-    p.feed(path.read_text(encoding="utf-8"))
-    return p
+    return parse(path.read_text(encoding="utf-8"))
 
 
 def no_temporary_files(root: Path) -> bool:
