@@ -1,0 +1,291 @@
+"""Command-line options of ``anomclust-lite``: the two argument parsers and their value types.
+
+Kept apart from :mod:`anomclust_lite.cli`, which runs the commands, so that
+the option set (names, defaults, help texts) can be read in one place.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Callable, Optional
+
+import numpy as np
+
+from .auto_k import DEFAULT_K_MAX
+from .clusterer import BAG_DTYPES, DEFAULT_REFERENCE_SIZE, DISTANCES, WEIGHT_MODES
+from .clustering import METHODS
+from .defaults import (
+    DEFAULT_AGGREGATE,
+    DEFAULT_MEMORY_MB,
+    DEFAULT_METHOD,
+    DEFAULT_TAU_SEMI,
+    DEFAULT_TAU_UNSUPERVISED,
+    DEFAULT_TOPK_FRACTION,
+)
+from .images import DEFAULT_MAX_PIXELS
+from .outputs import PROG
+from .scores import AGGREGATES
+
+__all__ = ["DEFAULT_EXCLUDE_NOTE", "build_parser", "build_assign_parser"]
+
+#: What is skipped by default (``--no-default-exclude`` keeps it).
+DEFAULT_EXCLUDE_NOTE = "files whose name (without extension) ends with '_mask', and folders named 'ground_truth'"
+
+_DESCRIPTION = """\
+Group the images of defective parts in FOLDER into clusters of defect types
+(Anomaly Clustering, Sohn et al., WACV 2023).
+
+Every image is cut into patches (a grid of feature vectors from a small CNN,
+an ONNX model). Patches that look unusual - the defect - get most of the
+weight, and each image becomes the weighted average of its patches, so that
+images with similar defects end up close together. The images are then
+clustered; results go to --out.
+
+To assign new images to the clusters of an earlier run:
+  %(prog)s assign OUT/model.npz NEW_FOLDER [--out DIR]
+(a FOLDER literally named 'assign' must be given as ./assign)."""
+
+_EPILOG = """\
+weights (how much each patch counts):
+  unsupervised  a patch scores high when it is unlike the patches of the other
+                images in FOLDER; no labels needed (default without --normal)
+  semi          a patch scores high when it is unlike every patch of the
+                labelled defect-free images in --normal (default with --normal;
+                usually better when you have such images)
+  topk          only the --topk highest-scoring patches count
+  uniform       every patch counts the same (plain average, a baseline)
+  --tau sets how sharply the weight concentrates on the highest-scoring
+  patches: a patch whose score is higher by tau gets e (2.7) times the weight.
+  Smaller tau = only the most anomalous patches count; larger = closer to a
+  plain average. Scores are patch distances between 0 and 2.
+
+number of clusters:
+  without --k, K is read off the corner of the merge-cost graph (L-method):
+  merging two different defect types costs much more than merging within a
+  type, so the cost of each merge falls steeply, then flattens; K (at most
+  --k-max, never 2; 1 with fewer than 6 images) is where the two straight
+  lines that fit the graph best meet. The fit error of every K (lower is
+  better) is in summary.json. On MVTec bottle, pill and MTD it lands within
+  2 of the true number of types; pass --k when you know it. A K larger than
+  the number of defect types is fine (over-clustering); it must not exceed
+  the number of images.
+
+labels:
+  if every image sits in a first-level sub-folder (FOLDER/good/..,
+  FOLDER/scratch/..) and there are at least two, the sub-folder names are
+  taken as the true types and NMI, ARI, accuracy and macro-F1 are printed.
+
+unreadable images:
+  empty, truncated or corrupt files, non-images with an image extension,
+  unreadable files, images over --max-pixels pixels (default 89,478,485) and
+  images the model turns into NaN or inf are skipped with a warning each and
+  a count on stdout (--on-error fail stops at the first one instead); broken
+  links, link loops and unreadable folders are skipped the same way. All are
+  listed in summary.json. 16-bit, alpha, palette, CMYK and EXIF-rotated
+  images are converted (alpha over black) and images smaller than --crop are
+  upsampled.
+
+skipped files:
+  by default, files whose name ends with '_mask' (before the extension) and
+  everything in folders named 'ground_truth' are skipped (MVTec AD masks;
+  --no-default-exclude keeps them). Add patterns with --exclude, matched
+  against the path relative to FOLDER and against the file name, e.g. for
+  the Magnetic Tile Defect data, whose masks are .png files beside the .jpg
+  images: --exclude '*.png'.
+
+outputs (in --out, default FOLDER/../<name>_clusters):
+  clusters.csv   path, cluster, distance to the cluster centre (to the
+                 cluster's medoid for hausdorff-* distances), top patch
+                 score, true label
+  summary.json   parameters, K and how it was chosen, cluster sizes,
+                 metrics, skipped files, timings, versions
+  report.html    thumbnails per cluster with the patch weights as a heat map
+  model.npz      everything needed by '%(prog)s assign'
+  cluster_<k>/   the images themselves, with --export symlink|copy
+  .features/     cached features; a rerun (or a rerun after Ctrl-C) reuses them
+  Every file is written to a temporary file and renamed, so an interrupted
+  run leaves the previous results (or none), never a half-written file. The
+  output folder is checked for writing (and space for a small file) before
+  any feature is extracted.
+
+memory:
+  the features take N x M x D x 4 bytes (x 2 with --bag-dtype float16; e.g.
+  100 images x 784 patches x 128 dims = 40 MB), the distance computations at
+  most --memory-mb on top.
+
+exit status: 0 success, 1 error (bad folder, no images, ...; one line on
+stderr), 2 bad option, 130 interrupted (Ctrl-C)."""
+
+_ASSIGN_DESCRIPTION = """\
+Assign the images in NEW_FOLDER to the clusters of an earlier run, saved in
+its model.npz. The same feature extractor (recorded in the model) is used;
+every image goes to the cluster whose centre is nearest. Images farther from
+it than the new-type threshold (default: the farthest any fitted image was
+from its own centre) are flagged new_type. Images that were part of the
+earlier run keep their cluster (column fitted = 1).
+
+Writes assignments.csv (path, cluster, distance, new_type, fitted) to --out
+(default NEW_FOLDER/../<name>_assignments)."""
+
+
+# ---------------------------------------------------------------------- arguments
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse ``type`` accepting integers ``>= low``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1)
+_k_max = _int_at_least(2)
+_non_negative_int = _int_at_least(0)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0 and np.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return value
+
+
+def _crop(text: str) -> Optional[int]:
+    if text.strip().lower() in ("0", "none"):
+        return None
+    return _positive_int(text)
+
+
+def _add_extractor_options(p: argparse.ArgumentParser, *, for_assign: bool) -> None:
+    g = p.add_argument_group("feature extractor")
+    if for_assign:
+        g.add_argument("--model", metavar="PATH",
+                       help="ONNX model file; default: the one recorded in the model.npz (it must be the same file)")
+    else:
+        g.add_argument("--model", metavar="PATH",
+                       help="ONNX feature-extractor model; default: $ANOMCLUST_MODEL, else the WideResNet-50-2 "
+                            "model in the user cache (built or downloaded on first use)")
+        g.add_argument("--model-output", metavar="NAME",
+                       help="which output of the model to use, when it has several (e.g. relu_43)")
+        g.add_argument("--resize", type=_positive_int, default=256, metavar="PIXELS",
+                       help="resize the shorter image side to this many pixels (default 256)")
+        g.add_argument("--crop", type=_crop, default=224, metavar="N|none",
+                       help="centre crop of N x N pixels after resizing (default 224); 0 or 'none' resizes the "
+                            "whole frame to RESIZE x RESIZE instead")
+    g.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help=f"refuse images with more than N pixels (width x height; also after resizing), as possible "
+                        f"decompression bombs (default {DEFAULT_MAX_PIXELS:,}, Pillow's limit)")
+    g.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model runs (default cpu)")
+    g.add_argument("--threads", type=_positive_int, metavar="N",
+                   help="CPU threads of the model and of the scoring kernels (default: one per core)")
+    g.add_argument("--cache-dir", metavar="DIR",
+                   help="feature cache folder (default OUT/.features; a rerun reuses cached features)")
+    g.add_argument("--no-cache", action="store_true", help="do not cache features")
+
+
+def _add_common_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("files and output")
+    g.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="skip images whose path relative to the folder, or file name, matches GLOB "
+                        "(repeatable; e.g. --exclude '*.png')")
+    g.add_argument("--no-default-exclude", action="store_true",
+                   help=f"do not skip {DEFAULT_EXCLUDE_NOTE}")
+    g.add_argument("--on-error", choices=("skip", "fail"), default="skip",
+                   help="an unreadable image: skip it with a warning (default) or stop with an error")
+    g.add_argument("--memory-mb", type=_positive_float, metavar="MIB",
+                   help=f"working memory of the distance computations in MiB (default {DEFAULT_MEMORY_MB:g})")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``anomclust-lite FOLDER [options]``."""
+    from . import __version__
+
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description=_DESCRIPTION,
+        epilog=_EPILOG % {"prog": PROG},
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("folder", metavar="FOLDER", help="folder of images (searched recursively)")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--out", metavar="DIR", help="output folder (default FOLDER/../<name>_clusters; not inside FOLDER)")
+    p.add_argument("--k", type=_positive_int, metavar="N", help="number of clusters (default: chosen automatically)")
+    p.add_argument("--k-max", type=_k_max, default=DEFAULT_K_MAX, metavar="N",
+                   help=f"largest K tried when choosing K automatically (default {DEFAULT_K_MAX})")
+    p.add_argument("--labels", choices=("auto", "none"), default="auto",
+                   help="auto: use first-level sub-folder names as true types when possible (default); none: never")
+    p.add_argument("--export", choices=("none", "symlink", "copy"), default="none",
+                   help="also put the images into OUT/cluster_<k>/ as symlinks or copies (default none)")
+
+    g = p.add_argument_group("method")
+    g.add_argument("--normal", metavar="DIR",
+                   help="folder of labelled defect-free images: enables semi-supervised weights")
+    g.add_argument("--weights", choices=WEIGHT_MODES,
+                   help="how patches are weighted (see below); default semi with --normal, else unsupervised")
+    g.add_argument("--tau", type=_positive_float,
+                   help=f"weight temperature (see below); default {DEFAULT_TAU_UNSUPERVISED:g} unsupervised, "
+                        f"{DEFAULT_TAU_SEMI:g} semi; with --weights topk: none = equal weights on the top patches")
+    g.add_argument("--aggregate", choices=AGGREGATES, default=DEFAULT_AGGREGATE,
+                   help="unsupervised scores: how a patch's distances to the other images are combined "
+                        f"(default {DEFAULT_AGGREGATE})")
+    g.add_argument("--q", type=_fraction, default=DEFAULT_TOPK_FRACTION,
+                   help=f"fraction of nearest images averaged by --aggregate topk_mean (default {DEFAULT_TOPK_FRACTION:g})")
+    g.add_argument("--topk", type=_positive_int, metavar="K",
+                   help="patches kept by --weights topk (default: a tenth of the patches)")
+    g.add_argument("--distance", choices=DISTANCES, default="wa",
+                   help="wa: distance between the weighted averages (the method; default); hausdorff-*: "
+                        "unweighted patch-set distances (baselines)")
+    g.add_argument("--hausdorff-outer", choices=("max", "mean"), default="max",
+                   help="how the two directions of a Hausdorff distance are combined (default max)")
+    g.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
+                   help=f"clustering algorithm (default {DEFAULT_METHOD})")
+    g.add_argument("--seed", type=_non_negative_int, default=0, metavar="N", help="random seed (default 0)")
+    g.add_argument("--bag-dtype", choices=BAG_DTYPES, default="float32",
+                   help="how the features are held in memory: float16 halves it (results within 1e-3 NMI; "
+                        "default float32)")
+    g.add_argument("--reference-size", type=_positive_int, default=DEFAULT_REFERENCE_SIZE, metavar="N",
+                   help="images (or images' worth of normal patches) kept in model.npz to weight new images "
+                        f"in 'assign' (default {DEFAULT_REFERENCE_SIZE})")
+    _add_extractor_options(p, for_assign=False)
+    _add_common_options(p)
+    return p
+
+
+def build_assign_parser() -> argparse.ArgumentParser:
+    """The parser of ``anomclust-lite assign MODEL.npz NEW_FOLDER [options]``."""
+    p = argparse.ArgumentParser(
+        prog=f"{PROG} assign",
+        description=_ASSIGN_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("cluster_model", metavar="MODEL.npz", help="model.npz written by a clustering run")
+    p.add_argument("folder", metavar="NEW_FOLDER", help="folder of new images (searched recursively)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default NEW_FOLDER/../<name>_assignments)")
+    p.add_argument("--new-type-threshold", type=_positive_float, metavar="X",
+                   help="flag images farther than X from their cluster centre as new types "
+                        "(default: stored in the model)")
+    _add_extractor_options(p, for_assign=True)
+    _add_common_options(p)
+    return p
+
+
+# ---------------------------------------------------------------------- console
