@@ -7,7 +7,9 @@ Prints, from one run:
   of all, so a slow phase of a shared machine cannot flatter them;
 - the kernel's plan (images per task, worker threads, BLAS controlled);
 - ``patch_scores`` and ``hausdorff_distances`` throughput in useful GFLOP/s
-  (``N(N-1)/2`` pairs x ``2 M^2 D``) and its ratio to the SGEMM peak;
+  (``N(N-1)/2`` pairs x ``2 M^2 D``) and its ratio to the SGEMM peak, and the
+  same for ``normal_scores`` of the N images against ``--normals`` others
+  (the rectangular path: ``N * R`` pairs);
 - the peak extra memory (tracemalloc) of ``patch_scores`` against its budget;
 - the speed-up over the per-ordered-pair ``scipy.spatial.distance.cdist`` loop
   that peer implementations use (timed on a sample of pairs, extrapolated).
@@ -30,7 +32,7 @@ import numpy as np
 from scipy.spatial.distance import cdist
 from threadpoolctl import threadpool_info
 
-from anomclust_lite import hausdorff_distances, patch_scores
+from anomclust_lite import hausdorff_distances, normal_scores, patch_scores
 from anomclust_lite._kernel import plan_tasks
 
 
@@ -68,6 +70,7 @@ def main(argv: "list[str] | None" = None) -> int:
     p.add_argument("--m", type=int, default=784)
     p.add_argument("--d", type=int, default=512)
     p.add_argument("--memory-mb", type=float, default=512.0)
+    p.add_argument("--normals", type=int, default=40, help="normal images for the normal_scores run (0 skips)")
     p.add_argument("--cdist-pairs", type=int, default=6, help="ordered pairs timed for the cdist baseline")
     p.add_argument("--quick", action="store_true", help="skip the Hausdorff run and shorten SGEMM timing")
     p.add_argument("--sgemm-seconds", type=float, default=None,
@@ -95,11 +98,16 @@ def main(argv: "list[str] | None" = None) -> int:
     scores = patch_scores(bags, memory_mb=args.memory_mb)
     t_scores = time.perf_counter() - t0
 
-    t_h = None
+    t_h = t_n = None
     if not args.quick:
         t0 = time.perf_counter()
         hausdorff_distances(bags, memory_mb=args.memory_mb)
         t_h = time.perf_counter() - t0
+    if args.normals > 0:
+        normals = random_bags(args.normals, m, d, seed=1)
+        t0 = time.perf_counter()
+        normal_scores(bags, normals, memory_mb=args.memory_mb)
+        t_n = time.perf_counter() - t0
 
     # Memory in a separate run: tracemalloc's bookkeeping stays out of the timings.
     tracemalloc.start()
@@ -122,6 +130,10 @@ def main(argv: "list[str] | None" = None) -> int:
     if t_h is not None:
         g_h = flops / t_h / 1e9
         print(f"hausdorff_distances (max-min): {t_h:.2f} s, {g_h:.1f} GFLOP/s, ratio to sgemm peak {g_h / peak:.3f}")
+    if t_n is not None:
+        g_n = n * args.normals * 2.0 * m * m * d / t_n / 1e9
+        print(f"normal_scores ({n} x {args.normals} normal images): {t_n:.2f} s, {g_n:.1f} GFLOP/s, "
+              f"ratio to sgemm peak {g_n / peak:.3f}")
 
     # The per-ordered-pair cdist loop: min over rows for every (i, j), i != j.
     pairs = [(i, (i + 1) % n) for i in range(min(args.cdist_pairs, n))]
