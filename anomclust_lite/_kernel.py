@@ -63,9 +63,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Upper bound on the column patches of one task: a single-threaded SGEMM of
-#: ``M x MAX_TASK_COLS x D`` is at full speed, and its output (about 10 MB at
-#: M=784) is reduced while it is still cache-resident.
+#: Upper bound on the column patches of one task: 4 images at M=784. Widths of
+#: 3 to 6 images measured alike and better than 1, 2, 8 or 12 (BENCHMARKS.md);
+#: the Gram buffer is then about 10 MB per worker.
 MAX_TASK_COLS = 3200
 #: Row chunk of the reductions: fits a core's private cache.
 REDUCE_CHUNK_BYTES = 1 << 19
