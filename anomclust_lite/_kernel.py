@@ -288,15 +288,11 @@ def block_reductions(
     tasks = _tasks(rows, cols, b, symmetric)
     work = _n_pairs(rows.size, cols.size, symmetric) * m * m_col * d
     pooled = n_workers > 1 and work >= INLINE_WORK
-    if pooled or workers is not None:
-        blas = _blas_controller()
-        if blas.lib_controllers:
-            with _BLAS_LOCK, blas.limit(limits=1):
-                yield from (_pooled(run, tasks, n_workers) if pooled else map(run, tasks))
-            return
-        if pooled:
-            logger.debug("no BLAS library that threadpoolctl can limit: kernel tasks run inline")
-    yield from map(run, tasks)
+    if pooled and not _blas_controller().lib_controllers:
+        logger.debug("no BLAS library that threadpoolctl can limit: kernel tasks run inline")
+        pooled = False
+    with limit_blas(1 if pooled or workers is not None else None):
+        yield from (_pooled(run, tasks, n_workers) if pooled else map(run, tasks))
 
 
 @contextlib.contextmanager

@@ -112,10 +112,11 @@ def nearest_patch_similarities(
     sims = np.empty((n, m, n), dtype=np.float32)
     sims[np.arange(n), :, np.arange(n)] = 1.0  # self-matches: excluded by every reduction
     mm = np.zeros((n, n), dtype=np.float64) if mean_mean else None
+    patches = np.arange(m)
     for res in block_reductions(arr, memory_mb=mem, col_max=True, mean_dist=mean_mean, workers=nt):
         ra, cb = res.rows, res.cols
-        sims[np.ix_(ra, np.arange(m), cb)] = res.row_max
-        sims[np.ix_(cb, np.arange(m), ra)] = res.col_max
+        sims[np.ix_(ra, patches, cb)] = res.row_max
+        sims[np.ix_(cb, patches, ra)] = res.col_max
         if mm is not None:
             mm[np.ix_(ra, cb)] = res.mean_dist
             mm[np.ix_(cb, ra)] = res.mean_dist.T

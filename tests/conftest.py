@@ -14,6 +14,13 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def blas_threads() -> "list[int]":
+    """Thread count of every BLAS library threadpoolctl sees (empty when it sees none)."""
+    from threadpoolctl import threadpool_info
+
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
 def load_tool(name: str) -> ModuleType:
     """Import ``tools/<name>.py`` (not a package) as module ``<name>_tool``."""
     path = REPO_ROOT / "tools" / f"{name}.py"

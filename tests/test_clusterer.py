@@ -403,12 +403,11 @@ def test_tiny_inputs_choose_one_cluster() -> None:
 
 
 def test_n_threads_caps_the_blas_and_does_not_change_results(monkeypatch) -> None:
-    from threadpoolctl import threadpool_info, threadpool_limits
+    from threadpoolctl import threadpool_limits
+
+    from conftest import blas_threads
 
     import anomclust_lite.clusterer as clusterer_module
-
-    def blas_threads() -> "list[int]":
-        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
 
     if not blas_threads():
         pytest.skip("no BLAS library visible to threadpoolctl")

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import threadpool_limits
 
 from anomclust_lite import _kernel, hausdorff_distances, normal_scores, patch_scores
 from anomclust_lite._kernel import block_bytes, block_reductions, n_tasks, pair_bytes, plan_tasks, sims_to_dists
 
 from _reference import naive_patch_scores
-from conftest import make_bags
+from conftest import blas_threads, make_bags
 
 MIB = 2**20
 
@@ -151,10 +151,6 @@ def test_public_functions_on_the_threaded_path_match_naive(rng, pooled, aggregat
                                atol=1e-5)
     inline = patch_scores(bags, aggregate=aggregate, memory_mb=pair_bytes(12, 6) / MIB)  # one worker
     assert np.array_equal(patch_scores(bags, aggregate=aggregate), inline)
-
-
-def blas_threads() -> "list[int]":
-    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
 
 
 def test_blas_runs_single_threaded_inside_the_pool_and_is_restored(rng, pooled) -> None:
