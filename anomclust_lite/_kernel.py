@@ -27,7 +27,8 @@ the original setting is always restored.
 Results are consumed in task order, and every task is computed the same
 way whichever thread runs it, so results do not depend on the number of
 threads (bitwise). The task width depends on ``memory_mb`` only, never on
-the CPU count; other budgets change results at most by float32 rounding.
+the CPU count; other budgets change the similarities at most by float32
+rounding, which the square root of ``2 - 2 s`` amplifies near distance 0.
 
 Memory model: each worker holds one task's Gram buffer ``M x b*M'``
 float32, a gathered column operand when the column images are not
