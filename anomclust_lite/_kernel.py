@@ -16,9 +16,12 @@ Parallelism: the worker threads (one per available CPU) each run a
 single-threaded BLAS -- the BLAS thread pools are limited to one thread
 with ``threadpoolctl`` for the duration of the kernel, so one core's
 reductions overlap the other cores' products instead of contending with
-spinning BLAS threads. When ``threadpoolctl`` finds no BLAS it can
-control, or the problem is small, tasks run inline in the calling thread
-with the BLAS's own threading.
+spinning BLAS threads. Small problems run inline in the calling thread,
+also on the single-threaded BLAS (a multi-threaded BLAS may choose other
+kernels, with other rounding, for the same product). When
+``threadpoolctl`` finds no BLAS it can control, tasks run inline with
+the BLAS's own threading, and results may then differ from the other
+paths by float32 rounding.
 
 The BLAS limit is process-wide, so sections that set it hold one
 process-wide lock: concurrent calls from several threads take turns, and
@@ -29,6 +32,8 @@ way whichever thread runs it, so results do not depend on the number of
 threads (bitwise). The task width depends on ``memory_mb`` only, never on
 the CPU count; other budgets change the similarities at most by float32
 rounding, which the square root of ``2 - 2 s`` amplifies near distance 0.
+Another image order changes results likewise by rounding only (a pair's
+product is taken the other way round, sums run in another order).
 
 Memory model: each worker holds one task's Gram buffer ``M x b*M'``
 float32, a gathered column operand when the column images are not
@@ -269,10 +274,9 @@ def block_reductions(
     the row and column maxima (for ``mean_dist`` alone).
 
     ``workers`` caps the CPU threads of the kernel (default: one worker
-    per available CPU, as the budget allows, and inline work uses the BLAS's
-    own threads). With an explicit cap, the BLAS is limited to one thread
-    in every path, so the kernel never runs more than ``workers`` threads.
-    Results do not depend on it.
+    per available CPU, as the budget allows). The BLAS is limited to one
+    thread in every path, so the kernel never runs more than ``workers``
+    threads, and results do not depend on it (bitwise).
     """
     rows = np.arange(row_bags.shape[0]) if row_index is None else np.asarray(row_index, dtype=np.intp)
     symmetric = col_bags is None
@@ -292,7 +296,10 @@ def block_reductions(
     if pooled and not _blas_controller().lib_controllers:
         logger.debug("no BLAS library that threadpoolctl can limit: kernel tasks run inline")
         pooled = False
-    with limit_blas(1 if pooled or workers is not None else None):
+    # Single-threaded BLAS in every path, inline too: a multi-threaded BLAS may
+    # pick other kernels (other rounding) for the same product, and results
+    # must not depend on the number of threads.
+    with limit_blas(1):
         yield from (_pooled(run, tasks, n_workers) if pooled else map(run, tasks))
 
 

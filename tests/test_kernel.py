@@ -176,17 +176,30 @@ def test_blas_runs_single_threaded_inside_the_pool_and_is_restored(rng, pooled) 
         assert blas_threads() == before
 
 
-def test_inline_path_leaves_the_blas_alone_unless_threads_are_capped(rng) -> None:
+def test_inline_path_also_runs_a_single_threaded_blas(rng) -> None:
     if not blas_threads():
         pytest.skip("no BLAS library visible to threadpoolctl")
     bags = make_bags(rng, 4, 5, 3)  # far below INLINE_WORK: runs in the calling thread
     with threadpool_limits(limits=2, user_api="blas"):
         before = blas_threads()
-        for _ in block_reductions(bags, memory_mb=64):
+        for workers in (None, 1, 2):
+            for _ in block_reductions(bags, memory_mb=64, workers=workers):
+                assert blas_threads() == [1] * len(before)
             assert blas_threads() == before
-        for _ in block_reductions(bags, memory_mb=64, workers=1):  # an explicit cap covers the BLAS too
-            assert blas_threads() == [1] * len(before)
-        assert blas_threads() == before
+
+
+@pytest.mark.parametrize("aggregate", ["mean", "min"])
+def test_small_problems_give_the_same_bits_whatever_the_thread_cap(aggregate) -> None:
+    # Below INLINE_WORK with the default (no cap) the tasks run inline; a 2-thread BLAS there once
+    # chose other SGEMM kernels than the capped paths, and the scores differed in the last bit.
+    if not blas_threads():
+        pytest.skip("no BLAS library visible to threadpoolctl")
+    bags = make_bags(np.random.default_rng(0), 30, 64, 16)
+    assert 30 * 29 // 2 * 64 * 64 * 16 < _kernel.INLINE_WORK
+    with threadpool_limits(limits=2, user_api="blas"):
+        default = patch_scores(bags, aggregate=aggregate)
+        for n_threads in (1, 2):
+            assert np.array_equal(patch_scores(bags, aggregate=aggregate, n_threads=n_threads), default)
 
 
 def test_uncontrollable_blas_runs_inline_and_says_so(rng, pooled, monkeypatch, caplog) -> None:
