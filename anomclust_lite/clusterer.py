@@ -464,7 +464,8 @@ class AnomalyClusterer:
         k_found = int(labels.max()) + 1
         timings["clustering"] = time.perf_counter() - t0
 
-        # Each column sorted first: the centres (and every printed distance) do not depend on image order.
+        # Each column sorted first: the centres add nothing of their own to the image-order dependence
+        # (the embeddings themselves may differ by float32 rounding under another order).
         centers = np.stack([np.sort(embeddings[labels == c], axis=0).mean(axis=0) for c in range(k_found)])
         wa_center_dist = np.linalg.norm(embeddings - centers[labels], axis=1)
         medoids = np.empty(k_found, dtype=np.int64)

@@ -10,16 +10,33 @@ from conftest import load_tool
 def test_bench_kernels_smoke(capsys):
     bench = load_tool("bench_kernels")
     code = bench.main(["--n", "6", "--m", "16", "--d", "8", "--memory-mb", "4", "--cdist-pairs", "2", "--normals", "3",
-                       "--sgemm-seconds", "0.01"])
+                       "--sgemm-seconds", "0.01", "--rounds", "2", "--sgemm-square", "64"])
     out = capsys.readouterr().out
     assert code == 0
     for pattern in [
-        r"sgemm peak used for the ratios .*: \d+\.\d GFLOP/s",
+        r"machine: \d+ CPUs \(.+\); numpy",
         r"kernel plan: tasks of 1 x \d+ images, \d+ worker threads",
-        r"patch_scores: .* ratio to sgemm peak \d\.\d{3}",
-        r"hausdorff_distances \(max-min\): .* ratio to sgemm peak \d\.\d{3}",
-        r"normal_scores \(6 x 3 normal images\): .* ratio to sgemm peak \d\.\d{3}",
+        r"window 0: sgemm sustained 64x64x64 \d+\.\d, 64x8x64 \d+\.\d, 32x8x32 \d+\.\d; "
+        r"best single call \d+\.\d; kernel.s products alone \d+\.\d GFLOP/s",
+        r"window 4: ",
+        r"patch_scores: .* ratio to sgemm throughput \d\.\d{3} \(to its best single call \d\.\d{3}; "
+        r"to the kernel.s products alone \d\.\d{3}\) \[windows 1, 2\]",
+        r"hausdorff_distances \(max-min\): .* ratio to sgemm throughput \d\.\d{3} .*\[windows 2, 3\]",
+        r"normal_scores \(6 x 3 normal images\): .* ratio to sgemm throughput \d\.\d{3} .*\[windows 3, 4\]",
+        r"patch_scores over 2 runs: ratio to sgemm throughput median \d\.\d{3} \(min \d\.\d{3}, max \d\.\d{3}\); "
+        r"to the best single call median \d\.\d{3} \(min \d\.\d{3}, max \d\.\d{3}\)",
+        r"target \(median ratio of patch_scores to the sustained sgemm throughput >= 0\.80\): (met|NOT met) "
+        r"\(\d\.\d{3}\)",
         r"patch_scores peak extra memory \(tracemalloc, separate run\): \d+\.\d MiB",
         r"speed-up of patch_scores \d+\.\dx",
     ]:
         assert re.search(pattern, out), (pattern, out)
+
+
+def test_bench_kernels_compare_sgemm_smoke(capsys):
+    bench = load_tool("bench_kernels")
+    code = bench.main(["--m", "16", "--d", "8", "--compare-sgemm", "2", "--sgemm-seconds", "0.01"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert len(re.findall(r"sgemm 64x8x64: sustained +\d+\.\d, best single call +\d+\.\d GFLOP/s \| .* ratio \d+\.\d{3}", out)) == 2, out
+    assert re.search(r"products alone / sgemm sustained: min \d+\.\d{3}, median \d+\.\d{3}, max \d+\.\d{3}", out), out
