@@ -892,11 +892,10 @@ def test_image_order_does_not_change_the_partition(capsys, big_folder: Path, mod
         rc, _, err = run(capsys, src, *model_args(model_path), *extra, "--cache-dir", cache, "--out", out, "-q")
         assert rc == 0, err
     a, b = read_csv(tmp_path / "a" / "clusters.csv"), read_csv(tmp_path / "b" / "clusters.csv")
-    assert partition(a) == partition(b, rename)
-    assert summary_of(tmp_path / "a")["k"] == summary_of(tmp_path / "b")["k"]
-    # The numbers agree up to float32 rounding: pairs are multiplied the other way round and summed in
-    # another order.
+    # The same partition; the numbers agree up to float32 rounding: pairs are multiplied the other way
+    # round and summed in another order.
     assert_same_up_to_rounding(a, b, rename)
+    assert summary_of(tmp_path / "a")["k"] == summary_of(tmp_path / "b")["k"]
 
 
 def assert_same_up_to_rounding(a: Sequence[Dict[str, str]], b: Sequence[Dict[str, str]],

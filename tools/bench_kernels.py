@@ -34,6 +34,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import sys
@@ -54,6 +55,21 @@ from anomclust_lite._kernel import limit_blas, plan_tasks
 TARGET = 0.80
 
 
+def back_to_back(call: "Callable[[], object]", seconds: float) -> "tuple[int, float, float, float]":
+    """Run ``call()`` back to back for ``seconds`` (warm it up first): ``(calls, start, stop, best call's seconds)``."""
+    calls = 0
+    best = np.inf
+    start = t1 = time.perf_counter()
+    t_end = start + seconds
+    while t1 < t_end:
+        t0 = t1
+        call()
+        t1 = time.perf_counter()
+        best = min(best, t1 - t0)
+        calls += 1
+    return calls, start, t1, best
+
+
 def sgemm_gflops(shapes: "list[tuple[int, int, int]]", seconds: float) -> "dict[str, tuple[float, float]]":
     """``{shape: (sustained, best_call)}`` GFLOP/s of back-to-back ``A @ B.T`` calls in a window of ``seconds``."""
     rng = np.random.default_rng(0)
@@ -63,19 +79,9 @@ def sgemm_gflops(shapes: "list[tuple[int, int, int]]", seconds: float) -> "dict[
         b = rng.standard_normal((n, k), dtype=np.float32)
         c = np.empty((m, n), dtype=np.float32)
         np.matmul(a, b.T, out=c)  # warm-up
-        best = np.inf
-        calls = 0
-        start = time.perf_counter()
-        t_end = start + seconds
-        t1 = start
-        while t1 < t_end:
-            t0 = t1
-            np.matmul(a, b.T, out=c)
-            t1 = time.perf_counter()
-            best = min(best, t1 - t0)
-            calls += 1
+        calls, start, stop, best = back_to_back(functools.partial(np.matmul, a, b.T, out=c), seconds)
         gflop = 2.0 * m * k * n / 1e9
-        out[f"{m}x{k}x{n}"] = (gflop * calls / (t1 - start), gflop / best)
+        out[f"{m}x{k}x{n}"] = (gflop * calls / (stop - start), gflop / best)
     return out
 
 
@@ -97,13 +103,7 @@ def task_sgemm_gflops(m: int, cols: int, d: int, workers: int, seconds: float) -
         a, b, c = ops[w]
         np.matmul(a, b.T, out=c)  # warm-up
         go.wait()
-        start[w] = t = time.perf_counter()
-        t_end = t + seconds
-        while t < t_end:
-            np.matmul(a, b.T, out=c)
-            calls[w] += 1
-            t = time.perf_counter()
-        stop[w] = t
+        calls[w], start[w], stop[w], _ = back_to_back(functools.partial(np.matmul, a, b.T, out=c), seconds)
 
     with limit_blas(1):
         threads = [threading.Thread(target=work, args=(w,)) for w in range(workers)]
@@ -129,11 +129,6 @@ def compare_sgemm(pairs: int, m: int, d: int, memory_mb: float, n: int, seconds:
     print(f"products alone / sgemm sustained: min {min(ratios):.3f}, median {float(np.median(ratios)):.3f}, "
           f"max {max(ratios):.3f}")
     return 0
-
-
-def print_sgemm(when: str, gemm: "dict[str, tuple[float, float]]") -> None:
-    for shape, (sustained, best) in gemm.items():
-        print(f"sgemm {shape:>16} {when}: sustained {sustained:6.1f} GFLOP/s, best single call {best:6.1f} GFLOP/s")
 
 
 def cpu_model() -> str:
@@ -236,10 +231,10 @@ def main(argv: "list[str] | None" = None) -> int:
             t_scores = min(t_scores, taken)
     sustained_r = [r for r, _ in ps_ratios]
     call_r = [r for _, r in ps_ratios]
-    print(f"patch_scores over {len(ps_ratios)} runs: ratio to sgemm throughput median {float(np.median(sustained_r)):.3f} "
+    median = float(np.median(sustained_r))
+    print(f"patch_scores over {len(ps_ratios)} runs: ratio to sgemm throughput median {median:.3f} "
           f"(min {min(sustained_r):.3f}, max {max(sustained_r):.3f}); to the best single call median "
           f"{float(np.median(call_r)):.3f} (min {min(call_r):.3f}, max {max(call_r):.3f})")
-    median = float(np.median(sustained_r))
     print(f"target (median ratio of patch_scores to the sustained sgemm throughput >= {TARGET:.2f}): "
           f"{'met' if median >= TARGET else 'NOT met'} ({median:.3f})"
           + ("" if (n, m, d) == (160, 784, 512) else "; the target is set for N=160 M=784 D=512"))
