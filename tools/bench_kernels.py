@@ -4,20 +4,26 @@ Prints, from one run:
 - the kernel's plan (images per task, worker threads, BLAS controlled);
 - SGEMM *windows* before and after every timed kernel run: back-to-back
   products of a few square and kernel-shaped sizes through NumPy's BLAS with
-  its default threads, a couple of seconds per shape, and the kernel's own
-  products alone (one single-threaded SGEMM of the task shape per worker, all
-  at once). Two statistics per shape: the *sustained* throughput (all the
-  window's work over all its time -- how the kernels are measured, so the
-  ratio compares like with like) and the *best single call* (an extreme of
-  ~100 samples that catches the machine's fastest moments);
+  its default threads, ``--sgemm-seconds`` (default 5 s) per shape, then the
+  kernel's own products alone (one single-threaded SGEMM of the task shape
+  per worker, all at once; a diagnostic). Two statistics per shape: the
+  *sustained* throughput (all the window's work over all its time -- how the
+  kernels are measured, so the ratio compares like with like) and the *best
+  single call* (an extreme that catches the machine's fastest moments);
+- the *reference shape*: the one with the highest median sustained rate over
+  all the run's windows. It is chosen once, on the whole run, so that no
+  single window can pick whichever shape happened to catch a fast phase of
+  this shared machine, and no short calibration can pick a shape that is
+  usually slower;
 - ``patch_scores`` (``--rounds`` times), ``hausdorff_distances`` and
   ``normal_scores`` (the N images against ``--normals`` others: the
   rectangular path, ``N * R`` pairs) in useful GFLOP/s (``N(N-1)/2`` pairs x
-  ``2 M^2 D``), each against the better of its two neighbouring windows, so
-  that neither a slow phase of this shared machine nor its drift between the
-  start and the end of the run can flatter the ratio; the target is the
-  median ratio of ``patch_scores`` to the sustained SGEMM throughput, and the
-  ratio to the best single call is printed beside it;
+  ``2 M^2 D``), each against the reference shape's sustained rate in the
+  faster of its two neighbouring windows, so that neither a slow phase of
+  the machine nor its drift between the start and the end of the run can
+  flatter the ratio. The target is the median of the ``patch_scores``
+  ratios. Printed beside it, stricter: the ratio to the fastest shape of the
+  two windows, and to their best single call;
 - the peak extra memory (tracemalloc) of ``patch_scores`` against its budget;
 - the speed-up over the per-ordered-pair ``scipy.spatial.distance.cdist`` loop
   that peer implementations use (timed on a sample of pairs, extrapolated).
@@ -83,6 +89,13 @@ def sgemm_gflops(shapes: "list[tuple[int, int, int]]", seconds: float) -> "dict[
         gflop = 2.0 * m * k * n / 1e9
         out[f"{m}x{k}x{n}"] = (gflop * calls / (stop - start), gflop / best)
     return out
+
+
+def reference_shape(windows: "list[dict[str, tuple[float, float]]]") -> str:
+    """The shape with the highest median sustained rate over all ``windows`` (ties: the first listed)."""
+    names = list(windows[0])
+    medians = [float(np.median([w[name][0] for w in windows])) for name in names]
+    return names[int(np.argmax(medians))]
 
 
 def task_sgemm_gflops(m: int, cols: int, d: int, workers: int, seconds: float) -> float:
@@ -164,9 +177,10 @@ def main(argv: "list[str] | None" = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="timed patch_scores runs, each between two SGEMM windows")
     p.add_argument("--quick", action="store_true", help="one patch_scores round, no Hausdorff run, shorter SGEMM windows")
     p.add_argument("--sgemm-seconds", type=float, default=None,
-                   help="SGEMM window per shape (default 2, or 1 with --quick)")
+                   help="each candidate shape's turn in every SGEMM window (default 5, or 1 with --quick); "
+                        "with --compare-sgemm, each window (default 2)")
     p.add_argument("--sgemm-square", type=int, default=4096,
-                   help="size of the square SGEMM in the windows (half of it is used for the second square-ish shape)")
+                   help="size of the square candidate SGEMM shape (half of it is used for the second square-ish shape)")
     p.add_argument("--compare-sgemm", type=int, default=0, metavar="PAIRS",
                    help="only alternate PAIRS windows of the default-threaded SGEMM and of the kernel's "
                         "products alone, and print their sustained rates")
@@ -183,22 +197,14 @@ def main(argv: "list[str] | None" = None) -> int:
 
     sq = args.sgemm_square
     shapes = [(sq, sq, sq), (4 * m, d, 4 * m), (sq // 2, d, sq // 2)]  # default 4096^3, 3136x512x3136, 2048x512x2048
-    seconds = args.sgemm_seconds if args.sgemm_seconds is not None else (1.0 if args.quick else 2.0)
+    seconds = args.sgemm_seconds if args.sgemm_seconds is not None else (1.0 if args.quick else 5.0)
+    alone_seconds = min(3.0, seconds)
     rounds = 1 if args.quick else args.rounds
     b, workers = plan_tasks(m, d, args.memory_mb, n)
     blas = [f"{i['internal_api']} {i['num_threads']} threads" for i in threadpool_info() if i["user_api"] == "blas"]
     print(f"kernel plan: tasks of 1 x {b} images, {workers} worker threads; BLAS: {', '.join(blas) or 'none found'}")
-    print(f"SGEMM windows ({seconds:g} s per shape) before and after every timed kernel run; the kernel's "
-          f"products alone = {workers} threads, each running single-threaded {m}x{d}x{b * m} SGEMMs")
-
-    def window(index: int) -> "tuple[float, float, float]":
-        gemm = sgemm_gflops(shapes, seconds)
-        alone = task_sgemm_gflops(m, b * m, d, workers, seconds)
-        rates = ", ".join(f"{shape} {sustained:.1f}" for shape, (sustained, _) in gemm.items())
-        best_call = max(call for _, call in gemm.values())
-        print(f"window {index}: sgemm sustained {rates}; best single call {best_call:.1f}; "
-              f"kernel's products alone {alone:.1f} GFLOP/s")
-        return max(sustained for sustained, _ in gemm.values()), best_call, alone
+    print(f"SGEMM windows ({seconds:g} s per shape) before and after every timed kernel run, then {alone_seconds:g} s "
+          f"of the kernel's products alone = {workers} threads, each running single-threaded {m}x{d}x{b * m} SGEMMs")
 
     normals = random_bags(args.normals, m, d, seed=1) if args.normals > 0 else None
     runs: "list[tuple[str, Callable[[], object], float]]" = [
@@ -210,31 +216,54 @@ def main(argv: "list[str] | None" = None) -> int:
         runs.append((f"normal_scores ({n} x {args.normals} normal images)",
                      lambda: normal_scores(bags, normals, memory_mb=args.memory_mb), n * args.normals * 2.0 * m * m * d))
 
-    previous = window(0)
-    ps_ratios: "list[tuple[float, float]]" = []
-    t_scores = np.inf
-    for index, (label, run, work) in enumerate(runs, start=1):
+    windows: "list[dict[str, tuple[float, float]]]" = []
+    alone: "list[float]" = []
+
+    def window() -> None:
+        windows.append(sgemm_gflops(shapes, seconds))
+        alone.append(task_sgemm_gflops(m, b * m, d, workers, alone_seconds))
+        rates = ", ".join(f"{shape} {sustained:.1f}" for shape, (sustained, _) in windows[-1].items())
+        best_call = max(call for _, call in windows[-1].values())
+        print(f"window {len(windows) - 1}: sgemm sustained {rates}; best single call {best_call:.1f}; "
+              f"kernel's products alone {alone[-1]:.1f} GFLOP/s")
+
+    window()
+    timed: "list[tuple[str, float, float]]" = []  # (label, seconds, GFLOP/s)
+    for label, run, work in runs:
         t0 = time.perf_counter()
         run()
         taken = time.perf_counter() - t0
-        current = window(index)
-        # Each run against the better of its two neighbouring windows: a slow
-        # phase of the machine around the run cannot flatter the ratio.
-        sgemm, call, alone = (max(x, y) for x, y in zip(previous, current))
-        previous = current
-        g = work / taken / 1e9
-        print(f"{label}: {taken:.2f} s, {g:.1f} GFLOP/s, ratio to sgemm throughput {g / sgemm:.3f} "
-              f"(to its best single call {g / call:.3f}; to the kernel's products alone {g / alone:.3f}) "
-              f"[windows {index - 1}, {index}]")
+        timed.append((label, taken, work / taken / 1e9))
+        print(f"{label}: {taken:.2f} s, {timed[-1][2]:.1f} GFLOP/s")
+        window()
+
+    # The reference shape is chosen on the whole run's windows (median), so no
+    # window can pick whichever shape happened to catch a fast phase; each run
+    # is then compared with the faster of its two neighbouring windows, so a
+    # slow phase around the run cannot flatter the ratio either.
+    ref = reference_shape(windows)
+    medians = ", ".join(f"{shape} {float(np.median([w[shape][0] for w in windows])):.1f}" for shape in windows[0])
+    print(f"reference shape (highest median sustained rate over the {len(windows)} windows: {medians}): {ref}")
+    ps_ratios: "list[tuple[float, float, float]]" = []
+    for index, (label, taken, g) in enumerate(timed, start=1):
+        before, after = windows[index - 1], windows[index]
+        sgemm = max(before[ref][0], after[ref][0])
+        fastest = max(rate for w in (before, after) for rate, _ in w.values())
+        call = max(c for w in (before, after) for _, c in w.values())
+        print(f"{label}: ratio to sgemm throughput {g / sgemm:.3f} (to the fastest shape of its windows "
+              f"{g / fastest:.3f}; to their best single call {g / call:.3f}; to the kernel's products alone "
+              f"{g / max(alone[index - 1], alone[index]):.3f}) [windows {index - 1}, {index}]")
         if label == "patch_scores":
-            ps_ratios.append((g / sgemm, g / call))
-            t_scores = min(t_scores, taken)
-    sustained_r = [r for r, _ in ps_ratios]
-    call_r = [r for _, r in ps_ratios]
-    median = float(np.median(sustained_r))
-    print(f"patch_scores over {len(ps_ratios)} runs: ratio to sgemm throughput median {median:.3f} "
-          f"(min {min(sustained_r):.3f}, max {max(sustained_r):.3f}); to the best single call median "
-          f"{float(np.median(call_r)):.3f} (min {min(call_r):.3f}, max {max(call_r):.3f})")
+            ps_ratios.append((g / sgemm, g / fastest, g / call))
+    t_scores = min(taken for label, taken, _ in timed if label == "patch_scores")
+
+    def spread(values: "list[float]") -> str:
+        return f"median {float(np.median(values)):.3f} (min {min(values):.3f}, max {max(values):.3f})"
+
+    median = float(np.median([r for r, _, _ in ps_ratios]))
+    print(f"patch_scores over {len(ps_ratios)} runs: ratio to sgemm throughput {spread([r for r, _, _ in ps_ratios])}; "
+          f"to the fastest shape {spread([r for _, r, _ in ps_ratios])}; to the best single call "
+          f"{spread([r for _, _, r in ps_ratios])}")
     print(f"target (median ratio of patch_scores to the sustained sgemm throughput >= {TARGET:.2f}): "
           f"{'met' if median >= TARGET else 'NOT met'} ({median:.3f})"
           + ("" if (n, m, d) == (160, 784, 512) else "; the target is set for N=160 M=784 D=512"))
