@@ -905,9 +905,10 @@ def assert_same_up_to_rounding(a: Sequence[Dict[str, str]], b: Sequence[Dict[str
     numbers and labels."""
     assert partition(a) == partition(b, rename)
     by_path = {r["path"]: r for r in a}
-    assert sorted(by_path) == sorted(rename[r["path"]] if rename else r["path"] for r in b)
-    for row in b:
-        ref = by_path[rename[row["path"]] if rename else row["path"]]
+    b_paths = [rename[r["path"]] if rename else r["path"] for r in b]  # b's images under a's names
+    assert sorted(by_path) == sorted(b_paths)
+    for row, path in zip(b, b_paths):
+        ref = by_path[path]
         if rename is None:
             assert (ref["cluster"], ref.get("label")) == (row["cluster"], row.get("label")), (ref, row)
         for column in ("distance", "top_score"):

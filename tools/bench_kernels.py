@@ -91,11 +91,15 @@ def sgemm_gflops(shapes: "list[tuple[int, int, int]]", seconds: float) -> "dict[
     return out
 
 
+def median_rates(windows: "list[dict[str, tuple[float, float]]]") -> "dict[str, float]":
+    """``{shape: median sustained GFLOP/s over all windows}``, in the windows' shape order."""
+    return {name: float(np.median([w[name][0] for w in windows])) for name in windows[0]}
+
+
 def reference_shape(windows: "list[dict[str, tuple[float, float]]]") -> str:
     """The shape with the highest median sustained rate over all ``windows`` (ties: the first listed)."""
-    names = list(windows[0])
-    medians = [float(np.median([w[name][0] for w in windows])) for name in names]
-    return names[int(np.argmax(medians))]
+    medians = median_rates(windows)
+    return max(medians, key=medians.__getitem__)
 
 
 def task_sgemm_gflops(m: int, cols: int, d: int, workers: int, seconds: float) -> float:
@@ -242,7 +246,7 @@ def main(argv: "list[str] | None" = None) -> int:
     # is then compared with the faster of its two neighbouring windows, so a
     # slow phase around the run cannot flatter the ratio either.
     ref = reference_shape(windows)
-    medians = ", ".join(f"{shape} {float(np.median([w[shape][0] for w in windows])):.1f}" for shape in windows[0])
+    medians = ", ".join(f"{shape} {rate:.1f}" for shape, rate in median_rates(windows).items())
     print(f"reference shape (highest median sustained rate over the {len(windows)} windows: {medians}): {ref}")
     ps_ratios: "list[tuple[float, float, float]]" = []
     for index, (label, taken, g) in enumerate(timed, start=1):
