@@ -7,9 +7,9 @@ ONNX Runtime for feature extraction. Importing the package does no work.
 
 from __future__ import annotations
 
-from .auto_k import KChoice, choose_k, l_method, merge_costs, silhouette_score, within_cluster_dispersion
-from .clusterer import AnomalyClusterer, Assignment
-from .clustering import (
+from .cluster.auto_k import KChoice, choose_k, l_method, merge_costs, silhouette_score, within_cluster_dispersion
+from .estimator.clusterer import AnomalyClusterer, Assignment
+from .cluster.dispatch import (
     HIERARCHICAL_METHODS,
     METHODS,
     ClusteringWarning,
@@ -18,12 +18,12 @@ from .clustering import (
     mds_embedding,
 )
 from .datasets import EvalSet, mtd, mvtec_category
-from .distances import wa_distances, weighted_average
+from .core.distances import wa_distances, weighted_average
 from . import metrics
-from .extractor import ExtractionResult, Extractor, avg_pool3x3
-from .feature_cache import FeatureCache
-from .hausdorff import HAUSDORFF_INNER, HAUSDORFF_OUTER, hausdorff_distances
-from .images import (
+from .features.extractor import ExtractionResult, Extractor, avg_pool3x3
+from .features.cache import FeatureCache
+from .core.hausdorff import HAUSDORFF_INNER, HAUSDORFF_OUTER, hausdorff_distances
+from .features.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     ImageListing,
@@ -47,10 +47,10 @@ from .metrics import (
     purity_curve,
     reduction_at_purity,
 )
-from .model_store import ModelNotFoundError, resolve_model
-from .normalize import normalize_patches
-from .scores import AGGREGATES, cross_patch_scores, normal_scores, patch_scores, topk_count
-from .sweeps import (
+from .features.models import ModelNotFoundError, resolve_model
+from .core.normalize import normalize_patches
+from .core.scores import AGGREGATES, cross_patch_scores, normal_scores, patch_scores, topk_count
+from .core.sweeps import (
     PatchMatches,
     hausdorff_from_matches,
     nearest_patch_similarities,
@@ -58,9 +58,9 @@ from .sweeps import (
     scores_from_matches,
     tiered_normal_scores,
 )
-from .torch_checkpoint import UnsafeCheckpointError, load_state_dict
-from .weights import mask_weights, soft_weights, topk_weights, uniform_weights
-from .wrn50 import (
+from .backbones.torch_checkpoint import UnsafeCheckpointError, load_state_dict
+from .core.weights import mask_weights, soft_weights, topk_weights, uniform_weights
+from .backbones.wrn50 import (
     ChecksumError,
     DownloadError,
     build_wrn50_layer2_onnx,

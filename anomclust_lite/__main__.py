@@ -1,8 +1,8 @@
-"""``python -m anomclust_lite``: the command-line tool (see :mod:`anomclust_lite.cli`)."""
+"""``python -m anomclust_lite``: the command-line tool (see :mod:`anomclust_lite.cli.main`)."""
 
 from __future__ import annotations
 
-from .cli import main
+from .cli.main import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -33,8 +33,8 @@ from typing import List, Optional, Tuple, Union
 import numpy as np
 from PIL import Image
 
-from ._validation import check_int
-from .images import display_path, is_image_file_name, resize_and_crop
+from .core.validation import check_int
+from .features.images import display_path, is_image_file_name, resize_and_crop
 
 __all__ = [
     "MVTEC_EXCLUDED_TYPES",
@@ -328,8 +328,8 @@ def load_mask(
     """Read a defect mask aligned with the model input.
 
     The mask is resized and centre-cropped by
-    :func:`anomclust_lite.images.resize_and_crop`, the geometry that
-    :func:`anomclust_lite.images.preprocess` applies to its image (shorter side
+    :func:`anomclust_lite.features.images.resize_and_crop`, the geometry that
+    :func:`anomclust_lite.features.images.preprocess` applies to its image (shorter side
     to ``resize``, then the centre ``crop x crop``; with ``crop=None`` both
     sides to ``resize``), with nearest-neighbour resampling, then thresholded
     at :data:`MASK_THRESHOLD`.

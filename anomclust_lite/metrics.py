@@ -28,7 +28,7 @@ from typing import Dict, Tuple, Union
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from ._validation import check_finite_array, check_int, check_labels, check_positive_float
+from .core.validation import check_finite_array, check_int, check_labels, check_positive_float
 
 __all__ = [
     "contingency_matrix",

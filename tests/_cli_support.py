@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from anomclust_lite.cli import main
+from anomclust_lite.cli.main import main
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -138,7 +138,7 @@ def model_args(model_path: Path) -> List[str]:
 
 
 def run(capsys: pytest.CaptureFixture, *argv: object) -> Tuple[int, str, str]:
-    """``anomclust_lite.cli.main`` on ``argv`` (as strings): exit status, stdout, stderr."""
+    """``anomclust_lite.cli.main.main`` on ``argv`` (as strings): exit status, stdout, stderr."""
     rc = main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return rc, out, err

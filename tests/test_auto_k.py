@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import cdist
 
-from anomclust_lite.auto_k import (
+from anomclust_lite.cluster.auto_k import (
     L_METHOD_MIN_POINTS,
     KChoice,
     _tree_dispersions,
@@ -25,7 +25,7 @@ from anomclust_lite.auto_k import (
     silhouette_score,
     within_cluster_dispersion,
 )
-from anomclust_lite.clustering import cluster, linkage_matrix
+from anomclust_lite.cluster.dispatch import cluster, linkage_matrix
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
@@ -404,7 +404,7 @@ def test_bottle_unsupervised_is_within_one_of_the_true_k(shared_dir: Path, share
     """MVTec bottle (4 types), unsupervised WA embeddings, Ward: the L-method picks 5 (see AUTOK notes)."""
     from anomclust_lite import Extractor, patch_scores, soft_weights, wa_distances
     from anomclust_lite.datasets import mvtec_category
-    from anomclust_lite.defaults import DEFAULT_TAU_UNSUPERVISED
+    from anomclust_lite.core.defaults import DEFAULT_TAU_UNSUPERVISED
 
     root = shared_dir / "data" / "mvtec" / "bottle"
     if not root.is_dir():

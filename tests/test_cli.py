@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from anomclust_lite import cli
-from anomclust_lite.cli import collect_images, folder_labels, main, run_clustering
-from anomclust_lite.clusterer import AnomalyClusterer
+from anomclust_lite.cli import main as cli
+from anomclust_lite.cli.main import collect_images, folder_labels, main, run_clustering
+from anomclust_lite.estimator.clusterer import AnomalyClusterer
 from _report_html import ReportParser, parse
 from _cli_support import fixture_base_folder, fixture_folder, fixture_model_path  # noqa: F401 (pytest fixtures)
 from _cli_support import (

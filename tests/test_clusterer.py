@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from anomclust_lite import cross_patch_scores, normalize_patches, patch_scores, soft_weights, weighted_average
-from anomclust_lite.clusterer import DISTANCES, MODEL_FORMAT_VERSION, AnomalyClusterer, Assignment
-from anomclust_lite.clustering import METHODS
-from anomclust_lite.defaults import DEFAULT_TAU_SEMI, DEFAULT_TAU_UNSUPERVISED
+from anomclust_lite.estimator.clusterer import DISTANCES, MODEL_FORMAT_VERSION, AnomalyClusterer, Assignment
+from anomclust_lite.cluster.dispatch import METHODS
+from anomclust_lite.core.defaults import DEFAULT_TAU_SEMI, DEFAULT_TAU_UNSUPERVISED
 from anomclust_lite.metrics import nmi
 
 M, D = 16, 24
@@ -407,7 +407,7 @@ def test_n_threads_caps_the_blas_and_does_not_change_results(monkeypatch) -> Non
 
     from conftest import blas_threads
 
-    import anomclust_lite.clusterer as clusterer_module
+    import anomclust_lite.estimator.clusterer as clusterer_module
 
     if not blas_threads():
         pytest.skip("no BLAS library visible to threadpoolctl")

@@ -1,4 +1,4 @@
-"""Tests for anomclust_lite.clustering (and its private algorithm modules)."""
+"""Tests for anomclust_lite.cluster.dispatch (and its private algorithm modules)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from sklearn.cluster import AgglomerativeClustering, KMeans
 from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture
 
-from anomclust_lite._gmm import component_log_densities, gaussian_mixture
-from anomclust_lite._kmedoids import pam
-from anomclust_lite._spectral import gaussian_affinity
-from anomclust_lite.clustering import (
+from anomclust_lite.cluster.gmm import component_log_densities, gaussian_mixture
+from anomclust_lite.cluster.kmedoids import pam
+from anomclust_lite.cluster.spectral import gaussian_affinity
+from anomclust_lite.cluster.dispatch import (
     HIERARCHICAL_METHODS,
     METHODS,
     METRICS,

@@ -11,7 +11,7 @@ import pytest
 import anomclust_lite
 
 MODULES = sorted(
-    name for _, name, _ in pkgutil.iter_modules(anomclust_lite.__path__, prefix="anomclust_lite.")
+    name for _, name, _ in pkgutil.walk_packages(anomclust_lite.__path__, prefix="anomclust_lite.")
     if not name.endswith("__main__")
 )
 

@@ -1,4 +1,4 @@
-"""Tests for anomclust_lite.extractor with tiny ONNX models (see _tiny_onnx.py)."""
+"""Tests for anomclust_lite.features.extractor with tiny ONNX models (see _tiny_onnx.py)."""
 
 from __future__ import annotations
 
@@ -17,14 +17,14 @@ from PIL import Image
 pytest.importorskip("onnxruntime")
 from _tiny_onnx import make_model, reference_bags  # noqa: E402
 
-from anomclust_lite.extractor import (  # noqa: E402
+from anomclust_lite.features.extractor import (  # noqa: E402
     POOLED_METADATA_KEY,
     ExtractionResult,
     Extractor,
     avg_pool3x3,
     feature_map_to_patches,
 )
-from anomclust_lite.images import ImageLoadError, load_image, preprocess  # noqa: E402
+from anomclust_lite.features.images import ImageLoadError, load_image, preprocess  # noqa: E402
 
 SMALL = dict(resize=32, crop=32)
 

@@ -1,4 +1,4 @@
-"""Tests for anomclust_lite.feature_cache and the Extractor's use of it."""
+"""Tests for anomclust_lite.features.cache and the Extractor's use of it."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anomclust_lite.extractor import Extractor
-from anomclust_lite.feature_cache import CACHE_FORMAT_VERSION, FeatureCache, file_sha256
+from anomclust_lite.features.extractor import Extractor
+from anomclust_lite.features.cache import CACHE_FORMAT_VERSION, FeatureCache, file_sha256
 
 SETTINGS = {"model_sha256": "abc", "output": "feat", "resize": 32, "crop": 32, "pool": 3}
 
@@ -79,7 +79,7 @@ def test_damaged_entries_are_detected(tmp_path: Path, caplog: pytest.LogCaptureF
         npy.write_text("hello")
     else:
         shape = (4, 8)
-    with caplog.at_level(logging.WARNING, logger="anomclust_lite.feature_cache"):
+    with caplog.at_level(logging.WARNING, logger="anomclust_lite.features.cache"):
         assert cache.get(key, SETTINGS, shape=shape) is None
     assert any("recomputing" in r.getMessage() for r in caplog.records)
     cache.put(key, np.zeros((8, 4)), SETTINGS)  # overwritten by the next put

@@ -1,4 +1,4 @@
-"""Tests for anomclust_lite.images: listing, decoding every colour mode, bad files, preprocessing."""
+"""Tests for anomclust_lite.features.images: listing, decoding every colour mode, bad files, preprocessing."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from anomclust_lite.images import (
+from anomclust_lite.features.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     IMAGENET_MEAN,

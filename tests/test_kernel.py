@@ -11,8 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from threadpoolctl import threadpool_limits
 
-from anomclust_lite import _kernel, hausdorff_distances, normal_scores, patch_scores
-from anomclust_lite._kernel import block_bytes, block_reductions, n_tasks, pair_bytes, plan_tasks, sims_to_dists
+from anomclust_lite import hausdorff_distances, normal_scores, patch_scores
+
+from anomclust_lite.core import kernel as _kernel
+from anomclust_lite.core.kernel import block_bytes, block_reductions, n_tasks, pair_bytes, plan_tasks, sims_to_dists
 
 from _reference import naive_patch_scores
 from conftest import blas_threads, make_bags
@@ -211,7 +213,7 @@ def test_uncontrollable_blas_runs_inline_and_says_so(rng, pooled, monkeypatch, c
 
     monkeypatch.setattr(_kernel, "_blas_controller", lambda: NoBlas())
     bags = make_bags(rng, 5, 6, 3)
-    with caplog.at_level(logging.DEBUG, logger="anomclust_lite._kernel"):
+    with caplog.at_level(logging.DEBUG, logger="anomclust_lite.core.kernel"):
         got = patch_scores(bags, memory_mb=64)
     assert "no BLAS library that threadpoolctl can limit" in caplog.text
     np.testing.assert_allclose(got, naive_patch_scores(bags, "mean"), atol=1e-5)

@@ -1,4 +1,4 @@
-"""Tests for anomclust_lite.model_store.resolve_model (never touches the network)."""
+"""Tests for anomclust_lite.features.models.resolve_model (never touches the network)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any, List
 
 import pytest
 
-from anomclust_lite.model_store import (
+from anomclust_lite.features.models import (
     CHECKPOINT_FILE_NAME,
     MODEL_ENV,
     MODEL_FILE_NAME,
@@ -33,10 +33,10 @@ def no_network_and_clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
 
 
 class FakeWrn50(types.ModuleType):
-    """Stands in for anomclust_lite.wrn50: records calls, writes small files."""
+    """Stands in for anomclust_lite.backbones.wrn50: records calls, writes small files."""
 
     def __init__(self, cache: Path, *, download_fails: bool = False, export_fails: bool = False) -> None:
-        super().__init__("anomclust_lite.wrn50")
+        super().__init__("anomclust_lite.backbones.wrn50")
         self.cache = cache
         self.calls: List[str] = []
         self.download_fails = download_fails
@@ -65,7 +65,7 @@ class FakeWrn50(types.ModuleType):
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeWrn50:
     module = FakeWrn50(tmp_path / "cache")
-    monkeypatch.setitem(sys.modules, "anomclust_lite.wrn50", module)
+    monkeypatch.setitem(sys.modules, "anomclust_lite.backbones.wrn50", module)
     return module
 
 
@@ -168,7 +168,7 @@ def test_bad_allow_download(fake: FakeWrn50) -> None:
 
 def test_real_user_cache_dir_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With the real wrn50 module: $ANOMCLUST_CACHE is where the model is looked for."""
-    wrn50 = pytest.importorskip("anomclust_lite.wrn50")
+    wrn50 = pytest.importorskip("anomclust_lite.backbones.wrn50")
     assert MODEL_FILE_NAME == wrn50.WRN50_ONNX_FILENAME
     assert CHECKPOINT_FILE_NAME == wrn50.WRN50_CHECKPOINT_FILENAME
     cached = _touch(tmp_path / "user_cache" / MODEL_FILE_NAME)
@@ -179,7 +179,7 @@ def test_real_user_cache_dir_from_env(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_extractor_without_model_offline(fake: FakeWrn50, monkeypatch: pytest.MonkeyPatch) -> None:
-    from anomclust_lite.extractor import Extractor
+    from anomclust_lite.features.extractor import Extractor
 
     with pytest.raises(ModelNotFoundError, match="--model PATH"):
         Extractor(allow_download=False)

@@ -15,7 +15,7 @@ from typing import List
 
 import pytest
 
-from anomclust_lite.cli import main
+from anomclust_lite.cli.main import main
 
 pytestmark = pytest.mark.realdata
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from anomclust_lite.extractor import Extractor
-from anomclust_lite.images import find_images, load_image, preprocess
+from anomclust_lite.features.extractor import Extractor
+from anomclust_lite.features.images import find_images, load_image, preprocess
 
 pytestmark = pytest.mark.realdata
 
@@ -59,11 +59,11 @@ def test_four_bottle_images(shared_model: Path, bottle_test: "list[Path]", tmp_p
 @pytest.mark.slow
 def test_bottle_unsupervised_wa_ward_nmi(shared_model: Path, bottle_test: "list[Path]") -> None:
     """Issue integration test: bottle/test (good included, 83 images, K=4), unsupervised WA + Ward."""
-    from anomclust_lite.clustering import cluster
-    from anomclust_lite.distances import wa_distances
+    from anomclust_lite.cluster.dispatch import cluster
+    from anomclust_lite.core.distances import wa_distances
     from anomclust_lite.metrics import nmi
-    from anomclust_lite.scores import patch_scores
-    from anomclust_lite.weights import soft_weights
+    from anomclust_lite.core.scores import patch_scores
+    from anomclust_lite.core.weights import soft_weights
 
     assert len(bottle_test) == 83
     labels = [p.parent.name for p in bottle_test]

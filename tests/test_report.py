@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 from scipy.cluster.hierarchy import linkage
 
-from anomclust_lite.auto_k import cut_linkage
-from anomclust_lite.heatmap import colormap, model_view, overlay_weights
-from anomclust_lite.images import IMAGENET_MEAN, IMAGENET_STD, preprocess
-from anomclust_lite.report import (
+from anomclust_lite.cluster.auto_k import cut_linkage
+from anomclust_lite.report.heatmap import colormap, model_view, overlay_weights
+from anomclust_lite.features.images import IMAGENET_MEAN, IMAGENET_STD, preprocess
+from anomclust_lite.report.html import (
     ReportImage,
     cluster_colour,
     cluster_size_chart,

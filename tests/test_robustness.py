@@ -1,6 +1,6 @@
 """Robustness of the command-line tool (issue 4): bad input, nothing lost, bounded memory, determinism.
 
-Every bad input goes through ``anomclust_lite.cli.main`` and must give either
+Every bad input goes through ``anomclust_lite.cli.main.main`` and must give either
 exit status 1 with ONE line ``anomclust-lite: error: <file>: <problem>`` on
 stderr (no traceback), or a skip with a warning per file and a count on
 stdout (the policy of ``--help``). Interruptions run the real program in a
@@ -41,11 +41,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from anomclust_lite import _kernel
-from anomclust_lite.cli import main
-from anomclust_lite.clusterer import AnomalyClusterer
-from anomclust_lite.clustering import ClusteringWarning
-from anomclust_lite.images import ImageLoadError, load_image
+from anomclust_lite.core import kernel as _kernel
+from anomclust_lite.cli.main import main
+from anomclust_lite.estimator.clusterer import AnomalyClusterer
+from anomclust_lite.cluster.dispatch import ClusteringWarning
+from anomclust_lite.features.images import ImageLoadError, load_image
 from conftest import make_bags
 from _cli_support import fixture_base_folder, fixture_folder, fixture_model_path  # noqa: F401 (pytest fixtures)
 from _cli_support import (
@@ -345,7 +345,7 @@ def test_broken_links_link_loops_and_unreadable_folders_are_skipped(capsys, fold
     os.symlink("..", folder / "good" / "up")                       # a folder loop
     (folder / "locked_dir").mkdir()
     shutil.copy(folder / "good" / "000.png", folder / "locked_dir" / "x.png")
-    import anomclust_lite.images as images_module
+    import anomclust_lite.features.images as images_module
 
     real_scandir = os.scandir
 
@@ -788,7 +788,7 @@ def test_bag_dtype_option_library(tmp_path: Path) -> None:
 
 
 def test_bag_dtype_option_extractor_and_cli(capsys, folder: Path, model_path: Path, tmp_path: Path) -> None:
-    from anomclust_lite.extractor import Extractor
+    from anomclust_lite.features.extractor import Extractor
 
     paths = sorted(folder.rglob("*.png"))
     ext = Extractor(model_path, resize=64, crop=64)

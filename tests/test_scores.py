@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anomclust_lite import cross_patch_scores, normal_scores, patch_scores
-from anomclust_lite._kernel import block_bytes
+from anomclust_lite.core.kernel import block_bytes
 
 from _reference import naive_normal_scores, naive_patch_scores
 from conftest import make_bags
@@ -147,7 +147,9 @@ def test_bad_bags(rng):
 def test_peak_memory_within_budget(rng, func, threaded, monkeypatch):
     import tracemalloc
 
-    from anomclust_lite import _kernel, hausdorff_distances
+    from anomclust_lite import hausdorff_distances
+
+    from anomclust_lite.core import kernel as _kernel
 
     if threaded:  # the worker-thread path, with as many workers as the budget allows
         monkeypatch.setattr(_kernel, "INLINE_WORK", 0)

@@ -22,7 +22,7 @@ from anomclust_lite import (
     tiered_normal_scores,
     topk_count,
 )
-from anomclust_lite._kernel import pair_bytes
+from anomclust_lite.core.kernel import pair_bytes
 
 from _reference import naive_patch_scores
 from conftest import make_bags

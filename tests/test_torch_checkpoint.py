@@ -24,8 +24,8 @@ from _torch_writer import (
     save_legacy,
     save_zip,
 )
-from anomclust_lite.torch_checkpoint import UnsafeCheckpointError, load_state_dict
-from anomclust_lite.wrn50 import random_wrn50_state_dict
+from anomclust_lite.backbones.torch_checkpoint import UnsafeCheckpointError, load_state_dict
+from anomclust_lite.backbones.wrn50 import random_wrn50_state_dict
 
 FORMATS = ["zip", "legacy"]
 

@@ -19,7 +19,7 @@ from anomclust_lite import (
     wa_distances,
     weighted_average,
 )
-from anomclust_lite._kernel import block_bytes
+from anomclust_lite.core.kernel import block_bytes
 
 from _reference import naive_hausdorff, naive_wa_distances
 from conftest import make_bags

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from _torch_writer import save_legacy, save_zip
-from anomclust_lite import wrn50
-from anomclust_lite.torch_checkpoint import UnsafeCheckpointError
-from anomclust_lite.wrn50 import (
+from anomclust_lite.backbones import wrn50
+from anomclust_lite.backbones.torch_checkpoint import UnsafeCheckpointError
+from anomclust_lite.backbones.wrn50 import (
     WRN50_INPUT_NAME,
     WRN50_OUTPUT_NAME,
     ChecksumError,
@@ -249,7 +249,7 @@ def test_verify_checkpoint(checkpoints, caplog):
     assert verify_checkpoint(path, sha256_prefix=digest[:8]) == digest
     with pytest.raises(ChecksumError, match="95faca4d"):
         verify_checkpoint(path)
-    with caplog.at_level(logging.WARNING, logger="anomclust_lite.wrn50"):
+    with caplog.at_level(logging.WARNING, logger="anomclust_lite.backbones.wrn50"):
         assert verify_checkpoint(path, allow_unverified=True) == digest
     assert "allow_unverified" in caplog.text
     with pytest.raises(FileNotFoundError, match="nope"):

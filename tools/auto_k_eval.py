@@ -8,7 +8,7 @@ the weighted-average (WA) distances, the Ward tree, and lets each candidate
 criterion choose K among ``2 .. --k-max``:
 
 - ``L-method``: the knee of the merge-cost graph (Salvador and Chan 2004,
-  with their refinement) — what :func:`anomclust_lite.auto_k.choose_k` does;
+  with their refinement) — what :func:`anomclust_lite.cluster.auto_k.choose_k` does;
 - ``gap``: the gap statistic (Tibshirani, Walther and Hastie 2001) with 50
   uniform reference sets in the principal-axis box, each clustered by Ward,
   and the one-standard-error rule;
@@ -62,20 +62,20 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from anomclust_lite import defaults  # noqa: E402
-from anomclust_lite.auto_k import (  # noqa: E402
+from anomclust_lite.core import defaults  # noqa: E402
+from anomclust_lite.cluster.auto_k import (  # noqa: E402
     choose_k,
     cut_linkage,
     silhouette_score,
     within_cluster_dispersion,
 )
-from anomclust_lite.clustering import linkage_matrix, mds_embedding  # noqa: E402
+from anomclust_lite.cluster.dispatch import linkage_matrix, mds_embedding  # noqa: E402
 from anomclust_lite.datasets import EvalSet, mtd, mvtec_category  # noqa: E402
-from anomclust_lite.distances import wa_distances  # noqa: E402
-from anomclust_lite.images import display_path  # noqa: E402
+from anomclust_lite.core.distances import wa_distances  # noqa: E402
+from anomclust_lite.features.images import display_path  # noqa: E402
 from anomclust_lite.metrics import ari, nmi  # noqa: E402
-from anomclust_lite.scores import normal_scores, patch_scores  # noqa: E402
-from anomclust_lite.weights import soft_weights  # noqa: E402
+from anomclust_lite.core.scores import normal_scores, patch_scores  # noqa: E402
+from anomclust_lite.core.weights import soft_weights  # noqa: E402
 
 logger = logging.getLogger("auto_k_eval")
 
@@ -134,7 +134,7 @@ def wa_distance_sets(
     shared: Path, name: str, modes: Sequence[str], cache_dir: Optional[Path], distances_dir: Optional[Path]
 ) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
     """``{mode: (WA distances (N, N) float64, class labels (N,))}`` of one data set."""
-    from anomclust_lite.extractor import Extractor
+    from anomclust_lite.features.extractor import Extractor
 
     model = shared / SHARED_MODEL
     stamp = _model_stamp(model)

@@ -54,7 +54,7 @@ from scipy.spatial.distance import cdist
 from threadpoolctl import threadpool_info
 
 from anomclust_lite import hausdorff_distances, normal_scores, patch_scores
-from anomclust_lite._kernel import limit_blas, plan_tasks
+from anomclust_lite.core.kernel import limit_blas, plan_tasks
 
 
 #: Issue 2's speed target: patch_scores at >= 80 % of the machine's SGEMM throughput.

@@ -63,7 +63,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except SystemExit as exc:  # argparse has printed the usage message
         return int(exc.code) if isinstance(exc.code, int) else 2
 
-    from anomclust_lite import wrn50
+    from anomclust_lite.backbones import wrn50
 
     progress = _Progress()
     try:

@@ -21,7 +21,7 @@ tables, PNG charts (drawn with Pillow) and a ``results.json`` into ``--out``:
 6. ``timing.md``: wall time, CPU time, tracemalloc peak and ru_maxrss per stage;
 
 and ``summary.md`` with everything. Bags come from
-:class:`anomclust_lite.extractor.Extractor` and its feature cache
+:class:`anomclust_lite.features.extractor.Extractor` and its feature cache
 (``--cache-dir``, default ``<out>/cache``), so a second run skips extraction;
 the score matrices are cached too (``<cache-dir>/scores``, keyed by a sha256
 of the bags and settings), so a run after changing ``anomclust_lite/defaults.py``
@@ -73,28 +73,28 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from anomclust_lite import defaults  # noqa: E402
-from anomclust_lite._atomic import atomic_save_npz  # noqa: E402
-from anomclust_lite._validation import check_int, check_memory_mb  # noqa: E402
-from anomclust_lite.clustering import METHODS, ClusteringWarning, cluster, linkage_matrix  # noqa: E402
+from anomclust_lite.core import defaults  # noqa: E402
+from anomclust_lite.files.atomic import atomic_save_npz  # noqa: E402
+from anomclust_lite.core.validation import check_int, check_memory_mb  # noqa: E402
+from anomclust_lite.cluster.dispatch import METHODS, ClusteringWarning, cluster, linkage_matrix  # noqa: E402
 from anomclust_lite.datasets import EvalSet, load_mask, mtd, mvtec_category  # noqa: E402
-from anomclust_lite.distances import weighted_average  # noqa: E402
+from anomclust_lite.core.distances import weighted_average  # noqa: E402
 from anomclust_lite.metrics import (  # noqa: E402
     clustering_report,
     purity_auc,
     purity_curve,
     reduction_at_purity,
 )
-from anomclust_lite.report import cluster_colour  # noqa: E402
-from anomclust_lite.scores import AGGREGATES  # noqa: E402
-from anomclust_lite.sweeps import (  # noqa: E402
+from anomclust_lite.report.html import cluster_colour  # noqa: E402
+from anomclust_lite.core.scores import AGGREGATES  # noqa: E402
+from anomclust_lite.core.sweeps import (  # noqa: E402
     hausdorff_from_matches,
     nearest_patch_similarities,
     nested_subsets,
     scores_from_matches,
     tiered_normal_scores,
 )
-from anomclust_lite.weights import mask_weights, soft_weights, uniform_weights  # noqa: E402
+from anomclust_lite.core.weights import mask_weights, soft_weights, uniform_weights  # noqa: E402
 
 logger = logging.getLogger("reproduce")
 
@@ -804,7 +804,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         format="%(asctime)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    from anomclust_lite.extractor import Extractor
+    from anomclust_lite.features.extractor import Extractor
 
     shared = args.shared or _default_shared()
     model = args.model or shared / "models" / "resnet18_l2l3_int8.onnx"

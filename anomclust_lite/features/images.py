@@ -65,7 +65,7 @@ from typing import List, Optional, Union
 import numpy as np
 from PIL import Image
 
-from ._validation import check_int
+from ..core.validation import check_int
 
 __all__ = [
     "IMAGE_EXTENSIONS",

@@ -75,7 +75,7 @@ def downloads_disabled() -> bool:
 
 
 def _wrn50() -> ModuleType:
-    return importlib.import_module("anomclust_lite.wrn50")
+    return importlib.import_module("anomclust_lite.backbones.wrn50")
 
 
 def resolve_model(
@@ -97,7 +97,7 @@ def resolve_model(
     progress : callable, optional
         Passed to the checkpoint download as ``progress(bytes_done, bytes_total)``.
     cache_dir : str or os.PathLike, optional
-        User cache folder; default ``anomclust_lite.wrn50.user_cache_dir()``.
+        User cache folder; default ``anomclust_lite.backbones.wrn50.user_cache_dir()``.
 
     Returns
     -------

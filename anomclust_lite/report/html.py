@@ -32,7 +32,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ._validation import check_finite_array, check_int
+from ..core.validation import check_finite_array, check_int
 
 __all__ = [
     "ReportImage",

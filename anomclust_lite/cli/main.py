@@ -8,7 +8,7 @@ a rerun resumes).
 The work is split so that it can be reused and tested without a real model:
 :func:`run_clustering` and :func:`run_assign` take the parsed options and an
 ``extractor_factory(options, cache_dir) -> extractor``; the extractor can be
-anything with the interface of :class:`anomclust_lite.extractor.Extractor`
+anything with the interface of :class:`anomclust_lite.features.extractor.Extractor`
 (``extract_all``, ``grid``, ``dim``, ``resize``, ``crop``, ``describe()``,
 ``model_hash``; ``extract_all`` is passed ``bag_dtype="float16"`` only with
 ``--bag-dtype float16``).
@@ -37,11 +37,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ._cli_parser import DEFAULT_EXCLUDE_NOTE, build_assign_parser, build_parser
-from .clusterer import AnomalyClusterer
-from .defaults import DEFAULT_MEMORY_MB
-from .folders import ImageSet, collect_images, folder_labels, relative_name
-from .images import ImageProblem, display_path
+from .parser import DEFAULT_EXCLUDE_NOTE, build_assign_parser, build_parser
+from ..estimator.clusterer import AnomalyClusterer
+from ..core.defaults import DEFAULT_MEMORY_MB
+from ..features.folders import ImageSet, collect_images, folder_labels, relative_name
+from ..features.images import ImageProblem, display_path
 from .outputs import PROG, export_clusters, write_csv, write_json, write_report
 
 __all__ = [
@@ -169,9 +169,9 @@ def _check_folder(text: str, what: str) -> Path:
 
 
 def make_extractor(args: argparse.Namespace, cache_dir: Optional[Path]) -> Any:
-    """The real :class:`~anomclust_lite.extractor.Extractor` for the parsed options."""
-    from .extractor import Extractor
-    from .model_store import resolve_model
+    """The real :class:`~anomclust_lite.features.extractor.Extractor` for the parsed options."""
+    from ..features.extractor import Extractor
+    from ..features.models import resolve_model
 
     # With no --model, the WRN-50 model may have to be built, or its checkpoint
     # downloaded first: show that progress on stderr (unless -q).
@@ -237,7 +237,7 @@ def _versions() -> Dict[str, Optional[str]]:
     import PIL
     import scipy
 
-    from . import __version__
+    from .. import __version__
 
     ort_version: Optional[str]
     try:
@@ -373,7 +373,7 @@ def run_clustering(
     labels_true = folder_labels(paths, folder) if args.labels == "auto" else None
     metrics = None
     if labels_true is not None:
-        from .metrics import clustering_report
+        from ..metrics import clustering_report
 
         metrics = {key: float(v) for key, v in clustering_report(labels_true, labels).items()}
 
@@ -579,7 +579,7 @@ class _ConsoleLogHandler(logging.Handler):
         self.shown: set = set()
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.name == "anomclust_lite.extractor":
+        if record.name == "anomclust_lite.features.extractor":
             return
         message = " ".join(record.getMessage().split())
         if message not in self.shown:

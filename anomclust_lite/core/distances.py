@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial.distance import pdist, squareform
 
-from ._validation import check_bags, check_finite_array
+from .validation import check_bags, check_finite_array
 
 __all__ = ["weighted_average", "wa_distances"]
 

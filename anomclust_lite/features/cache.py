@@ -27,7 +27,7 @@ from typing import Any, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-from ._atomic import atomic_save_npy, atomic_write_text
+from ..files.atomic import atomic_save_npy, atomic_write_text
 from .images import display_path
 
 __all__ = ["CACHE_FORMAT_VERSION", "FeatureCache", "file_sha256"]

@@ -14,7 +14,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 from PIL import Image
 
-from ._validation import check_finite_array, check_int, check_positive_float
+from .validation import check_finite_array, check_int, check_positive_float
 
 __all__ = ["soft_weights", "topk_weights", "mask_weights", "uniform_weights"]
 

@@ -7,7 +7,7 @@ closest fraction ``q``). A patch that is far from every other image is
 anomalous. Semi-supervised (Eq. 6): the distance to the nearest patch of any
 labelled normal image.
 
-All functions run on the blocked kernel of :mod:`anomclust_lite._kernel`: one
+All functions run on the blocked kernel of :mod:`anomclust_lite.core.kernel`: one
 SGEMM per unordered image pair serves both directions, and the working memory
 stays within ``memory_mb`` plus O(N*M) accumulators.
 """
@@ -19,8 +19,8 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from ._kernel import BlockResult, block_reductions, sims_to_dists
-from ._validation import check_bags, check_choice, check_int, check_memory_mb, check_n_threads, check_positive_float
+from .kernel import BlockResult, block_reductions, sims_to_dists
+from .validation import check_bags, check_choice, check_int, check_memory_mb, check_n_threads, check_positive_float
 from .defaults import DEFAULT_AGGREGATE, DEFAULT_MEMORY_MB, DEFAULT_TOPK_FRACTION
 
 __all__ = ["AGGREGATES", "patch_scores", "cross_patch_scores", "normal_scores", "topk_count"]

@@ -6,7 +6,7 @@ pool. This module turns torchvision's checkpoint into that ONNX model:
 
 1. :func:`download_checkpoint` fetches ``wide_resnet50_2-95faca4d.pth``
    (263 MB) and :func:`verify_checkpoint` checks its SHA-256 prefix;
-2. :func:`~anomclust_lite.torch_checkpoint.load_state_dict` reads the
+2. :func:`~anomclust_lite.backbones.torch_checkpoint.load_state_dict` reads the
    tensors with a data-only reader;
 3. :func:`build_wrn50_layer2_onnx` writes the graph with ``onnx.helper``,
    BatchNorm folded into the convolutions;
@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Mapping, Optio
 
 import numpy as np
 
-from ._validation import check_finite_array, check_int, check_positive_float
+from ..core.validation import check_finite_array, check_int, check_positive_float
 from .torch_checkpoint import load_state_dict
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -386,7 +386,7 @@ def build_wrn50_layer2_onnx(state_dict: Mapping[str, object]) -> "onnx.ModelProt
         initializer=inits,
         doc_string="torchvision wide_resnet50_2 up to layer2 (BatchNorm folded) + AvgPool2d(3, 1, 1)",
     )
-    from . import __version__
+    from .. import __version__
 
     model = helper.make_model(
         graph,
@@ -643,7 +643,7 @@ def export_wrn50_onnx(checkpoint: PathLike, out: PathLike, *, allow_unverified: 
     Raises
     ------
     ChecksumError, UnsafeCheckpointError, ValueError, FileNotFoundError, ImportError
-        See :func:`verify_checkpoint`, :func:`~anomclust_lite.torch_checkpoint.load_state_dict`
+        See :func:`verify_checkpoint`, :func:`~anomclust_lite.backbones.torch_checkpoint.load_state_dict`
         and :func:`build_wrn50_layer2_onnx`.
 
     Examples

@@ -1,7 +1,7 @@
 """Image files -> bags of L2-normalised patch embeddings with an ONNX model.
 
-Recipe, per image: :func:`~anomclust_lite.images.load_image` (RGB) ->
-:func:`~anomclust_lite.images.preprocess` (resize the shorter side, centre
+Recipe, per image: :func:`~anomclust_lite.features.images.load_image` (RGB) ->
+:func:`~anomclust_lite.features.images.preprocess` (resize the shorter side, centre
 crop, ImageNet normalisation) -> ONNX model -> one NCHW feature map
 ``(C, h, w)`` -> 3x3 average pooling (stride 1, zero padding counted in the
 mean, as ``torch.nn.AvgPool2d(3, 1, 1)``; skipped when the model already pools,
@@ -28,8 +28,8 @@ from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Sequenc
 
 import numpy as np
 
-from ._validation import check_choice, check_int
-from .feature_cache import CACHE_FORMAT_VERSION, FeatureCache, file_sha256
+from ..core.validation import check_choice, check_int
+from .cache import CACHE_FORMAT_VERSION, FeatureCache, file_sha256
 from .images import (
     DEFAULT_MAX_PIXELS,
     IMAGENET_MEAN,
@@ -42,8 +42,8 @@ from .images import (
     load_image_bytes,
     preprocess,
 )
-from .model_store import resolve_model
-from .normalize import normalize_patches
+from .models import resolve_model
+from ..core.normalize import normalize_patches
 
 __all__ = [
     "POOLED_METADATA_KEY",
@@ -174,7 +174,7 @@ class Extractor:
     Parameters
     ----------
     model : str or os.PathLike, optional
-        ONNX model file. None: :func:`anomclust_lite.model_store.resolve_model`
+        ONNX model file. None: :func:`anomclust_lite.features.models.resolve_model`
         (``$ANOMCLUST_MODEL``, then the user cache, then a build or download
         of WideResNet-50-2).
     output : str, optional
@@ -195,12 +195,12 @@ class Extractor:
         onnxruntime ``intra_op_num_threads``; None keeps onnxruntime's default
         (one thread per physical core).
     cache_dir : str or os.PathLike, optional
-        Feature cache folder (:class:`~anomclust_lite.feature_cache.FeatureCache`);
+        Feature cache folder (:class:`~anomclust_lite.features.cache.FeatureCache`);
         None disables caching.
     decode_workers : int, optional
         Threads decoding images; default ``min(4, os.cpu_count())``.
     max_pixels : int, default DEFAULT_MAX_PIXELS
-        Larger images are refused (see :mod:`anomclust_lite.images`).
+        Larger images are refused (see :mod:`anomclust_lite.features.images`).
     allow_download : bool, default True
         Only with ``model=None``: allow downloading the WideResNet-50-2
         checkpoint.
@@ -509,7 +509,7 @@ class Extractor:
         Parameters
         ----------
         batch : numpy.ndarray, shape (N, 3, H, W)
-            Images as returned by :func:`~anomclust_lite.images.preprocess`,
+            Images as returned by :func:`~anomclust_lite.features.images.preprocess`,
             with ``(H, W) == self.input_size``.
 
         Returns
@@ -724,7 +724,7 @@ def _check_paths(paths: object) -> List[Path]:
     if isinstance(paths, (str, bytes, os.PathLike)):
         raise ValueError(
             f"paths must be a list of image paths, not a single path ({paths!r}); wrap it in a list "
-            "or use anomclust_lite.images.find_images(folder).paths"
+            "or use anomclust_lite.features.images.find_images(folder).paths"
         )
     try:
         items: Sequence[object] = list(paths)  # type: ignore[call-overload]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import check_finite_array
+from .validation import check_finite_array
 
 __all__ = ["normalize_patches"]
 

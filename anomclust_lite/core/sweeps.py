@@ -22,8 +22,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ._kernel import block_reductions, sims_to_dists
-from ._validation import check_bags, check_choice, check_int, check_memory_mb, check_n_threads, check_positive_float
+from .kernel import block_reductions, sims_to_dists
+from .validation import check_bags, check_choice, check_int, check_memory_mb, check_n_threads, check_positive_float
 from .defaults import DEFAULT_AGGREGATE, DEFAULT_MEMORY_MB, DEFAULT_TOPK_FRACTION
 from .hausdorff import HAUSDORFF_INNER, HAUSDORFF_OUTER
 from .scores import AGGREGATES, _check_q, topk_count

@@ -23,8 +23,8 @@ from typing import Optional
 
 import numpy as np
 
-from ._kernel import block_reductions, sims_to_dists
-from ._validation import check_bags, check_choice, check_memory_mb, check_n_threads
+from .kernel import block_reductions, sims_to_dists
+from .validation import check_bags, check_choice, check_memory_mb, check_n_threads
 from .defaults import DEFAULT_MEMORY_MB
 
 __all__ = ["HAUSDORFF_INNER", "HAUSDORFF_OUTER", "hausdorff_distances"]

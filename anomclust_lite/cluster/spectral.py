@@ -1,6 +1,6 @@
 """Spectral clustering (Ng–Jordan–Weiss) on a Gaussian affinity built from distances.
 
-Private module: :func:`anomclust_lite.clustering.cluster` validates its inputs and
+Private module: :func:`anomclust_lite.cluster.dispatch.cluster` validates its inputs and
 calls :func:`spectral_clustering`; the helpers here trust theirs.
 
 Affinity ``A_ij = exp(−d_ij² / (2σ²))`` with ``σ`` the median of the non-zero pairwise
@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import eigh
 
-from ._kmeans import kmeans
+from .kmeans import kmeans
 
 __all__ = ["gaussian_affinity", "spectral_embedding", "spectral_clustering"]
 

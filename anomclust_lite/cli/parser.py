@@ -1,6 +1,6 @@
 """Command-line options of ``anomclust-lite``: the two argument parsers and their value types.
 
-Kept apart from :mod:`anomclust_lite.cli`, which runs the commands, so that
+Kept apart from :mod:`anomclust_lite.cli.main`, which runs the commands, so that
 the option set (names, defaults, help texts) can be read in one place.
 """
 
@@ -11,10 +11,10 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .auto_k import DEFAULT_K_MAX
-from .clusterer import BAG_DTYPES, DEFAULT_REFERENCE_SIZE, DISTANCES, WEIGHT_MODES
-from .clustering import METHODS
-from .defaults import (
+from ..cluster.auto_k import DEFAULT_K_MAX
+from ..estimator.clusterer import BAG_DTYPES, DEFAULT_REFERENCE_SIZE, DISTANCES, WEIGHT_MODES
+from ..cluster.dispatch import METHODS
+from ..core.defaults import (
     DEFAULT_AGGREGATE,
     DEFAULT_MEMORY_MB,
     DEFAULT_METHOD,
@@ -22,9 +22,9 @@ from .defaults import (
     DEFAULT_TAU_UNSUPERVISED,
     DEFAULT_TOPK_FRACTION,
 )
-from .images import DEFAULT_MAX_PIXELS
+from ..features.images import DEFAULT_MAX_PIXELS
 from .outputs import PROG
-from .scores import AGGREGATES
+from ..core.scores import AGGREGATES
 
 __all__ = ["DEFAULT_EXCLUDE_NOTE", "build_parser", "build_assign_parser"]
 
@@ -217,7 +217,7 @@ def _add_common_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``anomclust-lite FOLDER [options]``."""
-    from . import __version__
+    from .. import __version__
 
     p = argparse.ArgumentParser(
         prog=PROG,

@@ -5,7 +5,7 @@ Fitting follows the paper (Sohn et al., WACV 2023): per-patch anomaly scores
 normal images) -> per-patch weights (softmax with temperature ``tau``, top-k
 or uniform) -> weighted-average (WA) embeddings -> distances (Euclidean
 between WA embeddings, or a Hausdorff-family bag distance) -> clustering into
-K groups (K given, or chosen by the L-method, see :mod:`anomclust_lite.auto_k`).
+K groups (K given, or chosen by the L-method, see :mod:`anomclust_lite.cluster.auto_k`).
 
 Cluster ids are canonical: cluster 0 is the largest, ties broken by the
 smallest image index.
@@ -61,12 +61,12 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from ._atomic import atomic_save_npz
-from ._kernel import limit_blas
-from ._validation import check_bags, check_choice, check_int, check_memory_mb, check_n_threads, check_positive_float
-from .auto_k import DEFAULT_K_MAX, KChoice, choose_k, cut_linkage
-from .clustering import HIERARCHICAL_METHODS, METHODS, ClusteringWarning, cluster, linkage_matrix
-from .defaults import (
+from ..files.atomic import atomic_save_npz
+from ..core.kernel import limit_blas
+from ..core.validation import check_bags, check_choice, check_int, check_memory_mb, check_n_threads, check_positive_float
+from ..cluster.auto_k import DEFAULT_K_MAX, KChoice, choose_k, cut_linkage
+from ..cluster.dispatch import HIERARCHICAL_METHODS, METHODS, ClusteringWarning, cluster, linkage_matrix
+from ..core.defaults import (
     DEFAULT_AGGREGATE,
     DEFAULT_MEMORY_MB,
     DEFAULT_METHOD,
@@ -74,11 +74,11 @@ from .defaults import (
     DEFAULT_TAU_UNSUPERVISED,
     DEFAULT_TOPK_FRACTION,
 )
-from .distances import wa_distances, weighted_average
-from .extractor import BAG_DTYPES
-from .hausdorff import hausdorff_distances
-from .scores import AGGREGATES, cross_patch_scores, normal_scores, patch_scores
-from .weights import soft_weights, topk_weights, uniform_weights
+from ..core.distances import wa_distances, weighted_average
+from ..features.extractor import BAG_DTYPES
+from ..core.hausdorff import hausdorff_distances
+from ..core.scores import AGGREGATES, cross_patch_scores, normal_scores, patch_scores
+from ..core.weights import soft_weights, topk_weights, uniform_weights
 
 __all__ = [
     "WEIGHT_MODES",
@@ -161,7 +161,7 @@ class AnomalyClusterer:
     ----------
     k : int, optional
         Number of clusters; ``None`` chooses it by the L-method
-        (:func:`anomclust_lite.auto_k.choose_k`, candidates ``3..k_max``).
+        (:func:`anomclust_lite.cluster.auto_k.choose_k`, candidates ``3..k_max``).
     weights : {"unsupervised", "semi", "uniform", "topk"}, default "unsupervised"
         ``"unsupervised"``: softmax of each image's patch scores against the
         other images (Eq. 5), so the patches unlike those of any other image
@@ -176,7 +176,7 @@ class AnomalyClusterer:
         lie in [0, 2]): a patch whose score is ``tau`` higher gets ``e`` times
         the weight. Small: all weight on the top patches; large: average
         pooling. Default: ``DEFAULT_TAU_UNSUPERVISED`` or ``DEFAULT_TAU_SEMI``
-        from :mod:`anomclust_lite.defaults` (``None`` with ``"topk"``: uniform
+        from :mod:`anomclust_lite.core.defaults` (``None`` with ``"topk"``: uniform
         over the top patches).
     aggregate : {"mean", "max", "min", "topk_mean"}, default "mean"
         How a patch's distances to the other images become its unsupervised score.
@@ -192,7 +192,7 @@ class AnomalyClusterer:
         How the two directed Hausdorff distances are combined.
     method : str, default "ward"
         ``ward``, ``complete``, ``average``, ``single``, ``kmeans``, ``gmm``,
-        ``spectral`` or ``kmedoids`` (see :func:`anomclust_lite.clustering.cluster`).
+        ``spectral`` or ``kmedoids`` (see :func:`anomclust_lite.cluster.dispatch.cluster`).
     k_max : int, default 15
         Largest K tried when choosing K automatically.
     memory_mb : float, default 512
@@ -613,7 +613,7 @@ class AnomalyClusterer:
             stores the feature-extractor settings there); loaded back as
             ``metadata_``. Defaults to the current ``metadata_``.
         """
-        from . import __version__
+        from .. import __version__
 
         self._check_fitted()
         meta = dict(self.metadata_ if metadata is None else metadata)
@@ -668,7 +668,7 @@ class AnomalyClusterer:
 
     @classmethod
     def _from_arrays(cls, arrays: Dict[str, np.ndarray]) -> "AnomalyClusterer":
-        from . import __version__
+        from .. import __version__
 
         required = ("header", "centers", "labels", "fitted_distances", "fitted_hashes", "reference")
         missing = [key for key in required if key not in arrays]

@@ -35,11 +35,11 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.linalg import eigh
 from scipy.spatial.distance import cdist, squareform
 
-from ._gmm import gaussian_mixture
-from ._kmeans import kmeans
-from ._kmedoids import pam
-from ._spectral import spectral_clustering
-from ._validation import check_choice, check_finite_array, check_int
+from .gmm import gaussian_mixture
+from .kmeans import kmeans
+from .kmedoids import pam
+from .spectral import spectral_clustering
+from ..core.validation import check_choice, check_finite_array, check_int
 
 __all__ = [
     "HIERARCHICAL_METHODS",

@@ -64,7 +64,7 @@ from typing import Callable, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
-from ._validation import check_finite_array, check_int
+from ..core.validation import check_finite_array, check_int
 
 __all__ = [
     "DEFAULT_K_MAX",

@@ -15,9 +15,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ._atomic import atomic_open, atomic_write_text
-from .clusterer import AnomalyClusterer
-from .images import DEFAULT_MAX_PIXELS, ImageLoadError, display_path
+from ..files.atomic import atomic_open, atomic_write_text
+from ..estimator.clusterer import AnomalyClusterer
+from ..features.images import DEFAULT_MAX_PIXELS, ImageLoadError, display_path
 
 __all__ = ["PROG", "EXPORT_MARKER", "THUMBNAIL_SIZE", "write_csv", "write_json", "thumbnail", "export_clusters", "write_report"]
 
@@ -44,9 +44,9 @@ def thumbnail(path: Path, weights: Optional[np.ndarray], grid: Tuple[int, int], 
                crop: Optional[int], max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
     from PIL import Image
 
-    from .heatmap import model_view, overlay_weights
-    from .images import load_image
-    from .report import image_data_uri
+    from ..report.heatmap import model_view, overlay_weights
+    from ..features.images import load_image
+    from ..report.html import image_data_uri
 
     try:
         view = model_view(load_image(path, max_pixels=max_pixels), resize=resize, crop=crop)
@@ -115,7 +115,7 @@ def write_report(
     metrics: Optional[Dict[str, float]],
     title: str,
 ) -> None:
-    from .report import ReportImage, cluster_size_chart, dendrogram_image, render_report
+    from ..report.html import ReportImage, cluster_size_chart, dendrogram_image, render_report
 
     grid = tuple(int(v) for v in extractor.grid)
     show_weights = model.weights != "uniform"

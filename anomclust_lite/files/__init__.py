@@ -1,0 +1,1 @@
+"""anomclust_lite.files."""
