@@ -8,7 +8,8 @@ ONNX Runtime for feature extraction. Importing the package does no work.
 from __future__ import annotations
 
 from .cluster.auto_k import KChoice, choose_k, l_method, merge_costs, silhouette_score, within_cluster_dispersion
-from .estimator.clusterer import AnomalyClusterer, Assignment
+from .estimator.assign import Assignment
+from .estimator.clusterer import AnomalyClusterer
 from .cluster.dispatch import (
     HIERARCHICAL_METHODS,
     METHODS,

@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 
 from anomclust_lite import cross_patch_scores, normalize_patches, patch_scores, soft_weights, weighted_average
-from anomclust_lite.estimator.clusterer import DISTANCES, MODEL_FORMAT_VERSION, AnomalyClusterer, Assignment
+from anomclust_lite.estimator.assign import Assignment
+from anomclust_lite.estimator.clusterer import AnomalyClusterer
+from anomclust_lite.estimator.model_io import MODEL_FORMAT_VERSION
+from anomclust_lite.estimator.params import DISTANCES
 from anomclust_lite.cluster.dispatch import METHODS
 from anomclust_lite.core.defaults import DEFAULT_TAU_SEMI, DEFAULT_TAU_UNSUPERVISED
 from anomclust_lite.metrics import nmi
@@ -370,9 +373,10 @@ def test_save_needs_a_fitted_model_and_json_metadata(tmp_path: Path, data) -> No
         ({"new_type_threshold": 0}, "new_type_threshold"),
     ],
 )
-def test_bad_parameters(kwargs: dict, match: str) -> None:
+def test_bad_parameters(kwargs: dict, match: str, data) -> None:
+    bags, _ = data
     with pytest.raises(ValueError, match=match):
-        AnomalyClusterer(**kwargs)
+        AnomalyClusterer(**kwargs).fit(bags)  # __init__ stores, fit validates (scikit-learn's convention)
 
 
 def test_bad_fit_input(data) -> None:
@@ -407,7 +411,7 @@ def test_n_threads_caps_the_blas_and_does_not_change_results(monkeypatch) -> Non
 
     from conftest import blas_threads
 
-    import anomclust_lite.estimator.clusterer as clusterer_module
+    import anomclust_lite.estimator.fitting as clusterer_module
 
     if not blas_threads():
         pytest.skip("no BLAS library visible to threadpoolctl")
@@ -435,6 +439,51 @@ def test_n_threads_caps_the_blas_and_does_not_change_results(monkeypatch) -> Non
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
-def test_n_threads_is_validated(bad) -> None:
+def test_n_threads_is_validated(bad, data) -> None:
+    bags, _ = data
     with pytest.raises(ValueError, match="n_threads"):
-        AnomalyClusterer(3, n_threads=bad)
+        AnomalyClusterer(3, n_threads=bad).fit(bags)
+
+
+# ---------------------------------------------------------------- scikit-learn conventions
+
+
+def test_init_stores_parameters_as_given_and_fit_validates(data) -> None:
+    bags, _ = data
+    model = AnomalyClusterer(0, weights="soft", memory_mb=-1)  # nothing checked yet
+    assert (model.k, model.weights, model.memory_mb) == (0, "soft", -1)
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        model.fit(bags)
+    with pytest.raises(ValueError, match="weights"):
+        model.set_params(k=3).validate_params()
+
+
+def test_get_params_and_set_params_follow_the_signature(data) -> None:
+    import inspect
+
+    bags, _ = data
+    names = [n for n in inspect.signature(AnomalyClusterer.__init__).parameters if n != "self"]
+    model = AnomalyClusterer(3, tau=0.05, n_threads=2)
+    params = model.get_params()
+    assert list(params) == [n for n in names if n != "n_threads"]  # n_threads: a machine setting, never saved
+    assert params["k"] == 3 and params["tau"] == 0.05
+    assert AnomalyClusterer(**params).get_params() == params
+    assert model.set_params(k=2, n_threads=1) is model and (model.k, model.n_threads) == (2, 1)
+    with pytest.raises(ValueError, match="'kk' is not a parameter of AnomalyClusterer"):
+        model.set_params(kk=2)
+    model.fit(bags)
+    model.set_params(memory_mb=0)  # stored as given; the next use validates it
+    with pytest.raises(ValueError, match="memory_mb"):
+        model.assign(bags)
+
+
+def test_repr_shows_the_parameters_that_differ_from_their_defaults() -> None:
+    assert repr(AnomalyClusterer()) == "AnomalyClusterer()"
+    assert repr(AnomalyClusterer(3, tau=0.1, method="average")) == "AnomalyClusterer(k=3, tau=0.1, method='average')"
+    assert repr(AnomalyClusterer(n_threads=2)) == "AnomalyClusterer(n_threads=2)"
+
+
+def test_fit_predict_is_fit_then_labels(data) -> None:
+    bags, _ = data
+    labels = AnomalyClusterer(3, seed=1).fit_predict(bags)
+    np.testing.assert_array_equal(labels, AnomalyClusterer(3, seed=1).fit(bags).labels_)

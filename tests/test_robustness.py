@@ -784,7 +784,7 @@ def test_bag_dtype_option_library(tmp_path: Path) -> None:
     assert loaded.bag_dtype == "float16"
     np.testing.assert_array_equal(loaded.assign(bags).labels, m32.labels_)
     with pytest.raises(ValueError, match="bag_dtype"):
-        AnomalyClusterer(3, bag_dtype="float64")
+        AnomalyClusterer(3, bag_dtype="float64").fit(bags)
 
 
 def test_bag_dtype_option_extractor_and_cli(capsys, folder: Path, model_path: Path, tmp_path: Path) -> None:

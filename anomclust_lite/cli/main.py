@@ -308,6 +308,7 @@ def run_clustering(
         reference_size=args.reference_size,
         bag_dtype=args.bag_dtype,
     )
+    clusterer.validate_params()  # a bad combination fails now, before any feature is extracted
 
     if args.model is not None and not Path(args.model).expanduser().is_file():
         raise FileNotFoundError(f"model {display_path(args.model)} does not exist; pass an existing .onnx file to --model")
@@ -496,8 +497,9 @@ def run_assign(
         raise ValueError(f"{display_path(args.cluster_model)} does not record its feature extractor; "
                          "it was not written by the command-line tool")
     if args.memory_mb is not None:
-        model.memory_mb = args.memory_mb
-    model.n_threads = args.threads
+        model.set_params(memory_mb=args.memory_mb)
+    model.set_params(n_threads=args.threads)
+    model.validate_params()
     folder = _check_folder(args.folder, "image folder")
     images = collect_images(folder, excludes=args.exclude, default_excludes=not args.no_default_exclude)
     if not images.paths:

@@ -12,9 +12,10 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..cluster.auto_k import DEFAULT_K_MAX
-from ..estimator.clusterer import BAG_DTYPES, DEFAULT_REFERENCE_SIZE, DISTANCES, WEIGHT_MODES
+from ..estimator.params import DEFAULT_REFERENCE_SIZE, DISTANCES, WEIGHT_MODES
 from ..cluster.dispatch import METHODS
 from ..core.defaults import (
+    BAG_DTYPES,
     DEFAULT_AGGREGATE,
     DEFAULT_MEMORY_MB,
     DEFAULT_METHOD,

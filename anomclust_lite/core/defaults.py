@@ -14,6 +14,7 @@ __all__ = [
     "DEFAULT_TOPK_FRACTION",
     "DEFAULT_MEMORY_MB",
     "DEFAULT_METHOD",
+    "BAG_DTYPES",
 ]
 
 #: Softmax temperature for unsupervised weights (Eq. 5), in patch-distance units.
@@ -38,3 +39,5 @@ DEFAULT_TOPK_FRACTION = 0.1
 DEFAULT_MEMORY_MB = 512.0
 #: Clustering method.
 DEFAULT_METHOD = "ward"
+#: Storage types bags may be held in (the kernels compute in float32 either way).
+BAG_DTYPES = ("float32", "float16")

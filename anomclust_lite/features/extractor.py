@@ -28,6 +28,7 @@ from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Sequenc
 
 import numpy as np
 
+from ..core.defaults import BAG_DTYPES
 from ..core.validation import check_choice, check_int
 from .cache import CACHE_FORMAT_VERSION, FeatureCache, file_sha256
 from .images import (
@@ -47,7 +48,6 @@ from ..core.normalize import normalize_patches
 
 __all__ = [
     "POOLED_METADATA_KEY",
-    "BAG_DTYPES",
     "Extractor",
     "ExtractionResult",
     "avg_pool3x3",
@@ -60,9 +60,6 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 #: ONNX metadata key; value ``"1"`` means the graph already applies the 3x3 pooling.
 POOLED_METADATA_KEY = "anomclust_lite.pooled"
-
-#: Storage types :meth:`Extractor.extract_all` can return bags in.
-BAG_DTYPES = ("float32", "float16")
 
 _DEVICES = ("cpu", "cuda")
 _ON_ERROR = ("raise", "skip")

@@ -1,0 +1,180 @@
+"""model.npz: a fitted model as plain arrays and a JSON header (no pickle), written atomically.
+
+Arrays: ``header`` (UTF-8 JSON as uint8), ``centers`` (K, D) float64,
+``labels`` (N,) int64, ``fitted_distances`` (N,) float64, ``fitted_hashes``
+(N, 16) uint8 and ``reference`` (R, M, D) float16 (see
+:mod:`anomclust_lite.estimator.reference`). The header holds the format and
+its version, the package version, the estimator's parameters, K and how it
+was chosen, the new-type threshold, the reference kind, the patch count and
+the caller's metadata. Reading treats the file as hostile: every array's
+shape, type and range is checked before anything is used.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Union
+
+import numpy as np
+
+from ..cluster.auto_k import KChoice
+from ..files.atomic import atomic_save_npz
+from .assign import FittedState
+from .reference import HASH_BYTES, REFERENCE_KINDS
+
+__all__ = ["MODEL_FORMAT", "MODEL_FORMAT_VERSION", "CORRUPT", "SavedModel", "write_model", "read_model"]
+
+#: ``format`` entry of a saved model's JSON header.
+MODEL_FORMAT = "anomclust_lite.AnomalyClusterer"
+#: Version of the saved-model layout; :func:`read_model` refuses others.
+MODEL_FORMAT_VERSION = 1
+#: Start of every message about a damaged or foreign model file.
+CORRUPT = "model.npz is corrupt or from an incompatible version"
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+_ARRAYS = ("header", "centers", "labels", "fitted_distances", "fitted_hashes", "reference")
+
+
+@dataclass(frozen=True)
+class SavedModel:
+    """The content of a model.npz (``params`` as stored: the reader validates them)."""
+
+    params: Dict[str, Any]
+    state: FittedState
+    k: int
+    choice: KChoice
+    n_patches: int
+    metadata: Dict[str, Any]
+
+
+def write_model(path: PathLike, model: SavedModel) -> None:
+    """Write ``model`` to ``path`` atomically.
+
+    Raises ``ValueError`` when the parameters or metadata are not
+    JSON-serialisable (finite numbers, str keys).
+    """
+    from .. import __version__
+
+    header = {
+        "format": MODEL_FORMAT,
+        "format_version": MODEL_FORMAT_VERSION,
+        "anomclust_lite_version": __version__,
+        "params": model.params,
+        "k": model.k,
+        "k_choice": model.choice.to_dict(),
+        "new_type_threshold": model.state.threshold,
+        "reference_kind": model.state.reference_kind,
+        "n_patches": model.n_patches,
+        "metadata": model.metadata,
+    }
+    try:
+        text = json.dumps(header, allow_nan=False, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"metadata must be JSON-serialisable (finite numbers, str keys): {exc}") from None
+    state = model.state
+    atomic_save_npz(
+        path,
+        header=np.frombuffer(text.encode("utf-8"), dtype=np.uint8),
+        centers=state.centers.astype(np.float64),
+        labels=state.labels.astype(np.int64),
+        fitted_distances=state.wa_distances.astype(np.float64),
+        fitted_hashes=state.hashes,
+        reference=state.reference,
+    )
+
+
+def read_model(path: PathLike) -> SavedModel:
+    """Read and check a model.npz written by :func:`write_model`.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ValueError
+        The file is not a model of this format version, or is damaged
+        ("model.npz is corrupt or from an incompatible version: ...").
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"model file {os.fspath(path)!r} does not exist; pass the model.npz written by a clustering run")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except Exception as exc:  # zipfile, zlib, the .npy parser, MemoryError: a damaged file raises any of them
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ValueError(f"{CORRUPT}: cannot read it as an .npz file ({type(exc).__name__}: {reason})") from None
+    return _from_arrays(arrays)
+
+
+def _read_header(arrays: Mapping[str, np.ndarray]) -> Dict[str, Any]:
+    from .. import __version__
+
+    missing = [key for key in _ARRAYS if key not in arrays]
+    if missing:
+        raise ValueError(f"{CORRUPT}: missing arrays {', '.join(missing)}")
+    try:
+        header = json.loads(arrays["header"].astype(np.uint8).tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{CORRUPT}: unreadable header ({exc})") from None
+    if not isinstance(header, dict) or header.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{CORRUPT}: not an AnomalyClusterer model")
+    if header.get("format_version") != MODEL_FORMAT_VERSION:
+        raise ValueError(
+            f"{CORRUPT}: format version {header.get('format_version')!r}, this anomclust_lite "
+            f"({__version__}) reads version {MODEL_FORMAT_VERSION}"
+        )
+    return header
+
+
+def _from_arrays(arrays: Mapping[str, np.ndarray]) -> SavedModel:
+    header = _read_header(arrays)
+    try:
+        params = dict(header["params"])
+        choice = KChoice.from_dict(header["k_choice"])
+        k = int(header["k"])
+        threshold = float(header["new_type_threshold"])
+        kind = str(header["reference_kind"])
+        m = int(header["n_patches"])
+        meta = dict(header["metadata"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{CORRUPT}: bad header ({exc})") from None
+    state = FittedState(
+        centers=arrays["centers"], labels=arrays["labels"], wa_distances=arrays["fitted_distances"],
+        hashes=arrays["fitted_hashes"], reference=arrays["reference"], reference_kind=kind, threshold=threshold,
+    )
+    problems = _array_problems(state, k) + _setting_problems(kind, threshold, m)
+    if problems:
+        raise ValueError(f"{CORRUPT}: " + "; ".join(problems))
+    return SavedModel(params, state, k, choice, m, meta)
+
+
+def _array_problems(state: FittedState, k: int) -> List[str]:
+    """What is wrong with the arrays of a model of ``k`` clusters (nothing: an empty list)."""
+    centers, labels, dists, hashes, reference = (
+        state.centers, state.labels, state.wa_distances, state.hashes, state.reference)
+    n = labels.shape[0] if labels.ndim == 1 else -1
+    problems = []
+    if centers.ndim != 2 or centers.shape[0] != k or centers.dtype != np.float64 or not np.isfinite(centers).all():
+        problems.append(f"centers has shape {centers.shape}, expected ({k}, D) finite float64")
+    if labels.ndim != 1 or labels.dtype != np.int64 or n < 2 or (n and (labels.min() < 0 or labels.max() >= k)):
+        problems.append("labels must be N >= 2 int64 cluster ids in 0..K-1")
+    if dists.shape != (n,) or dists.dtype != np.float64:
+        problems.append(f"fitted_distances has shape {dists.shape}, expected ({n},)")
+    if hashes.shape != (n, HASH_BYTES) or hashes.dtype != np.uint8:
+        problems.append(f"fitted_hashes has shape {hashes.shape}, expected ({n}, {HASH_BYTES})")
+    if (
+        reference.ndim != 3
+        or reference.dtype != np.float16
+        or (centers.ndim == 2 and reference.shape[2] != centers.shape[1])
+    ):
+        problems.append(f"reference has shape {reference.shape} / dtype {reference.dtype}, expected (R, M, D) float16")
+    return problems
+
+
+def _setting_problems(kind: str, threshold: float, m: int) -> List[str]:
+    if kind not in REFERENCE_KINDS or not (math.isfinite(threshold) and threshold >= 0) or m < 1:
+        return ["bad reference kind, threshold or patch count"]
+    return []

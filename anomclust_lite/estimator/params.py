@@ -1,0 +1,113 @@
+"""The parameters of :class:`~anomclust_lite.estimator.clusterer.AnomalyClusterer`: their choices and validation.
+
+The estimator's ``__init__`` stores what it is given; :func:`validate_params`
+checks it all at once (in ``fit``, ``assign`` and ``save``) and returns the
+typed values as a :class:`Params`, which the fitting and assigning code reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, Mapping, Optional
+
+from ..cluster.dispatch import METHODS
+from ..core.defaults import BAG_DTYPES, DEFAULT_TAU_SEMI, DEFAULT_TAU_UNSUPERVISED
+from ..core.scores import AGGREGATES
+from ..core.validation import check_choice, check_int, check_memory_mb, check_n_threads, check_positive_float
+
+__all__ = ["WEIGHT_MODES", "DISTANCES", "DEFAULT_REFERENCE_SIZE", "Params", "validate_params"]
+
+#: How patch weights are made (see :class:`~anomclust_lite.estimator.clusterer.AnomalyClusterer`).
+WEIGHT_MODES = ("unsupervised", "semi", "uniform", "topk")
+#: Image distances: Euclidean between WA embeddings, or a Hausdorff-family bag distance.
+DISTANCES = ("wa", "hausdorff-max-min", "hausdorff-mean-min", "hausdorff-min-min", "hausdorff-mean-mean")
+#: Images (or images' worth of normal patches) stored for assigning new images.
+DEFAULT_REFERENCE_SIZE = 64
+
+
+@dataclass(frozen=True)
+class Params:
+    """Validated estimator parameters (field names and meaning as in the estimator's ``__init__``)."""
+
+    k: Optional[int]
+    weights: str
+    tau: Optional[float]
+    aggregate: str
+    q: float
+    topk: Optional[int]
+    distance: str
+    hausdorff_outer: str
+    method: str
+    k_max: int
+    memory_mb: float
+    n_threads: Optional[int]
+    seed: int
+    reference_size: int
+    new_type_threshold: Optional[float]
+    bag_dtype: str
+
+    @property
+    def effective_tau(self) -> Optional[float]:
+        """The temperature used: ``tau``, or its default for the weight mode (``None`` for uniform top-k)."""
+        if self.tau is not None or self.weights == "topk":
+            return self.tau
+        if self.weights == "semi":
+            return float(DEFAULT_TAU_SEMI)
+        return float(DEFAULT_TAU_UNSUPERVISED)
+
+    @property
+    def hausdorff_inner(self) -> str:
+        """The inner reduction of a ``hausdorff-<inner>`` distance (``""`` for ``"wa"``)."""
+        return self.distance[len("hausdorff-"):] if self.distance != "wa" else ""
+
+    def topk_for(self, m: int) -> int:
+        """Patches kept by ``weights="topk"`` for bags of ``m`` patches (default a tenth)."""
+        k = self.topk if self.topk is not None else max(1, m // 10)
+        if k > m:
+            raise ValueError(f"topk={k} exceeds the {m} patches per image; choose topk <= {m}")
+        return k
+
+    def saved(self) -> Dict[str, Any]:
+        """The model's parameters as JSON-ready values (``n_threads``, a machine setting, left out)."""
+        values = asdict(self)
+        del values["n_threads"]
+        return values
+
+
+def _optional(check: Any, value: Any, name: str, **kwargs: Any) -> Any:
+    return None if value is None else check(value, name, **kwargs)
+
+
+def validate_params(values: Mapping[str, Any]) -> Params:
+    """Check every estimator parameter, in signature order; raise ``ValueError`` naming the first bad one.
+
+    ``values`` maps every ``__init__`` parameter name to its stored value.
+    """
+    v = dict(values)
+    k = _optional(check_int, v["k"], "k", low=1)
+    weights = check_choice(v["weights"], "weights", WEIGHT_MODES)
+    tau = _optional(check_positive_float, v["tau"], "tau")
+    aggregate = check_choice(v["aggregate"], "aggregate", AGGREGATES)
+    q = check_positive_float(v["q"], "q")
+    if q > 1:
+        raise ValueError(f"q must be in (0, 1]; got {v['q']!r}")
+    topk = _optional(check_int, v["topk"], "topk", low=1)
+    distance = check_choice(v["distance"], "distance", DISTANCES)
+    hausdorff_outer = check_choice(v["hausdorff_outer"], "hausdorff_outer", ("max", "mean"))
+    method = check_choice(v["method"], "method", METHODS)
+    if method in ("kmeans", "gmm") and distance != "wa":
+        raise ValueError(
+            f"method={v['method']!r} needs coordinates, which only distance='wa' gives; "
+            "use a hierarchical method, 'spectral' or 'kmedoids' with Hausdorff distances"
+        )
+    return Params(
+        k=k, weights=weights, tau=tau, aggregate=aggregate, q=q, topk=topk, distance=distance,
+        hausdorff_outer=hausdorff_outer, method=method,
+        k_max=check_int(v["k_max"], "k_max", low=2),
+        memory_mb=check_memory_mb(v["memory_mb"]),
+        n_threads=check_n_threads(v["n_threads"]),
+        seed=check_int(v["seed"], "seed", low=0),
+        reference_size=check_int(v["reference_size"], "reference_size", low=1),
+        new_type_threshold=_optional(check_positive_float, v["new_type_threshold"], "new_type_threshold"),
+        bag_dtype=check_choice(v["bag_dtype"], "bag_dtype", BAG_DTYPES),
+    )
