@@ -68,9 +68,9 @@ from .backbones.wrn50 import (
     download_checkpoint,
     export_wrn50_onnx,
     random_wrn50_state_dict,
-    user_cache_dir,
     verify_checkpoint,
 )
+from .files.user_cache import user_cache_dir
 
 __version__ = "0.1.0"
 

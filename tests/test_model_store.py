@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import socket
-import sys
 import types
 from pathlib import Path
 from typing import Any, List
 
 import pytest
 
+from anomclust_lite.features import models
 from anomclust_lite.features.models import (
     CHECKPOINT_FILE_NAME,
     MODEL_ENV,
@@ -42,9 +42,6 @@ class FakeWrn50(types.ModuleType):
         self.download_fails = download_fails
         self.export_fails = export_fails
 
-    def user_cache_dir(self) -> Path:
-        return self.cache
-
     def download_checkpoint(self, dest: Path, *, progress: Any = None) -> Path:
         self.calls.append("download")
         if self.download_fails:
@@ -65,7 +62,8 @@ class FakeWrn50(types.ModuleType):
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeWrn50:
     module = FakeWrn50(tmp_path / "cache")
-    monkeypatch.setitem(sys.modules, "anomclust_lite.backbones.wrn50", module)
+    monkeypatch.setattr(models, "wrn50", module)
+    monkeypatch.setenv("ANOMCLUST_CACHE", str(module.cache))  # the user cache folder
     return module
 
 

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from _torch_writer import save_legacy, save_zip
-from anomclust_lite.backbones import wrn50
+from anomclust_lite.backbones.wrn50 import reference
 from anomclust_lite.backbones.torch_checkpoint import UnsafeCheckpointError
 from anomclust_lite.backbones.wrn50 import (
+    WRN50_CHECKPOINT_FILENAME,
     WRN50_INPUT_NAME,
     WRN50_OUTPUT_NAME,
     ChecksumError,
@@ -25,11 +26,11 @@ from anomclust_lite.backbones.wrn50 import (
     download_checkpoint,
     export_wrn50_onnx,
     random_wrn50_state_dict,
-    user_cache_dir,
     verify_checkpoint,
     wrn50_layer2_numpy,
     wrn50_layer2_shapes,
 )
+from anomclust_lite.files.user_cache import user_cache_dir
 
 REPO = Path(__file__).resolve().parent.parent
 TOOL = REPO / "tools" / "export_wrn50.py"
@@ -157,7 +158,7 @@ def test_numpy_conv_matches_direct_loops(rng):
     x = rng.standard_normal((2, 3, 7, 6))
     w = rng.standard_normal((4, 3, 3, 3))
     for stride, pad in [(1, 1), (2, 1), (2, 0), (3, 2)]:
-        got = wrn50._conv2d(x, w, stride, pad)
+        got = reference._conv2d(x, w, stride, pad)
         xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
         ho, wo = (7 + 2 * pad - 3) // stride + 1, (6 + 2 * pad - 3) // stride + 1
         want = np.zeros((2, 4, ho, wo))
@@ -170,9 +171,9 @@ def test_numpy_conv_matches_direct_loops(rng):
 
 def test_numpy_pools_match_torch_semantics():
     x = np.arange(16, dtype=np.float64).reshape(1, 1, 4, 4) - 8
-    avg = wrn50._pool(x, 3, 1, 1, "avg")
+    avg = reference._pool(x, 3, 1, 1, "avg")
     assert avg[0, 0, 0, 0] == (x[0, 0, :2, :2].sum()) / 9  # count_include_pad: corner divides by 9
-    mx = wrn50._pool(x, 3, 2, 1, "max")
+    mx = reference._pool(x, 3, 2, 1, "max")
     np.testing.assert_array_equal(mx[0, 0], [[-3, -1], [5, 7]])  # padding never wins (all-negative corner)
 
 
@@ -366,7 +367,7 @@ def test_cli_success_and_cache_copy(checkpoints, tmp_path, capsys):
 def test_cli_uses_cached_checkpoint_when_none_given(checkpoints, tmp_path, capsys):
     cache = tmp_path / "cache"
     cache.mkdir()
-    (cache / wrn50.WRN50_CHECKPOINT_FILENAME).write_bytes(checkpoints["legacy"].read_bytes())
+    (cache / WRN50_CHECKPOINT_FILENAME).write_bytes(checkpoints["legacy"].read_bytes())
     tool = load_tool()
     assert tool.main(["--out", str(tmp_path / "m.onnx"), "--allow-unverified", "--no-cache"]) == 0
     assert "using cached checkpoint" in capsys.readouterr().err

@@ -64,13 +64,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         return int(exc.code) if isinstance(exc.code, int) else 2
 
     from anomclust_lite.backbones import wrn50
+    from anomclust_lite.files.user_cache import user_cache_dir
 
     progress = _Progress()
     try:
         if args.checkpoint is not None:
             checkpoint = Path(args.checkpoint)
         else:
-            checkpoint = wrn50.user_cache_dir() / wrn50.WRN50_CHECKPOINT_FILENAME
+            checkpoint = user_cache_dir() / wrn50.WRN50_CHECKPOINT_FILENAME
             if checkpoint.is_file():
                 print(f"using cached checkpoint {checkpoint}", file=sys.stderr)
             else:

@@ -19,13 +19,13 @@ is an error, never skipped. When nothing is found a single
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 from pathlib import Path
-from types import ModuleType
 from typing import Callable, Optional, Union
 
+from ..backbones import wrn50
+from ..files.user_cache import user_cache_dir
 from .images import display_path
 
 __all__ = [
@@ -47,9 +47,9 @@ MODEL_ENV = "ANOMCLUST_MODEL"
 #: Environment variable that disables every download when set to anything but ``""``/``"0"``.
 OFFLINE_ENV = "ANOMCLUST_OFFLINE"
 #: File name of the built WideResNet-50-2 layer-2 model in the user cache folder.
-MODEL_FILE_NAME = "wrn50_layer2.onnx"
+MODEL_FILE_NAME = wrn50.WRN50_ONNX_FILENAME
 #: File name of the torchvision ImageNet checkpoint of WideResNet-50-2.
-CHECKPOINT_FILE_NAME = "wide_resnet50_2-95faca4d.pth"
+CHECKPOINT_FILE_NAME = wrn50.WRN50_CHECKPOINT_FILENAME
 
 _HOW_TO = (
     "Provide a model in one of these ways: pass --model PATH (Extractor(model=PATH)); "
@@ -74,10 +74,6 @@ def downloads_disabled() -> bool:
     return os.environ.get(OFFLINE_ENV, "").strip() not in ("", "0")
 
 
-def _wrn50() -> ModuleType:
-    return importlib.import_module("anomclust_lite.backbones.wrn50")
-
-
 def resolve_model(
     model: "Optional[PathLike]" = None,
     *,
@@ -97,7 +93,7 @@ def resolve_model(
     progress : callable, optional
         Passed to the checkpoint download as ``progress(bytes_done, bytes_total)``.
     cache_dir : str or os.PathLike, optional
-        User cache folder; default ``anomclust_lite.backbones.wrn50.user_cache_dir()``.
+        User cache folder; default ``anomclust_lite.files.user_cache.user_cache_dir()``.
 
     Returns
     -------
@@ -126,34 +122,25 @@ def resolve_model(
     if env_value:
         return _existing_model(Path(env_value), f"${MODEL_ENV}")
 
-    cache = Path(cache_dir) if cache_dir is not None else _wrn50().user_cache_dir()
+    cache = Path(cache_dir) if cache_dir is not None else user_cache_dir()
+    return _default_model(cache, allow_download, progress)
+
+
+def _default_model(
+    cache: Path, allow_download: bool, progress: "Optional[Callable[[int, Optional[int]], None]]"
+) -> Path:
+    """The default backbone (steps 3-5): WideResNet-50-2 layer 2 from, or built into, the user cache."""
     target = cache / MODEL_FILE_NAME
     how_to = _HOW_TO.format(out=display_path(target))
     if target.is_file():
         logger.info("using the cached model %s", display_path(target))
         return target
-
     checkpoint = cache / CHECKPOINT_FILE_NAME
     if not checkpoint.is_file():
-        if not allow_download or downloads_disabled():
-            why = "downloads are disabled" + (f" (${OFFLINE_ENV} is set)" if downloads_disabled() else "")
-            raise ModelNotFoundError(
-                f"no ONNX model found: no --model given, ${MODEL_ENV} is not set, {display_path(target)} "
-                f"does not exist and {why}. {how_to}"
-            )
-        logger.info("downloading the WideResNet-50-2 checkpoint to %s", display_path(checkpoint))
-        try:
-            cache.mkdir(parents=True, exist_ok=True)
-            checkpoint = Path(_wrn50().download_checkpoint(checkpoint, progress=progress))
-        except Exception as exc:  # network, disk or verification errors: one message
-            raise ModelNotFoundError(
-                f"no ONNX model found and downloading the WideResNet-50-2 checkpoint to "
-                f"{display_path(checkpoint)} failed ({type(exc).__name__}: {exc}). {how_to}"
-            ) from exc
-
+        checkpoint = _download_checkpoint(checkpoint, target, allow_download, progress, how_to)
     logger.info("building %s from %s", display_path(target), display_path(checkpoint))
     try:
-        built = Path(_wrn50().export_wrn50_onnx(checkpoint, target))
+        built = Path(wrn50.export_wrn50_onnx(checkpoint, target))
     except Exception as exc:  # missing `onnx`, bad checkpoint, disk errors: one message
         raise ModelNotFoundError(
             f"found the checkpoint {display_path(checkpoint)} but building {display_path(target)} from it "
@@ -162,6 +149,31 @@ def resolve_model(
     if not built.is_file():
         raise ModelNotFoundError(f"building {display_path(built)} reported success but the file is missing. {how_to}")
     return built
+
+
+def _download_checkpoint(
+    checkpoint: Path,
+    target: Path,
+    allow_download: bool,
+    progress: "Optional[Callable[[int, Optional[int]], None]]",
+    how_to: str,
+) -> Path:
+    """Download the WideResNet-50-2 checkpoint, or say why not and how to provide a model."""
+    if not allow_download or downloads_disabled():
+        why = "downloads are disabled" + (f" (${OFFLINE_ENV} is set)" if downloads_disabled() else "")
+        raise ModelNotFoundError(
+            f"no ONNX model found: no --model given, ${MODEL_ENV} is not set, {display_path(target)} "
+            f"does not exist and {why}. {how_to}"
+        )
+    logger.info("downloading the WideResNet-50-2 checkpoint to %s", display_path(checkpoint))
+    try:
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        return Path(wrn50.download_checkpoint(checkpoint, progress=progress))
+    except Exception as exc:  # network, disk or verification errors: one message
+        raise ModelNotFoundError(
+            f"no ONNX model found and downloading the WideResNet-50-2 checkpoint to "
+            f"{display_path(checkpoint)} failed ({type(exc).__name__}: {exc}). {how_to}"
+        ) from exc
 
 
 def _existing_model(path: Path, source: str) -> Path:
