@@ -21,21 +21,14 @@ from .cluster.dispatch import (
 from .datasets import EvalSet, mtd, mvtec_category
 from .core.distances import wa_distances, weighted_average
 from . import metrics
-from .features.extractor import ExtractionResult, Extractor, avg_pool3x3
+from .features.extractor import Extractor
+from .features.pipeline import ExtractionResult
+from .features.postprocess import avg_pool3x3
 from .features.cache import FeatureCache
 from .core.hausdorff import HAUSDORFF_INNER, HAUSDORFF_OUTER, hausdorff_distances
-from .features.images import (
-    DEFAULT_MAX_PIXELS,
-    IMAGE_EXTENSIONS,
-    ImageListing,
-    ImageLoadError,
-    ImageProblem,
-    display_path,
-    find_images,
-    load_image,
-    preprocess,
-    resize_and_crop,
-)
+from .features.images import DEFAULT_MAX_PIXELS, ImageLoadError, ImageProblem, display_path, load_image
+from .features.listing import IMAGE_EXTENSIONS, ImageListing, find_images
+from .features.preprocess import preprocess, resize_and_crop
 from .metrics import (
     accuracy,
     ari,

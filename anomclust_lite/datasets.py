@@ -34,7 +34,9 @@ import numpy as np
 from PIL import Image
 
 from .core.validation import check_int
-from .features.images import display_path, is_image_file_name, resize_and_crop
+from .features.images import display_path
+from .features.listing import is_image_file_name
+from .features.preprocess import resize_and_crop
 
 __all__ = [
     "MVTEC_EXCLUDED_TYPES",
@@ -328,8 +330,8 @@ def load_mask(
     """Read a defect mask aligned with the model input.
 
     The mask is resized and centre-cropped by
-    :func:`anomclust_lite.features.images.resize_and_crop`, the geometry that
-    :func:`anomclust_lite.features.images.preprocess` applies to its image (shorter side
+    :func:`anomclust_lite.features.preprocess.resize_and_crop`, the geometry that
+    :func:`anomclust_lite.features.preprocess.preprocess` applies to its image (shorter side
     to ``resize``, then the centre ``crop x crop``; with ``crop=None`` both
     sides to ``resize``), with nearest-neighbour resampling, then thresholded
     at :data:`MASK_THRESHOLD`.

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from anomclust_lite.datasets import MTD_CLASSES, EvalSet, load_mask, mtd, mvtec_category
-from anomclust_lite.features.images import preprocess
+from anomclust_lite.features.preprocess import preprocess
 
 
 def _img(path: Path, size=(8, 8), mode="RGB", value=0) -> None:

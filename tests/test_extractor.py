@@ -17,14 +17,12 @@ from PIL import Image
 pytest.importorskip("onnxruntime")
 from _tiny_onnx import make_model, reference_bags  # noqa: E402
 
-from anomclust_lite.features.extractor import (  # noqa: E402
-    POOLED_METADATA_KEY,
-    ExtractionResult,
-    Extractor,
-    avg_pool3x3,
-    feature_map_to_patches,
-)
-from anomclust_lite.features.images import ImageLoadError, load_image, preprocess  # noqa: E402
+from anomclust_lite.features.extractor import Extractor  # noqa: E402
+from anomclust_lite.features.images import ImageLoadError, load_image  # noqa: E402
+from anomclust_lite.features.onnx_session import POOLED_METADATA_KEY  # noqa: E402
+from anomclust_lite.features.pipeline import ExtractionResult  # noqa: E402
+from anomclust_lite.features.postprocess import avg_pool3x3, feature_map_to_patches  # noqa: E402
+from anomclust_lite.features.preprocess import preprocess  # noqa: E402
 
 SMALL = dict(resize=32, crop=32)
 

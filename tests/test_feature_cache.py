@@ -114,8 +114,8 @@ class _CountingSession:
 def _extractor(model: Path, cache_dir: Path, **kw: Any) -> "tuple[Extractor, _CountingSession]":
     ext = Extractor(model, cache_dir=cache_dir, **{**SMALL, **kw})
     ext.grid  # resolve the grid before counting
-    counter = _CountingSession(ext._session)
-    ext._session = counter
+    counter = _CountingSession(ext.backbone.ort_session)
+    ext.backbone.ort_session = counter
     return ext, counter
 
 

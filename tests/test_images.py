@@ -14,17 +14,13 @@ from PIL import Image
 
 from anomclust_lite.features.images import (
     DEFAULT_MAX_PIXELS,
-    IMAGE_EXTENSIONS,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     ImageLoadError,
     display_path,
-    find_images,
-    is_image_file_name,
     load_image,
     load_image_bytes,
-    preprocess,
 )
+from anomclust_lite.features.listing import IMAGE_EXTENSIONS, find_images, is_image_file_name
+from anomclust_lite.features.preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess
 
 
 def _rgb(rng: np.random.Generator, w: int = 20, h: int = 12) -> Image.Image:

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from anomclust_lite.features.extractor import Extractor
-from anomclust_lite.features.images import find_images, load_image, preprocess
+from anomclust_lite.features.images import load_image
+from anomclust_lite.features.listing import find_images
+from anomclust_lite.features.preprocess import preprocess
 
 pytestmark = pytest.mark.realdata
 

@@ -12,7 +12,7 @@ from scipy.cluster.hierarchy import linkage
 
 from anomclust_lite.cluster.auto_k import cut_linkage
 from anomclust_lite.report.heatmap import colormap, model_view, overlay_weights
-from anomclust_lite.features.images import IMAGENET_MEAN, IMAGENET_STD, preprocess
+from anomclust_lite.features.preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess
 from anomclust_lite.report.html import (
     ReportImage,
     cluster_colour,

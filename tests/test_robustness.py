@@ -345,7 +345,7 @@ def test_broken_links_link_loops_and_unreadable_folders_are_skipped(capsys, fold
     os.symlink("..", folder / "good" / "up")                       # a folder loop
     (folder / "locked_dir").mkdir()
     shutil.copy(folder / "good" / "000.png", folder / "locked_dir" / "x.png")
-    import anomclust_lite.features.images as images_module
+    import anomclust_lite.features.listing as listing_module
 
     real_scandir = os.scandir
 
@@ -354,7 +354,7 @@ def test_broken_links_link_loops_and_unreadable_folders_are_skipped(capsys, fold
             raise PermissionError(errno.EACCES, "Permission denied", str(path))
         return real_scandir(path)
 
-    monkeypatch.setattr(images_module.os, "scandir", scandir)
+    monkeypatch.setattr(listing_module.os, "scandir", scandir)
     out = tmp_path / "o"
     rc, stdout, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--out", out)
     assert rc == 0, err

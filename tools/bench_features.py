@@ -33,8 +33,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from anomclust_lite.features.extractor import ExtractionResult, Extractor  # noqa: E402
-from anomclust_lite.features.images import display_path, find_images  # noqa: E402
+from anomclust_lite.features.extractor import Extractor  # noqa: E402
+from anomclust_lite.features.images import display_path  # noqa: E402
+from anomclust_lite.features.listing import find_images  # noqa: E402
+from anomclust_lite.features.pipeline import ExtractionResult  # noqa: E402
 
 SHARED_MODEL = Path("models") / "resnet18_l2l3_int8.onnx"
 BOTTLE = Path("data") / "mvtec" / "bottle"

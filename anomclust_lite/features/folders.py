@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from .images import ImageProblem, display_path, find_images
+from .images import ImageProblem, display_path
+from .listing import find_images
 
 __all__ = ["ImageSet", "relative_name", "collect_images", "folder_labels"]
 

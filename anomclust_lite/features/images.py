@@ -1,9 +1,11 @@
-"""Finding, decoding and preprocessing image files.
+"""Reading and decoding image files: the image policy, and the one function that opens them.
 
 Image policy (what :func:`load_image` does with each file):
 
-- **Formats**: anything Pillow decodes; :func:`find_images` lists the files
-  whose extension is in :data:`IMAGE_EXTENSIONS` (case-insensitive). Hidden
+- **Formats**: anything Pillow decodes;
+  :func:`~anomclust_lite.features.listing.find_images` lists the files whose
+  extension is in :data:`~anomclust_lite.features.listing.IMAGE_EXTENSIONS`
+  (case-insensitive). Hidden
   files and folders (names starting with ``.``) are skipped. Multi-frame files
   (TIFF, WebP) use their first frame.
 - **Decompression bombs**: an image with more than ``max_pixels`` pixels
@@ -12,7 +14,8 @@ Image policy (what :func:`load_image` does with each file):
   *before* its pixels are decoded. Pillow's ``DecompressionBombWarning`` and
   ``DecompressionBombError`` are refusals too, so a ``max_pixels`` above
   Pillow's ``PIL.Image.MAX_IMAGE_PIXELS`` needs that raised as well (the
-  command-line tool's ``--max-pixels`` does it). :func:`preprocess` refuses an
+  command-line tool's ``--max-pixels`` does it).
+  :func:`~anomclust_lite.features.preprocess.preprocess` refuses an
   image whose *resized* size would exceed ``max_pixels`` (a tiny file of
   extreme aspect ratio, e.g. 1 x 1,000,000, would otherwise be upsampled to
   billions of pixels).
@@ -41,26 +44,27 @@ Image policy (what :func:`load_image` does with each file):
   extension, an unreadable file (permission denied) or a refused image raise
   :class:`ImageLoadError` (a ``ValueError``) naming the file with a one-line
   reason.
-- **Small images**: :func:`preprocess` resizes the shorter side to ``resize``
+- **Small images**: :func:`~anomclust_lite.features.preprocess.preprocess` resizes the shorter side to ``resize``
   whatever the original size, so images smaller than the crop are upsampled.
 
 File names need not be valid UTF-8: paths stay :class:`pathlib.Path` objects
 (undecodable bytes are kept as surrogate escapes) and :func:`display_path`
 gives a printable form that never raises.
+
+Every image file is opened by :func:`read_image_file` (bytes) and decoded by
+:func:`load_image_bytes`; :func:`load_image` does both.
 """
 
 from __future__ import annotations
 
-import errno
 import io
 import logging
 import os
-import stat
 import threading
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 from PIL import Image
@@ -68,37 +72,23 @@ from PIL import Image
 from ..core.validation import check_int
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
     "DEFAULT_MAX_PIXELS",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "ImageLoadError",
     "ImageProblem",
-    "ImageListing",
     "display_path",
-    "resize_and_crop",
-    "is_image_file_name",
-    "find_images",
+    "os_error_reason",
+    "read_image_file",
     "load_image",
     "load_image_bytes",
-    "preprocess",
 ]
 
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-#: File extensions (lower case) that :func:`find_images` lists as images.
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
-
 #: Largest image (width x height) that :func:`load_image` decodes by default:
 #: Pillow's own ``Image.MAX_IMAGE_PIXELS`` default, 89,478,485 pixels.
 DEFAULT_MAX_PIXELS = 89_478_485
-
-#: ImageNet channel means (RGB) used by :func:`preprocess`.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-#: ImageNet channel standard deviations (RGB) used by :func:`preprocess`.
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _ORIENTATION_TAG = 0x0112
 _TRANSPOSE_FOR_ORIENTATION = {
@@ -147,27 +137,6 @@ class ImageProblem:
         return f"{display_path(self.path)}: {self.reason}"
 
 
-@dataclass
-class ImageListing:
-    """Result of :func:`find_images`.
-
-    Attributes
-    ----------
-    paths : list of pathlib.Path
-        Image files, in a deterministic order (sorted by path components).
-    skipped_files : int
-        Regular files that were not listed because their extension is not an
-        image extension or their name is hidden.
-    problems : list of ImageProblem
-        Broken symbolic links, symbolic-link loops, folders reached twice and
-        unreadable folders, in the order met.
-    """
-
-    paths: List[Path] = field(default_factory=list)
-    skipped_files: int = 0
-    problems: List[ImageProblem] = field(default_factory=list)
-
-
 def _one_line(text: str) -> str:
     return " ".join(str(text).split()) or "unknown error"
 
@@ -187,123 +156,14 @@ def display_path(path: "PathLike | bytes") -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
-def is_image_file_name(name: PathLike) -> bool:
-    """Whether ``name`` has one of :data:`IMAGE_EXTENSIONS` (case-insensitive).
+def os_error_reason(exc: OSError) -> str:
+    """A short reason for an ``OSError`` while reading a file or folder.
 
     Examples
     --------
-    >>> is_image_file_name("a/B.PNG"), is_image_file_name("notes.txt")
-    (True, False)
+    >>> os_error_reason(PermissionError(13, "Permission denied"))
+    'permission denied'
     """
-    return Path(name).suffix.lower() in IMAGE_EXTENSIONS
-
-
-def find_images(folder: PathLike, *, recursive: bool = True) -> ImageListing:
-    """List the image files in ``folder``.
-
-    Symbolic links are followed; every real folder is scanned once, so a link
-    loop or a second link to the same folder is reported in
-    ``problems`` instead of looping. Broken links and unreadable folders are
-    reported too; none of them raise.
-
-    Parameters
-    ----------
-    folder : str or os.PathLike
-        Folder to scan.
-    recursive : bool, default True
-        Also scan sub-folders.
-
-    Returns
-    -------
-    ImageListing
-        ``paths`` (sorted by path components), ``skipped_files`` and
-        ``problems``.
-
-    Raises
-    ------
-    FileNotFoundError
-        ``folder`` does not exist.
-    ValueError
-        ``folder`` is not a folder.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> from PIL import Image
-    >>> d = Path(tempfile.mkdtemp())
-    >>> Image.new("RGB", (8, 8)).save(d / "a.png")
-    >>> _ = (d / "notes.txt").write_text("x")
-    >>> listing = find_images(d)
-    >>> [p.name for p in listing.paths], listing.skipped_files
-    (['a.png'], 1)
-    """
-    root = Path(folder)
-    if not root.exists():
-        raise FileNotFoundError(f"folder {display_path(root)} does not exist; pass an existing image folder")
-    if not root.is_dir():
-        raise ValueError(f"folder {display_path(root)} is not a folder; pass the folder that holds the images")
-
-    listing = ImageListing()
-    visited: "set[tuple[int, int]]" = set()
-    stack = [root]
-    found: List[Path] = []
-    while stack:
-        directory = stack.pop()
-        try:
-            st = directory.stat()
-        except OSError as exc:
-            listing.problems.append(ImageProblem(directory, f"cannot open folder ({_os_reason(exc)})"))
-            continue
-        key = (st.st_dev, st.st_ino)
-        if key in visited:
-            listing.problems.append(
-                ImageProblem(
-                    directory,
-                    "folder already scanned through another path (symbolic link loop or duplicate link); skipped",
-                )
-            )
-            continue
-        visited.add(key)
-        try:
-            with os.scandir(directory) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError as exc:
-            listing.problems.append(ImageProblem(directory, f"cannot list folder ({_os_reason(exc)})"))
-            continue
-        subdirs = []
-        for entry in entries:
-            path = directory / entry.name
-            try:
-                st_entry = os.stat(entry.path)  # follows links
-            except OSError as exc:
-                if entry.is_symlink():
-                    reason = "symbolic link loop" if _is_loop(exc) else "broken symbolic link"
-                    listing.problems.append(ImageProblem(path, f"{reason}; skipped"))
-                else:
-                    listing.problems.append(ImageProblem(path, f"cannot stat ({_os_reason(exc)}); skipped"))
-                continue
-            hidden = entry.name.startswith(".")
-            if stat.S_ISDIR(st_entry.st_mode):
-                if recursive and not hidden:
-                    subdirs.append(path)
-            elif stat.S_ISREG(st_entry.st_mode):
-                if hidden or not is_image_file_name(entry.name):
-                    listing.skipped_files += 1
-                else:
-                    found.append(path)
-            else:
-                listing.skipped_files += 1
-        # Depth-first, in name order.
-        stack.extend(reversed(subdirs))
-    listing.paths = sorted(found, key=lambda p: p.parts)
-    return listing
-
-
-def _is_loop(exc: OSError) -> bool:
-    return exc.errno == errno.ELOOP
-
-
-def _os_reason(exc: OSError) -> str:
     if isinstance(exc, PermissionError):
         return "permission denied"
     if isinstance(exc, FileNotFoundError):
@@ -343,17 +203,31 @@ def load_image(path: PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image
     ('RGB', (5, 3), (7, 7, 7))
     """
     max_pixels = check_int(max_pixels, "max_pixels", low=1)
-    return load_image_bytes(_read_file(path), path, max_pixels=max_pixels)
+    return load_image_bytes(read_image_file(path), path, max_pixels=max_pixels)
 
 
-def _read_file(path: PathLike) -> bytes:
+def read_image_file(path: PathLike) -> bytes:
+    """The bytes of an image file; every image file the library reads is opened here.
+
+    Raises
+    ------
+    ImageLoadError
+        The file is missing, a folder or unreadable.
+
+    Examples
+    --------
+    >>> read_image_file("/nonexistent/a.png")
+    Traceback (most recent call last):
+    ...
+    anomclust_lite.features.images.ImageLoadError: cannot read image /nonexistent/a.png: file not found
+    """
     p = Path(path)
     try:
         return p.read_bytes()
     except IsADirectoryError:
         raise ImageLoadError(p, "is a folder, not a file") from None
     except OSError as exc:
-        raise ImageLoadError(p, _os_reason(exc)) from exc
+        raise ImageLoadError(p, os_error_reason(exc)) from exc
 
 
 def load_image_bytes(data: bytes, path: PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -446,137 +320,3 @@ def _to_rgb(image: Image.Image) -> "Optional[Image.Image]":
         grey = np.rint(np.clip(values, 0.0, 255.0)).astype(np.uint8)
         return Image.fromarray(grey, mode="L").convert("RGB")
     return image.convert("RGB")
-
-
-def preprocess(
-    image: Image.Image,
-    *,
-    resize: int = 256,
-    crop: "Optional[int]" = 224,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-) -> np.ndarray:
-    """Resize, centre-crop and normalise an RGB image into a model input.
-
-    The shorter side is resized to ``resize`` (bilinear, Pillow; the longer
-    side is ``int(resize * long / short)``), then the centre ``crop x crop``
-    square is cut out (offsets ``round((size - crop) / 2)``), values are scaled
-    to [0, 1] and normalised with :data:`IMAGENET_MEAN` / :data:`IMAGENET_STD`.
-    With ``crop=None`` the whole image is resized to ``resize x resize``
-    instead (aspect ratio not kept, nothing cut off). Images smaller than the
-    target are upsampled.
-
-    Parameters
-    ----------
-    image : PIL.Image.Image
-        Mode ``"RGB"`` (as returned by :func:`load_image`).
-    resize : int, default 256
-        Target length of the shorter side (or of both sides with ``crop=None``).
-    crop : int or None, default 224
-        Side of the centre crop; ``crop <= resize``.
-    max_pixels : int, default DEFAULT_MAX_PIXELS
-        Refuse (``ValueError``) an image whose resized size, before the crop,
-        would have more pixels than this (an extreme aspect ratio).
-
-    Returns
-    -------
-    numpy.ndarray
-        float32, shape ``(3, crop, crop)`` (``(3, resize, resize)`` with
-        ``crop=None``), channels RGB.
-
-    Examples
-    --------
-    >>> x = preprocess(Image.new("RGB", (300, 200), (124, 116, 104)), resize=32, crop=16)
-    >>> x.shape, x.dtype, bool(abs(x).max() < 0.01)
-    ((3, 16, 16), dtype('float32'), True)
-    """
-    if not isinstance(image, Image.Image):
-        raise ValueError(f"image must be a PIL.Image.Image; got {type(image).__name__}")
-    if image.mode != "RGB":
-        raise ValueError(f"image must have mode 'RGB'; got {image.mode!r}. Read files with load_image()")
-    image = resize_and_crop(image, resize=resize, crop=crop, max_pixels=max_pixels)
-    pixels = np.asarray(image, dtype=np.float32)  # (H, W, 3)
-    scale = (1.0 / (255.0 * np.asarray(IMAGENET_STD, dtype=np.float64))).astype(np.float32)
-    offset = (-np.asarray(IMAGENET_MEAN, dtype=np.float64) / np.asarray(IMAGENET_STD, dtype=np.float64)).astype(
-        np.float32
-    )
-    normalised = pixels * scale + offset
-    return np.ascontiguousarray(normalised.transpose(2, 0, 1))
-
-
-def resize_and_crop(
-    image: Image.Image,
-    *,
-    resize: int = 256,
-    crop: "Optional[int]" = 224,
-    resample: int = Image.Resampling.BILINEAR,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-) -> Image.Image:
-    """The geometry of :func:`preprocess`: resize the shorter side, cut the centre square.
-
-    The shorter side is resized to ``resize`` (the longer side becomes
-    ``int(resize * long / short)``), then the centre ``crop x crop`` square
-    is cut out (offsets ``round((size - crop) / 2)``). With ``crop=None`` the
-    whole image is resized to ``resize x resize``. Used for model inputs
-    (bilinear), heat-map backgrounds and ground-truth masks
-    (``resample=Image.Resampling.NEAREST``), so all three stay aligned.
-
-    Parameters
-    ----------
-    image : PIL.Image.Image
-        Any mode.
-    resize, crop : int, int or None
-        As in :func:`preprocess`; ``crop <= resize``.
-    resample : int
-        Pillow resampling filter.
-    max_pixels : int
-        Refuse (``ValueError``) a resized size, before the crop, of more
-        pixels than this (an extreme aspect ratio).
-
-    Returns
-    -------
-    PIL.Image.Image
-        ``crop x crop`` (or ``resize x resize`` with ``crop=None``), same mode.
-
-    Examples
-    --------
-    >>> resize_and_crop(Image.new("L", (300, 200)), resize=32, crop=16).size
-    (16, 16)
-    """
-    resize, crop = _check_resize_crop(resize, crop)
-    max_pixels = check_int(max_pixels, "max_pixels", low=1)
-    if not isinstance(image, Image.Image):
-        raise ValueError(f"image must be a PIL.Image.Image; got {type(image).__name__}")
-    width, height = image.size
-    if crop is None:
-        size = (resize, resize)
-    elif width <= height:
-        size = (resize, int(resize * height / width))
-    else:
-        size = (int(resize * width / height), resize)
-    if size[0] * size[1] > max_pixels:
-        raise ValueError(
-            f"resizing the {width}x{height} image to a shorter side of {resize} gives {size[0]}x{size[1]} = "
-            f"{size[0] * size[1]} pixels, more than max_pixels={max_pixels} (extreme aspect ratio); "
-            "use crop=None (--crop none) to resize the whole frame instead"
-        )
-    if size != image.size:
-        image = image.resize(size, resample)
-    if crop is not None:
-        width, height = image.size
-        top = int(round((height - crop) / 2.0))
-        left = int(round((width - crop) / 2.0))
-        image = image.crop((left, top, left + crop, top + crop))
-    return image
-
-
-def _check_resize_crop(resize: object, crop: object) -> "tuple[int, Optional[int]]":
-    """Validate ``resize`` and ``crop`` (``crop`` may be None); return them as ints."""
-    resize_i = check_int(resize, "resize", low=1)
-    if crop is None:
-        return resize_i, None
-    crop_i = check_int(crop, "crop", low=1)
-    if crop_i > resize_i:
-        raise ValueError(
-            f"crop must be <= resize (the crop is cut from the resized image); got crop={crop_i}, resize={resize_i}"
-        )
-    return resize_i, crop_i

@@ -60,7 +60,7 @@ def colormap(values: np.ndarray) -> np.ndarray:
 def model_view(image: Image.Image, *, resize: int = 256, crop: Optional[int] = 224) -> Image.Image:
     """The part of ``image`` the model sees, as a PIL image.
 
-    Same geometry as :func:`anomclust_lite.features.images.preprocess` (shorter side
+    Same geometry as :func:`anomclust_lite.features.preprocess.preprocess` (shorter side
     resized to ``resize``, centre ``crop x crop`` square; ``crop=None``: the
     whole frame resized to ``resize x resize``), without the normalisation,
     so a feature grid can be drawn over it.
@@ -71,7 +71,7 @@ def model_view(image: Image.Image, *, resize: int = 256, crop: Optional[int] = 2
     >>> model_view(Image.new("RGB", (300, 200)), resize=32, crop=16).size
     (16, 16)
     """
-    from ..features.images import resize_and_crop
+    from ..features.preprocess import resize_and_crop
 
     if not isinstance(image, Image.Image):
         raise ValueError(f"image must be a PIL image; got {type(image).__name__}")

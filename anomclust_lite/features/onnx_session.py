@@ -1,0 +1,238 @@
+"""The ONNX backbone: an onnxruntime session checked for a feature extractor's inputs and outputs.
+
+:class:`BackboneSession` opens a model file, checks that it takes one
+``(batch, 3, H, W)`` float32 image input of the preprocessed size and has the
+chosen 4-D ``(N, C, h, w)`` output, and runs it on batches (padding the last
+batch of a model with a fixed batch size). onnxruntime is imported when a
+session is opened.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ..files.hashing import sha256_file
+from .images import display_path
+
+__all__ = ["POOLED_METADATA_KEY", "BackboneSession"]
+
+#: ONNX metadata key; value ``"1"`` means the graph already applies the 3x3 pooling.
+POOLED_METADATA_KEY = "anomclust_lite.pooled"
+
+
+def _import_onnxruntime() -> Any:
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise ImportError(
+            "feature extraction needs onnxruntime; install it with `pip install onnxruntime` "
+            "(or `pip install anomclust_lite[onnx]`)"
+        ) from exc
+    return ort
+
+
+class BackboneSession:
+    """An ONNX feature-extractor model, opened and checked.
+
+    Parameters
+    ----------
+    model_path : pathlib.Path
+        The ``.onnx`` file.
+    output : str or None
+        Output to use; None when the model has exactly one.
+    resize, crop : int, int or None
+        The preprocessing (:func:`~anomclust_lite.features.preprocess.preprocess`);
+        a model with a fixed input size must match it.
+    device : {"cpu", "cuda"}
+        Execution provider.
+    threads : int or None
+        onnxruntime ``intra_op_num_threads`` (None: onnxruntime's default).
+    batch_size : int
+        Images per model run when the model's batch dimension is dynamic.
+
+    Raises
+    ------
+    ImportError, FileNotFoundError, ValueError
+        As :class:`~anomclust_lite.features.extractor.Extractor`.
+
+    Examples
+    --------
+    >>> BackboneSession(Path("m.onnx"), output=None, resize=256, crop=224, device="cpu",
+    ...                 threads=None, batch_size=8).grid     # doctest: +SKIP
+    (28, 28)
+    """
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        output: Optional[str],
+        resize: int,
+        crop: Optional[int],
+        device: str,
+        threads: Optional[int],
+        batch_size: int,
+    ) -> None:
+        self.model_path = model_path
+        self.resize, self.crop = resize, crop
+        self.device = device
+        self.ort_session = self._open(threads)
+        self.input_name, self.model_batch = self._check_input()
+        self.output = self._choose_output(output)
+        self.step = self.model_batch or batch_size
+        meta = self.ort_session.get_modelmeta().custom_metadata_map
+        self.pooling_in_graph = meta.get(POOLED_METADATA_KEY) == "1"
+        self._model_hash: Optional[str] = None
+        self._feature_shape: Optional[Tuple[int, int, int]] = None
+
+    @property
+    def _where(self) -> str:
+        return f"model {display_path(self.model_path)}"
+
+    def _open(self, threads: Optional[int]) -> Any:
+        """Check the file and the device, then create the onnxruntime session."""
+        ort = _import_onnxruntime()
+        providers = self._providers(ort)
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        path = self.model_path
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(1)
+        except OSError as exc:
+            raise FileNotFoundError(f"{self._where} cannot be read ({exc})") from exc
+        if not head:
+            raise ValueError(f"{self._where} is an empty file, not an ONNX model")
+        try:
+            session = ort.InferenceSession(os.fspath(path), sess_options=options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            reason = " ".join(str(exc).split())[:300]
+            raise ValueError(
+                f"{self._where} could not be loaded as an ONNX model ({type(exc).__name__}: {reason})"
+            ) from exc
+        if self.device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
+            raise ValueError(
+                "device='cuda' was requested but onnxruntime could not start the CUDA provider "
+                "(check the CUDA/cuDNN installation) ; use device='cpu'"
+            )
+        return session
+
+    def _providers(self, ort: Any) -> List[str]:
+        if self.device != "cuda":
+            return ["CPUExecutionProvider"]
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise ValueError(
+                "device='cuda' needs onnxruntime's CUDAExecutionProvider, which this onnxruntime does not "
+                f"have (available: {', '.join(ort.get_available_providers())}); install onnxruntime-gpu "
+                "or use device='cpu'"
+            )
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+    def _check_input(self) -> Tuple[str, Optional[int]]:
+        """The image input's name and its fixed batch size (None when dynamic)."""
+        inputs = self.ort_session.get_inputs()
+        where = self._where
+        if len(inputs) != 1:
+            raise ValueError(f"{where} has {len(inputs)} inputs; a feature extractor needs exactly one image input")
+        inp = inputs[0]
+        shape = list(inp.shape) if inp.shape is not None else []
+        if len(shape) != 4:
+            raise ValueError(f"{where} input {inp.name!r} has shape {shape}; expected 4-D (batch, 3, H, W)")
+        if isinstance(shape[1], int) and shape[1] != 3:
+            raise ValueError(f"{where} input {inp.name!r} has {shape[1]} channels; expected 3 (RGB)")
+        if inp.type != "tensor(float)":
+            raise ValueError(f"{where} input {inp.name!r} has type {inp.type}; expected tensor(float) (float32)")
+        side = self.input_size[0]
+        for axis, name in ((2, "height"), (3, "width")):
+            if isinstance(shape[axis], int) and shape[axis] != side:
+                raise ValueError(
+                    f"{where} expects input {name} {shape[axis]} but crop={self.crop}, resize={self.resize} "
+                    f"give {side}; set crop (or resize with crop=None) to {shape[axis]}"
+                )
+        batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+        return inp.name, batch
+
+    def _choose_output(self, output: Optional[str]) -> str:
+        outputs = self.ort_session.get_outputs()
+        names = [o.name for o in outputs]
+        listed = ", ".join(repr(n) for n in names)
+        where = self._where
+        if output is None:
+            if len(names) != 1:
+                raise ValueError(f"{where} has outputs {listed}; choose one with output=/--model-output")
+            output = names[0]
+        elif output not in names:
+            raise ValueError(f"output {output!r} is not an output of {where}; it has {listed}")
+        shape = next(o.shape for o in outputs if o.name == output)
+        if shape is not None and len(shape) != 4:
+            raise ValueError(
+                f"output {output!r} of {where} has shape {list(shape)}; expected a 4-D feature map (N, C, h, w)"
+            )
+        return output
+
+    @property
+    def model_hash(self) -> str:
+        """Hex sha256 of the model file (computed once)."""
+        if self._model_hash is None:
+            self._model_hash = sha256_file(self.model_path)
+        return self._model_hash
+
+    @property
+    def input_size(self) -> Tuple[int, int]:
+        """(H, W) of the preprocessed images fed to the model."""
+        side = self.crop if self.crop is not None else self.resize
+        return side, side
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Run the model on ``(n, 3, H, W)`` float32 and return the chosen output ``(n, C, h, w)``."""
+        n = batch.shape[0]
+        step = self.step
+        parts = []
+        for s in range(0, n, step):
+            chunk = batch[s : s + step]
+            if self.model_batch is not None and chunk.shape[0] != self.model_batch:
+                pad = np.zeros((self.model_batch - chunk.shape[0],) + chunk.shape[1:], dtype=np.float32)
+                chunk = np.concatenate([chunk, pad])
+            (out,) = self.ort_session.run([self.output], {self.input_name: chunk})
+            out = np.asarray(out)
+            if out.ndim != 4:
+                raise ValueError(
+                    f"output {self.output!r} of {self._where} has shape {out.shape}; "
+                    "expected a 4-D feature map (N, C, h, w)"
+                )
+            parts.append(out[: min(step, n - s)])
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def feature_map_shape(self) -> Tuple[int, int, int]:
+        """(C, h, w) of one image's output (a dry run on zeros when the model's dims are symbolic)."""
+        if self._feature_shape is None:
+            shape = next(o.shape for o in self.ort_session.get_outputs() if o.name == self.output)
+            if shape is not None and all(isinstance(v, int) and v > 0 for v in shape[1:]):
+                self._feature_shape = (shape[1], shape[2], shape[3])
+            else:
+                h, w = self.input_size
+                out = self.run(np.zeros((1, 3, h, w), dtype=np.float32))
+                self._feature_shape = tuple(int(v) for v in out.shape[1:])  # type: ignore[assignment]
+        return self._feature_shape  # type: ignore[return-value]
+
+    @property
+    def providers(self) -> List[str]:
+        """onnxruntime execution providers in use."""
+        return list(self.ort_session.get_providers())
+
+    def thread_settings(self) -> Dict[str, object]:
+        """onnxruntime's thread settings (``"default"`` = onnxruntime's choice)."""
+        options = self.ort_session.get_session_options()
+        intra = options.intra_op_num_threads
+        inter = options.inter_op_num_threads
+        return {
+            "intra_op_num_threads": intra if intra > 0 else "default",
+            "inter_op_num_threads": inter if inter > 0 else "default",
+            "execution_mode": str(options.execution_mode).rsplit(".", 1)[-1],
+        }
