@@ -43,6 +43,7 @@ from .metrics import (
 )
 from .features.models import ModelNotFoundError, resolve_model
 from .core.normalize import normalize_patches
+from .core.pipeline import WeightedEmbedding, embed_bags
 from .core.scores import AGGREGATES, cross_patch_scores, normal_scores, patch_scores, topk_count
 from .core.sweeps import (
     PatchMatches,
@@ -69,6 +70,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    # the pipeline: bags -> scores -> weights -> WA embeddings
+    "embed_bags",
+    "WeightedEmbedding",
     # scores and weights
     "AGGREGATES",
     "patch_scores",

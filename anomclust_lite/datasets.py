@@ -28,7 +28,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image
@@ -46,6 +46,7 @@ __all__ = [
     "mvtec_category",
     "mtd",
     "load_mask",
+    "mask_cells",
 ]
 
 logger = logging.getLogger(__name__)
@@ -388,3 +389,49 @@ def load_mask(
             mask = mask.resize(wanted, Image.Resampling.NEAREST)
     mask = resize_and_crop(mask, resize=resize_i, crop=crop_i, resample=Image.Resampling.NEAREST)
     return np.asarray(mask, dtype=np.uint8) > MASK_THRESHOLD
+
+
+def mask_cells(masks: Union[np.ndarray, Sequence[np.ndarray]], grid: Tuple[int, int]) -> np.ndarray:
+    """Fraction of defect pixels in every patch cell: masks box-resized to the patch grid.
+
+    The input of :func:`anomclust_lite.mask_weights`. Masks must be aligned
+    with the model input (resized and cropped like the images, e.g. by
+    :func:`load_mask`).
+
+    Parameters
+    ----------
+    masks : ndarray (N, H, W) or sequence of 2-D arrays
+        Binary (or boolean) masks, non-zero = defect; sizes may differ
+        between images.
+    grid : (int, int)
+        Patch grid ``(h, w)`` of the model (``Extractor.grid``).
+
+    Returns
+    -------
+    ndarray, shape (N, h, w), float64
+
+    Examples
+    --------
+    >>> mask = np.zeros((1, 4, 4)); mask[0, :2, :2] = 1
+    >>> mask_cells(mask, (2, 2)).tolist()
+    [[[1.0, 0.0], [0.0, 0.0]]]
+    """
+    if not (isinstance(grid, (tuple, list)) and len(grid) == 2):
+        raise ValueError(f"grid must be a pair (h, w) of positive integers; got {grid!r}")
+    h = check_int(grid[0], "grid", low=1)
+    w = check_int(grid[1], "grid", low=1)
+    if isinstance(masks, np.ndarray) and masks.ndim != 3:
+        raise ValueError(f"masks must be a 3-D array (N, H, W) or a sequence of 2-D arrays; got shape {masks.shape}")
+    mask_list = list(masks)
+    if not mask_list:
+        raise ValueError("masks must hold at least one mask")
+    out = np.empty((len(mask_list), h, w), dtype=np.float64)
+    for i, mask in enumerate(mask_list):
+        arr = np.asarray(mask)
+        if arr.ndim != 2 or arr.size == 0:
+            raise ValueError(f"masks[{i}] must be a non-empty 2-D array; got shape {arr.shape}")
+        if not np.isfinite(arr.astype(np.float64)).all():
+            raise ValueError(f"masks[{i}] contains NaN or inf values")
+        img = Image.fromarray((arr != 0).astype(np.float32), mode="F")
+        out[i] = np.asarray(img.resize((w, h), resample=Image.BOX), dtype=np.float64)
+    return out

@@ -20,6 +20,7 @@ from anomclust_lite import (
     weighted_average,
 )
 from anomclust_lite.core.kernel import block_bytes
+from anomclust_lite.datasets import mask_cells
 
 from _reference import naive_hausdorff, naive_wa_distances
 from conftest import make_bags
@@ -75,12 +76,12 @@ def test_mask_weights():
     masks[0, :4, :4] = 1  # top-left cell
     masks[1, :2, :] = 1  # top row, half of each top cell
     grid = (2, 2)
-    w = mask_weights(masks, grid)
+    w = mask_weights(mask_cells(masks, grid))
     np.testing.assert_allclose(w[0], [1, 0, 0, 0])
     np.testing.assert_allclose(w[1], [0.5, 0.5, 0, 0])
     np.testing.assert_allclose(w[2], [0.25] * 4)  # empty mask: uniform
     # Sequence of differently sized masks.
-    w2 = mask_weights([np.ones((5, 3)), np.zeros((2, 2))], (1, 3))
+    w2 = mask_weights(mask_cells([np.ones((5, 3)), np.zeros((2, 2))], (1, 3)))
     np.testing.assert_allclose(w2, [[1 / 3] * 3] * 2, rtol=1e-6)
 
 
@@ -96,8 +97,10 @@ def test_mask_weights():
         (lambda: topk_weights(np.ones((2, 3)), 4), "k"),
         (lambda: topk_weights(np.ones((2, 3)), 2, tau=0.0), "tau"),
         (lambda: uniform_weights(0, 3), "n"),
-        (lambda: mask_weights(np.ones((2, 2)), (2, 2)), "masks"),
-        (lambda: mask_weights(np.ones((1, 2, 2)), (0, 2)), "grid"),
+        (lambda: mask_cells(np.ones((2, 2)), (2, 2)), "masks"),
+        (lambda: mask_cells(np.ones((1, 2, 2)), (0, 2)), "grid"),
+        (lambda: mask_weights(np.ones(3)), "masks"),
+        (lambda: mask_weights(-np.ones((1, 2))), "masks"),
     ],
 )
 def test_weight_bad_arguments(call, match):

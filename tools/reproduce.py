@@ -77,7 +77,7 @@ from anomclust_lite.core import defaults  # noqa: E402
 from anomclust_lite.files.atomic import atomic_save_npz  # noqa: E402
 from anomclust_lite.core.validation import check_int, check_memory_mb  # noqa: E402
 from anomclust_lite.cluster.dispatch import METHODS, ClusteringWarning, cluster, linkage_matrix  # noqa: E402
-from anomclust_lite.datasets import EvalSet, load_mask, mtd, mvtec_category  # noqa: E402
+from anomclust_lite.datasets import EvalSet, load_mask, mask_cells, mtd, mvtec_category  # noqa: E402
 from anomclust_lite.core.distances import weighted_average  # noqa: E402
 from anomclust_lite.metrics import (  # noqa: E402
     clustering_report,
@@ -224,7 +224,7 @@ def _aligned_mask_weights(es: EvalSet, extractor: Any) -> np.ndarray:
             with Image.open(path) as im:
                 size = im.size
         masks.append(load_mask(mask_path, resize=extractor.resize, crop=extractor.crop, image_size=size))
-    return mask_weights(masks, extractor.grid)
+    return mask_weights(mask_cells(masks, extractor.grid))
 
 
 SCORE_CACHE_VERSION = 1

@@ -11,7 +11,7 @@ from scipy.spatial.distance import pdist, squareform
 
 from .validation import check_bags, check_finite_array
 
-__all__ = ["weighted_average", "wa_distances"]
+__all__ = ["weighted_average", "wa_distances", "euclidean_distances"]
 
 #: Tolerance on the row sums of the weights.
 _ROW_SUM_ATOL = 1e-3
@@ -94,7 +94,18 @@ def wa_distances(bags: np.ndarray, weights: np.ndarray) -> np.ndarray:
     >>> wa_distances(bags, uniform_weights(3, 4)).shape
     (3, 3)
     """
-    emb = weighted_average(bags, weights)
-    if emb.shape[0] == 1:
+    return euclidean_distances(weighted_average(bags, weights))
+
+
+def euclidean_distances(embeddings: np.ndarray) -> np.ndarray:
+    """Pairwise Euclidean distances between the rows of ``(N, D)`` embeddings, ``(N, N)`` float64.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> euclidean_distances(np.array([[0.0, 0.0], [3.0, 4.0]])).tolist()
+    [[0.0, 5.0], [5.0, 0.0]]
+    """
+    if embeddings.shape[0] == 1:
         return np.zeros((1, 1))
-    return squareform(pdist(emb, metric="euclidean"))
+    return squareform(pdist(embeddings, metric="euclidean"))

@@ -9,10 +9,9 @@ defect masks.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Optional
 
 import numpy as np
-from PIL import Image
 
 from .validation import check_finite_array, check_int, check_positive_float
 
@@ -120,64 +119,40 @@ def uniform_weights(n: int, m: int) -> np.ndarray:
     return np.full((nn, mm), 1.0 / mm, dtype=np.float32)
 
 
-def _mask_to_grid(mask: np.ndarray, grid: "tuple[int, int]") -> np.ndarray:
-    """Fraction of defect pixels in each patch cell (area-weighted box resize)."""
-    h, w = grid
-    img = Image.fromarray(mask.astype(np.float32), mode="F")
-    return np.asarray(img.resize((w, h), resample=Image.BOX), dtype=np.float64)
+def mask_weights(cells: np.ndarray) -> np.ndarray:
+    """Weights from ground-truth defect masks on the patch grid (the paper's oracle baseline).
 
-
-def mask_weights(
-    masks: Union[np.ndarray, Sequence[np.ndarray]],
-    grid: "tuple[int, int]",
-) -> np.ndarray:
-    """Weights from ground-truth defect masks (the paper's oracle baseline).
-
-    Each mask (non-zero = defect) is box-resized to the patch grid, giving
-    the fraction of defect pixels in every patch cell; the row is then
-    normalised to sum to 1. An empty mask (a normal image) gives uniform
-    weights. Masks must be aligned with the model input, i.e. resized and
-    cropped like the images.
+    Each row of defect fractions (the share of defect pixels in every patch
+    cell, e.g. from :func:`anomclust_lite.datasets.mask_cells`) is normalised
+    to sum to 1; an empty mask (a normal image) gives uniform weights.
 
     Parameters
     ----------
-    masks : ndarray (N, H, W) or sequence of 2-D arrays
-        Binary (or boolean) masks; sizes may differ between images.
-    grid : (int, int)
-        Patch grid ``(h, w)``; ``M = h * w`` in row-major order.
+    cells : ndarray, shape (N, h, w) or (N, M)
+        Non-negative defect fractions per patch cell, ``M = h * w`` in
+        row-major order.
 
     Returns
     -------
-    ndarray, shape (N, h * w), float32
+    ndarray, shape (N, M), float32
 
     Examples
     --------
     >>> import numpy as np
     >>> from anomclust_lite import mask_weights
-    >>> mask = np.zeros((1, 4, 4)); mask[0, :2, :2] = 1
-    >>> mask_weights(mask, (2, 2)).tolist()
-    [[1.0, 0.0, 0.0, 0.0]]
+    >>> mask_weights(np.array([[[0.5, 0.0], [0.5, 0.0]], [[0.0, 0.0], [0.0, 0.0]]])).tolist()
+    [[0.5, 0.0, 0.5, 0.0], [0.25, 0.25, 0.25, 0.25]]
     """
-    if not (isinstance(grid, (tuple, list)) and len(grid) == 2):
-        raise ValueError(f"grid must be a pair (h, w) of positive integers; got {grid!r}")
-    h = check_int(grid[0], "grid", low=1)
-    w = check_int(grid[1], "grid", low=1)
-    if isinstance(masks, np.ndarray) and masks.ndim == 3:
-        mask_list = list(masks)
-    elif isinstance(masks, np.ndarray):
-        raise ValueError(f"masks must be a 3-D array (N, H, W) or a sequence of 2-D arrays; got shape {masks.shape}")
-    else:
-        mask_list = list(masks)
-    if not mask_list:
-        raise ValueError("masks must hold at least one mask")
-    out = np.empty((len(mask_list), h * w), dtype=np.float64)
-    for i, mask in enumerate(mask_list):
-        arr = np.asarray(mask)
-        if arr.ndim != 2 or arr.size == 0:
-            raise ValueError(f"masks[{i}] must be a non-empty 2-D array; got shape {arr.shape}")
-        if not np.isfinite(arr.astype(np.float64)).all():
-            raise ValueError(f"masks[{i}] contains NaN or inf values")
-        cells = _mask_to_grid(arr != 0, (h, w)).ravel()
-        total = cells.sum()
-        out[i] = cells / total if total > 0 else 1.0 / (h * w)
+    arr = np.asarray(cells, dtype=np.float64)
+    if arr.ndim not in (2, 3) or arr.shape[0] < 1 or arr[0].size < 1:
+        raise ValueError(
+            f"masks must be defect fractions on the patch grid, shape (N, h, w) or (N, M) with N, M >= 1; "
+            f"got shape {arr.shape} (resize full-size masks with anomclust_lite.datasets.mask_cells)"
+        )
+    flat = arr.reshape(arr.shape[0], -1)
+    if not np.isfinite(flat).all() or (flat < 0).any():
+        raise ValueError("masks must hold finite, non-negative defect fractions")
+    total = flat.sum(axis=1, keepdims=True)
+    safe = np.where(total > 0, total, 1.0)
+    out = np.where(total > 0, flat / safe, 1.0 / flat.shape[1])
     return out.astype(np.float32)
