@@ -19,12 +19,12 @@ from sklearn.mixture import GaussianMixture
 from anomclust_lite.cluster.gmm import component_log_densities, gaussian_mixture
 from anomclust_lite.cluster.kmedoids import pam
 from anomclust_lite.cluster.spectral import gaussian_affinity
+from anomclust_lite.cluster.auto_k import cut_linkage
 from anomclust_lite.cluster.dispatch import (
     HIERARCHICAL_METHODS,
     METHODS,
     METRICS,
     ClusteringWarning,
-    _cut_merge_order,
     cluster,
     linkage_matrix,
     mds_embedding,
@@ -140,7 +140,7 @@ def test_linkage_matrix_matches_scipy(tie_free, method):
 def test_merge_order_cut_matches_fcluster_without_ties(tie_free, method):
     z = linkage(tie_free, method=method)
     for k in range(1, tie_free.shape[0] + 1):
-        assert same_partition(_cut_merge_order(z, k), fcluster(z, k, criterion="maxclust"))
+        assert same_partition(cut_linkage(z, k), fcluster(z, k, criterion="maxclust"))
 
 
 def naive_merge_cut(z: np.ndarray, k: int) -> np.ndarray:
@@ -429,3 +429,25 @@ def test_precomputed_tolerates_rounding_level_asymmetry():
     noisy[2, 2] = 1e-9
     labels = cluster(noisy, 2, method="average", metric="precomputed")
     assert same_partition(labels, cluster(GOOD_DIST, 2, method="average", metric="precomputed"))
+
+
+def naive_renumber(labels, by):
+    """Reference: walk the images once, then sort the clusters by (first image) or (-size, first image)."""
+    first, size = {}, {}
+    for i, v in enumerate(labels):
+        first.setdefault(v, i)
+        size[v] = size.get(v, 0) + 1
+    key = (lambda v: first[v]) if by == "appearance" else (lambda v: (-size[v], first[v]))
+    new = {v: r for r, v in enumerate(sorted(first, key=key))}
+    return np.array([new[v] for v in labels], dtype=np.int64)
+
+
+@settings(max_examples=50, deadline=None)
+@given(labels=st.lists(st.integers(-3, 5), min_size=1, max_size=30), by=st.sampled_from(["appearance", "size"]))
+def test_renumber_labels_matches_naive(labels, by):
+    from anomclust_lite.cluster.labels import renumber_labels
+
+    got = renumber_labels(np.array(labels), by=by)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, naive_renumber(labels, by))
+    assert same_partition(got, np.array(labels))

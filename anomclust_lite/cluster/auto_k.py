@@ -65,6 +65,7 @@ from typing import Callable, Dict, Mapping, Optional, Tuple
 import numpy as np
 
 from ..core.validation import check_finite_array, check_int
+from .labels import renumber_labels
 
 __all__ = [
     "DEFAULT_K_MAX",
@@ -287,10 +288,7 @@ def cut_linkage(linkage: np.ndarray, k: int) -> np.ndarray:
             raise ValueError(f"linkage row {step} refers to cluster ids that do not exist yet; not a linkage matrix")
         parent[root(a)] = n + step
         parent[root(b)] = n + step
-    roots = np.array([root(i) for i in range(n)])
-    _, first, inv = np.unique(roots, return_index=True, return_inverse=True)
-    order = np.argsort(np.argsort(first))  # renumber clusters by first appearance
-    return order[inv].astype(np.int64)
+    return renumber_labels(np.array([root(i) for i in range(n)]))
 
 
 

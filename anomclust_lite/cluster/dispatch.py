@@ -35,9 +35,11 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.linalg import eigh
 from scipy.spatial.distance import cdist, squareform
 
+from .auto_k import cut_linkage
 from .gmm import gaussian_mixture
 from .kmeans import kmeans
 from .kmedoids import pam
+from .labels import renumber_labels
 from .spectral import spectral_clustering
 from ..core.validation import check_choice, check_finite_array, check_int
 
@@ -126,28 +128,6 @@ def _as_generator(seed: object) -> np.random.Generator:
 # --------------------------------------------------------------------------- helpers
 
 
-def _relabel_by_first_appearance(labels: np.ndarray) -> np.ndarray:
-    """Map labels to ``0, 1, ...`` in order of first appearance."""
-    _, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
-    rank = np.empty(first.size, dtype=np.int64)
-    rank[np.argsort(first)] = np.arange(first.size)
-    return rank[inverse.reshape(-1)]
-
-
-def _cut_merge_order(z: np.ndarray, k: int) -> np.ndarray:
-    """Flat labels after applying only the first ``N − k`` merges of linkage ``z``.
-
-    Node ``i < N`` is a leaf and node ``N + j`` is the cluster formed by merge ``j``.
-    Walking the applied merges from the last to the first, each child inherits the
-    cluster id of its parent, which is already final.  Always exactly ``k`` clusters.
-    """
-    n = z.shape[0] + 1
-    owner = np.arange(2 * n - 1)
-    for j in range(n - k - 1, -1, -1):
-        owner[z[j, :2].astype(np.int64)] = owner[n + j]
-    return owner[:n]
-
-
 def _linkage(data: np.ndarray, method: str, metric: str) -> np.ndarray:
     if metric == "precomputed":
         return linkage(squareform(data, checks=False), method=method)
@@ -162,7 +142,7 @@ def _hierarchical_labels(z: np.ndarray, k: int) -> np.ndarray:
             k,
             np.unique(labels).size,
         )
-        labels = _cut_merge_order(z, k)
+        labels = cut_linkage(z, k)
     return labels
 
 
@@ -377,7 +357,7 @@ def cluster(
     else:  # "kmedoids"
         labels = pam(_distances(data, metric), k).labels
 
-    labels = _relabel_by_first_appearance(labels)
+    labels = renumber_labels(labels)
     n_found = int(labels.max()) + 1
     if n_found < k:
         warnings.warn(

@@ -27,20 +27,39 @@ from .kernel import block_reductions, sims_to_dists
 from .validation import check_bags, check_choice, check_memory_mb, check_n_threads
 from .defaults import DEFAULT_MEMORY_MB
 
-__all__ = ["HAUSDORFF_INNER", "HAUSDORFF_OUTER", "hausdorff_distances"]
+__all__ = ["HAUSDORFF_INNER", "HAUSDORFF_OUTER", "hausdorff_distances", "directed_distances", "symmetrise"]
 
 HAUSDORFF_INNER = ("max-min", "mean-min", "min-min", "mean-mean")
 HAUSDORFF_OUTER = ("max", "mean")
 
 
-def _directed(sims: np.ndarray, inner: str) -> np.ndarray:
-    """``(a, b)`` directed distances from best-match similarities ``sims (a, M, b)``."""
+def directed_distances(sims: np.ndarray, inner: str) -> np.ndarray:
+    """``(a, b)`` directed distances from best-match similarities ``sims (a, M, b)``.
+
+    ``sims[i, m, j]`` is the similarity of patch ``m`` of bag ``i`` to its
+    nearest patch of bag ``j``; ``inner`` is ``"max-min"``, ``"mean-min"`` or
+    ``"min-min"`` (``"mean-mean"`` needs all patch pairs, not best matches).
+    """
     if inner == "max-min":
         return sims_to_dists(sims.min(axis=1))
     if inner == "mean-min":
         return sims_to_dists(sims).mean(axis=1, dtype=np.float64)
     # min-min: the closest pair overall.
     return sims_to_dists(sims.max(axis=1))
+
+
+def symmetrise(directed: np.ndarray, inner: str, outer: str) -> np.ndarray:
+    """Combine ``directed[i, j]`` (bag i to bag j) with its transpose by ``outer``; zero diagonal.
+
+    The symmetric inners (``"min-min"``, ``"mean-mean"``) are averaged,
+    which only evens out rounding.
+    """
+    if inner in ("max-min", "mean-min") and outer == "max":
+        sym = np.maximum(directed, directed.T)
+    else:
+        sym = 0.5 * (directed + directed.T)
+    np.fill_diagonal(sym, 0.0)
+    return sym
 
 
 def hausdorff_distances(
@@ -101,11 +120,6 @@ def hausdorff_distances(
             directed[np.ix_(ra, cb)] = res.mean_dist
             directed[np.ix_(cb, ra)] = res.mean_dist.T
             continue
-        directed[np.ix_(ra, cb)] = _directed(res.row_max, inner)
-        directed[np.ix_(cb, ra)] = _directed(res.col_max, inner)
-    if inner in ("max-min", "mean-min"):
-        sym = np.maximum(directed, directed.T) if outer == "max" else 0.5 * (directed + directed.T)
-    else:
-        sym = 0.5 * (directed + directed.T)  # already symmetric up to rounding
-    np.fill_diagonal(sym, 0.0)
-    return sym
+        directed[np.ix_(ra, cb)] = directed_distances(res.row_max, inner)
+        directed[np.ix_(cb, ra)] = directed_distances(res.col_max, inner)
+    return symmetrise(directed, inner, outer)

@@ -23,7 +23,16 @@ from .kernel import BlockResult, block_reductions, sims_to_dists
 from .validation import check_bags, check_choice, check_int, check_memory_mb, check_n_threads, check_positive_float
 from .defaults import DEFAULT_AGGREGATE, DEFAULT_MEMORY_MB, DEFAULT_TOPK_FRACTION
 
-__all__ = ["AGGREGATES", "patch_scores", "cross_patch_scores", "normal_scores", "topk_count"]
+__all__ = [
+    "AGGREGATES",
+    "ScoreAggregator",
+    "patch_scores",
+    "cross_patch_scores",
+    "normal_scores",
+    "topk_count",
+    "kept_images",
+    "check_q",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -31,25 +40,31 @@ logger = logging.getLogger(__name__)
 AGGREGATES = ("mean", "max", "min", "topk_mean")
 
 
-class _Aggregator:
+class ScoreAggregator:
     """Accumulates per-(image, patch) aggregates of best-match similarities.
 
-    Works on similarities ``s`` (distance ``sqrt(2 - 2 s)`` is decreasing in
-    ``s``), so "max distance" is "min similarity" and the top-k nearest images
-    are the k largest similarities; only ``mean`` converts every value.
+    The one implementation of the four aggregates of Eq. 5: the blocked
+    scores of this module fold kernel blocks in as they come, and
+    :func:`anomclust_lite.core.sweeps.scores_from_matches` folds rows of the
+    stored match tensor. Works on similarities ``s`` (distance
+    ``sqrt(2 - 2 s)`` is decreasing in ``s``), so "max distance" is "min
+    similarity" and the top-k nearest images are the k largest
+    similarities; only ``mean`` converts every value.
     """
+
+    #: Similarity that leaves each aggregate unchanged (distance 0 adds nothing to a sum).
+    NEUTRAL = {"mean": 1.0, "max": np.inf, "min": -np.inf, "topk_mean": -np.inf}
 
     def __init__(self, n: int, m: int, aggregate: str, k: int) -> None:
         self.aggregate = aggregate
         self.k = k
+        self.neutral = self.NEUTRAL[aggregate]
         if aggregate == "mean":
             self.acc = np.zeros((n, m), dtype=np.float64)
-        elif aggregate == "max":
-            self.acc = np.full((n, m), np.inf, dtype=np.float32)
-        elif aggregate == "min":
-            self.acc = np.full((n, m), -np.inf, dtype=np.float32)
-        else:
+        elif aggregate == "topk_mean":
             self.acc = np.full((n, m, k), -np.inf, dtype=np.float32)
+        else:
+            self.acc = np.full((n, m), self.neutral, dtype=np.float32)
 
     def add(self, rows: np.ndarray, sims: np.ndarray) -> None:
         """Fold ``sims[a, m, b]`` (row image ``rows[a]`` vs column image b) in."""
@@ -74,7 +89,8 @@ class _Aggregator:
         return sims_to_dists(self.acc)
 
 
-def _check_q(q: object, aggregate: str) -> float:
+def check_q(q: object, aggregate: str) -> float:
+    """``q`` as a float > 0; a fraction in (0, 1] for ``aggregate="topk_mean"``."""
     qv = check_positive_float(q, "q")
     if aggregate == "topk_mean" and qv > 1:
         raise ValueError(f"q must be a fraction in (0, 1]; got {q!r}")
@@ -110,7 +126,7 @@ def topk_count(q: float, n_others: int) -> int:
     return max(1, min(n, int(np.floor(qv * n + 1e-9))))
 
 
-def _k(aggregate: str, q: float, n_others: int) -> int:
+def kept_images(aggregate: str, q: float, n_others: int) -> int:
     """Images kept per patch by the aggregator (only ``topk_mean`` keeps more than none)."""
     return topk_count(q, n_others) if aggregate == "topk_mean" else 0
 
@@ -130,7 +146,7 @@ def _check_reference(reference: object, n: int) -> np.ndarray:
     return uniq
 
 
-def _fold_pairs(results: Iterable[BlockResult], agg: _Aggregator) -> None:
+def _fold_pairs(results: Iterable[BlockResult], agg: ScoreAggregator) -> None:
     """Fold symmetric-mode results: each pair's block serves both directions."""
     for res in results:
         agg.add(res.rows, res.row_max)
@@ -193,20 +209,20 @@ def patch_scores(
     """
     arr = check_bags(bags, "bags", min_images=2)
     check_choice(aggregate, "aggregate", AGGREGATES)
-    qv = _check_q(q, aggregate)
+    qv = check_q(q, aggregate)
     mem = check_memory_mb(memory_mb)
     nt = check_n_threads(n_threads)
     n, m, _ = arr.shape
     if reference is None:
-        k = _k(aggregate, qv, n - 1)
-        agg = _Aggregator(n, m, aggregate, k)
+        k = kept_images(aggregate, qv, n - 1)
+        agg = ScoreAggregator(n, m, aggregate, k)
         _fold_pairs(block_reductions(arr, memory_mb=mem, col_max=True, workers=nt), agg)
         counts = np.full(n, n - 1, dtype=np.float64)
         return agg.result(counts)
 
     ref = _check_reference(reference, n)
-    k = _k(aggregate, qv, ref.size - 1)
-    agg = _Aggregator(n, m, aggregate, k)
+    k = kept_images(aggregate, qv, ref.size - 1)
+    agg = ScoreAggregator(n, m, aggregate, k)
     # Reference images against each other: symmetric, one block serves both directions.
     _fold_pairs(block_reductions(arr, memory_mb=mem, row_index=ref, col_max=True, workers=nt), agg)
     others = np.setdiff1d(np.arange(n), ref)
@@ -260,12 +276,12 @@ def cross_patch_scores(
     arr = check_bags(bags, "bags", min_images=1)
     refs = check_bags(reference_bags, "reference_bags", min_images=1, dim=arr.shape[2])
     check_choice(aggregate, "aggregate", AGGREGATES)
-    qv = _check_q(q, aggregate)
+    qv = check_q(q, aggregate)
     mem = check_memory_mb(memory_mb)
     nt = check_n_threads(n_threads)
     n, m, _ = arr.shape
     r = refs.shape[0]
-    agg = _Aggregator(n, m, aggregate, _k(aggregate, qv, r))
+    agg = ScoreAggregator(n, m, aggregate, kept_images(aggregate, qv, r))
     for res in block_reductions(arr, refs, memory_mb=mem, workers=nt):
         agg.add(res.rows, res.row_max)
     return agg.result(np.full(n, r, dtype=np.float64))

@@ -25,8 +25,8 @@ import numpy as np
 from .kernel import block_reductions, sims_to_dists
 from .validation import check_bags, check_choice, check_int, check_memory_mb, check_n_threads, check_positive_float
 from .defaults import DEFAULT_AGGREGATE, DEFAULT_MEMORY_MB, DEFAULT_TOPK_FRACTION
-from .hausdorff import HAUSDORFF_INNER, HAUSDORFF_OUTER
-from .scores import AGGREGATES, _check_q, topk_count
+from .hausdorff import HAUSDORFF_INNER, HAUSDORFF_OUTER, directed_distances, symmetrise
+from .scores import AGGREGATES, ScoreAggregator, check_q, kept_images
 
 __all__ = [
     "PatchMatches",
@@ -152,30 +152,16 @@ def scores_from_matches(
     """
     matches = _check_matches(matches)
     check_choice(aggregate, "aggregate", AGGREGATES)
-    qv = _check_q(q, aggregate)
+    qv = check_q(q, aggregate)
     sims = matches.sims
     n, m, _ = sims.shape
-    k = topk_count(qv, n - 1)
-    out = np.empty((n, m), dtype=np.float32)
+    agg = ScoreAggregator(n, m, aggregate, kept_images(aggregate, qv, n - 1))
     for s in range(0, n, _CHUNK_IMAGES):
         idx = np.arange(s, min(n, s + _CHUNK_IMAGES))
         chunk = sims[idx]  # fancy indexing: a copy (c, M, N)
-        own = (np.arange(idx.size), slice(None), idx)
-        if aggregate == "mean":
-            dists = sims_to_dists(chunk, out=chunk)
-            dists[own] = 0.0
-            out[idx] = dists.sum(axis=2, dtype=np.float64) / (n - 1)
-        elif aggregate == "max":
-            chunk[own] = np.inf
-            out[idx] = sims_to_dists(chunk.min(axis=2))
-        elif aggregate == "min":
-            chunk[own] = -np.inf
-            out[idx] = sims_to_dists(chunk.max(axis=2))
-        else:
-            chunk[own] = -np.inf
-            top = np.partition(chunk, n - k, axis=2)[:, :, n - k :]
-            out[idx] = sims_to_dists(top).mean(axis=2, dtype=np.float64)
-    return out
+        chunk[np.arange(idx.size), :, idx] = agg.neutral  # an image is not its own neighbour
+        agg.add(idx, chunk)
+    return agg.result(np.full(n, n - 1, dtype=np.float64))
 
 
 def hausdorff_from_matches(matches: PatchMatches, *, inner: str = "max-min", outer: str = "max") -> np.ndarray:
@@ -214,19 +200,8 @@ def hausdorff_from_matches(matches: PatchMatches, *, inner: str = "max-min", out
     directed = np.empty((n, n), dtype=np.float64)
     for s in range(0, n, _CHUNK_IMAGES):
         sl = slice(s, min(n, s + _CHUNK_IMAGES))
-        chunk = sims[sl]
-        if inner == "max-min":
-            directed[sl] = sims_to_dists(chunk.min(axis=1))
-        elif inner == "mean-min":
-            directed[sl] = sims_to_dists(chunk.copy()).mean(axis=1, dtype=np.float64)
-        else:
-            directed[sl] = sims_to_dists(chunk.max(axis=1))
-    if inner in ("max-min", "mean-min") and outer == "max":
-        sym = np.maximum(directed, directed.T)
-    else:
-        sym = 0.5 * (directed + directed.T)
-    np.fill_diagonal(sym, 0.0)
-    return sym
+        directed[sl] = directed_distances(sims[sl], inner)
+    return symmetrise(directed, inner, outer)
 
 
 def nested_subsets(n: int, fractions: Sequence[float], seed: int) -> np.ndarray:
