@@ -2,69 +2,18 @@
 
 Implements "Anomaly Clustering: Grouping Images into Coherent Clusters of
 Anomaly Types" (Sohn et al., WACV 2023) with NumPy, SciPy and Pillow, plus
-ONNX Runtime for feature extraction. Importing the package does no work.
+ONNX Runtime for feature extraction. Importing the package does no work:
+every name below is imported from its layer on first use (PEP 562), so
+``anomclust_lite.patch_scores`` loads the NumPy/SciPy core only, never
+Pillow or ONNX Runtime.
 """
 
 from __future__ import annotations
 
-from .cluster.auto_k import KChoice, choose_k, l_method, merge_costs, silhouette_score, within_cluster_dispersion
-from .estimator.assign import Assignment
-from .estimator.clusterer import AnomalyClusterer
-from .cluster.dispatch import (
-    HIERARCHICAL_METHODS,
-    METHODS,
-    ClusteringWarning,
-    cluster,
-    linkage_matrix,
-    mds_embedding,
-)
-from .datasets import EvalSet, mtd, mvtec_category
-from .core.distances import wa_distances, weighted_average
-from . import metrics
-from .features.extractor import Extractor
-from .features.pipeline import ExtractionResult
-from .features.postprocess import avg_pool3x3
-from .features.cache import FeatureCache
-from .core.hausdorff import HAUSDORFF_INNER, HAUSDORFF_OUTER, hausdorff_distances
-from .features.images import DEFAULT_MAX_PIXELS, ImageLoadError, ImageProblem, display_path, load_image
-from .features.listing import IMAGE_EXTENSIONS, ImageListing, find_images
-from .features.preprocess import preprocess, resize_and_crop
-from .metrics import (
-    accuracy,
-    ari,
-    clustering_report,
-    contingency_matrix,
-    f1_macro,
-    nmi,
-    purity,
-    purity_auc,
-    purity_curve,
-    reduction_at_purity,
-)
-from .features.models import ModelNotFoundError, resolve_model
-from .core.normalize import normalize_patches
-from .core.pipeline import WeightedEmbedding, embed_bags
-from .core.scores import AGGREGATES, cross_patch_scores, normal_scores, patch_scores, topk_count
-from .core.sweeps import (
-    PatchMatches,
-    hausdorff_from_matches,
-    nearest_patch_similarities,
-    nested_subsets,
-    scores_from_matches,
-    tiered_normal_scores,
-)
-from .backbones.torch_checkpoint import UnsafeCheckpointError, load_state_dict
-from .core.weights import mask_weights, soft_weights, topk_weights, uniform_weights
-from .backbones.wrn50 import (
-    ChecksumError,
-    DownloadError,
-    build_wrn50_layer2_onnx,
-    download_checkpoint,
-    export_wrn50_onnx,
-    random_wrn50_state_dict,
-    verify_checkpoint,
-)
-from .files.user_cache import user_cache_dir
+import importlib
+import sys
+import types
+from typing import Any, List
 
 __version__ = "0.1.0"
 
@@ -157,3 +106,120 @@ __all__ = [
     "export_wrn50_onnx",
     "random_wrn50_state_dict",
 ]
+
+
+#: Public name -> the module (relative to this package) that defines it.
+_EXPORTS = {
+    "embed_bags": ".core.pipeline",
+    "WeightedEmbedding": ".core.pipeline",
+    "AGGREGATES": ".core.scores",
+    "patch_scores": ".core.scores",
+    "cross_patch_scores": ".core.scores",
+    "normal_scores": ".core.scores",
+    "topk_count": ".core.scores",
+    "PatchMatches": ".core.sweeps",
+    "nearest_patch_similarities": ".core.sweeps",
+    "scores_from_matches": ".core.sweeps",
+    "hausdorff_from_matches": ".core.sweeps",
+    "nested_subsets": ".core.sweeps",
+    "tiered_normal_scores": ".core.sweeps",
+    "soft_weights": ".core.weights",
+    "topk_weights": ".core.weights",
+    "mask_weights": ".core.weights",
+    "uniform_weights": ".core.weights",
+    "normalize_patches": ".core.normalize",
+    "EvalSet": ".datasets",
+    "mvtec_category": ".datasets",
+    "mtd": ".datasets",
+    "weighted_average": ".core.distances",
+    "wa_distances": ".core.distances",
+    "HAUSDORFF_INNER": ".core.hausdorff",
+    "HAUSDORFF_OUTER": ".core.hausdorff",
+    "hausdorff_distances": ".core.hausdorff",
+    "AnomalyClusterer": ".estimator.clusterer",
+    "Assignment": ".estimator.assign",
+    "KChoice": ".cluster.auto_k",
+    "choose_k": ".cluster.auto_k",
+    "l_method": ".cluster.auto_k",
+    "merge_costs": ".cluster.auto_k",
+    "within_cluster_dispersion": ".cluster.auto_k",
+    "silhouette_score": ".cluster.auto_k",
+    "METHODS": ".cluster.dispatch",
+    "HIERARCHICAL_METHODS": ".cluster.dispatch",
+    "ClusteringWarning": ".cluster.dispatch",
+    "cluster": ".cluster.dispatch",
+    "linkage_matrix": ".cluster.dispatch",
+    "mds_embedding": ".cluster.dispatch",
+    "metrics": ".metrics",
+    "contingency_matrix": ".metrics",
+    "nmi": ".metrics",
+    "ari": ".metrics",
+    "accuracy": ".metrics",
+    "f1_macro": ".metrics",
+    "purity": ".metrics",
+    "clustering_report": ".metrics",
+    "purity_curve": ".metrics",
+    "purity_auc": ".metrics",
+    "reduction_at_purity": ".metrics",
+    "IMAGE_EXTENSIONS": ".features.listing",
+    "DEFAULT_MAX_PIXELS": ".features.images",
+    "ImageLoadError": ".features.images",
+    "ImageListing": ".features.listing",
+    "ImageProblem": ".features.images",
+    "find_images": ".features.listing",
+    "load_image": ".features.images",
+    "preprocess": ".features.preprocess",
+    "resize_and_crop": ".features.preprocess",
+    "display_path": ".features.images",
+    "Extractor": ".features.extractor",
+    "ExtractionResult": ".features.pipeline",
+    "avg_pool3x3": ".features.postprocess",
+    "FeatureCache": ".features.cache",
+    "ModelNotFoundError": ".features.models",
+    "resolve_model": ".features.models",
+    "UnsafeCheckpointError": ".backbones.torch_checkpoint",
+    "load_state_dict": ".backbones.torch_checkpoint",
+    "ChecksumError": ".backbones.wrn50",
+    "DownloadError": ".backbones.wrn50",
+    "user_cache_dir": ".files.user_cache",
+    "verify_checkpoint": ".backbones.wrn50",
+    "download_checkpoint": ".backbones.wrn50",
+    "build_wrn50_layer2_onnx": ".backbones.wrn50",
+    "export_wrn50_onnx": ".backbones.wrn50",
+    "random_wrn50_state_dict": ".backbones.wrn50",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module on first access (PEP 562)."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if module == f".{name}":  # a subpackage exported as such (anomclust_lite.metrics)
+        value = importlib.import_module(module, __name__)
+    else:
+        value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> List[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """This package's module type: the subpackage ``cluster`` never hides the function ``cluster``.
+
+    The import system binds every subpackage on its parent as it loads it
+    (``setattr(anomclust_lite, "cluster", <module>)``); the public name
+    ``anomclust_lite.cluster`` is the function :func:`~anomclust_lite.cluster.dispatch.cluster`,
+    so that binding is skipped (the subpackage stays in ``sys.modules``).
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and name in _EXPORTS and _EXPORTS[name] != f".{name}":
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
