@@ -11,7 +11,7 @@ from scipy.spatial.distance import pdist, squareform
 
 from .validation import check_bags, check_finite_array
 
-__all__ = ["weighted_average", "wa_distances", "euclidean_distances"]
+__all__ = ["weighted_average", "average_patches", "wa_distances", "euclidean_distances"]
 
 #: Tolerance on the row sums of the weights.
 _ROW_SUM_ATOL = 1e-3
@@ -60,7 +60,20 @@ def weighted_average(bags: np.ndarray, weights: np.ndarray) -> np.ndarray:
     >>> bool(np.allclose(emb, bags.mean(axis=1), atol=1e-6))
     True
     """
-    arr = check_bags(bags, "bags", min_images=1)
+    return average_patches(check_bags(bags, "bags", min_images=1), weights)
+
+
+def average_patches(arr: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """:func:`weighted_average` of bags that already passed :func:`~anomclust_lite.core.validation.check_bags`.
+
+    The weights are still checked; the O(N*M*D) bag check is not repeated.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> average_patches(np.ones((1, 2, 3), np.float32) / np.sqrt(3), np.array([[0.5, 0.5]])).round(3).tolist()
+    [[0.577, 0.577, 0.577]]
+    """
     n, m, d = arr.shape
     w = _check_weights(weights, n, m)
     out = np.empty((n, d), dtype=np.float64)

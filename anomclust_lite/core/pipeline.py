@@ -41,7 +41,7 @@ from .defaults import (
     DEFAULT_TAU_UNSUPERVISED,
     DEFAULT_TOPK_FRACTION,
 )
-from .distances import euclidean_distances, weighted_average
+from .distances import average_patches, euclidean_distances
 from .scores import cross_patch_scores, normal_scores, patch_scores
 from .validation import check_bags, check_choice, check_finite_array, check_int
 from .weights import mask_weights, soft_weights, topk_weights, uniform_weights
@@ -236,4 +236,4 @@ def embed_bags(
         if s.shape != (n, m):
             raise ValueError(f"scores must have shape (N, M) = ({n}, {m}) to match bags; got {s.shape}")
     w = _weigh(s, mode, t, k, masks)
-    return WeightedEmbedding(scores=s, weights=w, embeddings=weighted_average(arr, w), mode=mode, tau=t, topk=k)
+    return WeightedEmbedding(scores=s, weights=w, embeddings=average_patches(arr, w), mode=mode, tau=t, topk=k)
