@@ -87,7 +87,7 @@ def test_end_to_end_with_k(capsys, folder: Path, model_path: Path, tmp_path: Pat
     assert sorted(shown) == sorted(r["path"] for r in rows)  # every image exactly once
     for r in rows:
         assert r["path"] in report.figures[f"cluster-{r['cluster']}"]
-    assert "data:image/jpeg;base64," in (out / "report.html").read_text()
+    assert "data:image/webp;base64," in (out / "report.html").read_text()
 
     model = AnomalyClusterer.load(out / "model.npz")
     assert model.k_ == 3 and model.metadata_["extractor"]["output"] == "feat"
@@ -281,6 +281,10 @@ def test_assign_round_trip(capsys, folder: Path, model_path: Path, tmp_path: Pat
         assert rows[f"{cls}.png"]["fitted"] == "0"
     assert rows["zz_unseen.png"]["new_type"] == "1"
     assert "possibly of a new type" in stdout
+    page = parse_report(tmp_path / "new_assignments" / "report.html")
+    assert page.data["command"] == "assign" and page.data["k_fit"] == 3
+    assert page.data["new_type"][page.data["paths"].index("zz_unseen.png")] == 1
+    assert sorted(page.data["paths"]) == sorted(rows)
 
 
 def test_assign_errors(capsys, folder: Path, model_path: Path, tmp_path: Path) -> None:

@@ -9,29 +9,14 @@ from __future__ import annotations
 
 import json
 import re
-from html.parser import HTMLParser
 from pathlib import Path
-from typing import List
-
 import pytest
 
 from anomclust_lite.cli.main import main
 
+from _report_html import parse
+
 pytestmark = pytest.mark.realdata
-
-
-class SectionCounter(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.sections: List[str] = []
-        self.figures = 0
-
-    def handle_starttag(self, tag, attrs):  # type: ignore[no-untyped-def]
-        a = dict(attrs)
-        if tag == "section" and a.get("class") == "cluster":
-            self.sections.append(a["id"])
-        elif tag == "figure":
-            self.figures += 1
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +47,9 @@ def test_bottle_with_k4(bottle: Path, shared_model: Path, cache_dir: Path, tmp_p
     assert summary["metrics"]["nmi"] >= 0.35
     printed = float(re.search(r"NMI (\d\.\d+)", stdout).group(1))
     assert printed == pytest.approx(summary["metrics"]["nmi"], abs=1e-3)
-    parser = SectionCounter()
-    parser.feed((out / "report.html").read_text(encoding="utf-8"))
-    assert parser.sections == [f"cluster-{k}" for k in range(4)] and parser.figures == 83
+    report = parse((out / "report.html").read_text(encoding="utf-8"))
+    assert report.sections == [f"cluster-{k}" for k in range(4)]
+    assert sum(len(v) for v in report.figures.values()) == 83
     assert summary["labels"]["counts"] == {"broken_large": 20, "broken_small": 22, "contamination": 21, "good": 20}
 
 

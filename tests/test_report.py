@@ -11,23 +11,16 @@ from PIL import Image
 from scipy.cluster.hierarchy import linkage
 
 from anomclust_lite.cluster.auto_k import cut_linkage
-from anomclust_lite.report.heatmap import colormap, model_view, overlay_weights
 from anomclust_lite.features.preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess
-from anomclust_lite.report.html import (
-    ReportImage,
-    cluster_colour,
-    cluster_size_chart,
-    dendrogram_image,
-    image_data_uri,
-    render_report,
-)
+from anomclust_lite.report.charts import cluster_colour, cluster_size_chart, dendrogram_image
+from anomclust_lite.report.heatmap import colormap, default_heat_range, heat_levels, model_view, overlay_weights
+from anomclust_lite.report.thumbs import image_data_uri
 
-from _report_html import parse
 
 
 def decode_uri(uri: str) -> Image.Image:
     head, data = uri.split(",", 1)
-    assert head in ("data:image/png;base64", "data:image/jpeg;base64")
+    assert head in ("data:image/png;base64", "data:image/jpeg;base64", "data:image/webp;base64")
     return Image.open(io.BytesIO(base64.b64decode(data)))
 
 
@@ -100,6 +93,7 @@ def test_image_data_uri_round_trip() -> None:
     img = Image.new("RGB", (5, 7), (10, 200, 30))
     assert decode_uri(image_data_uri(img, fmt="PNG")).getpixel((2, 3)) == (10, 200, 30)
     assert decode_uri(image_data_uri(img)).size == (5, 7)
+    assert decode_uri(image_data_uri(img, fmt="JPEG")).size == (5, 7)
     with pytest.raises(ValueError, match="fmt"):
         image_data_uri(img, fmt="GIF")
 
@@ -140,44 +134,11 @@ def test_cluster_size_chart() -> None:
         cluster_size_chart([])
 
 
-# ---------------------------------------------------------------- the page
-
-
-def test_render_report_structure_and_escaping() -> None:
-    thumb = image_data_uri(Image.new("RGB", (8, 8)))
-    items = [
-        ReportImage("good/1.png", 0, thumb, "good", 0.1, 0.2),
-        ReportImage("good/2.png", 0, thumb, "good", 0.05, 0.3),
-        ReportImage('bad/<script>"x".png', 1, thumb, "<b>crack</b>", 0.3, 0.9),
-        ReportImage("odd/img_\udcff.png", 2, thumb, "good", float("nan"), float("nan")),
-    ]
-    page = render_report(
-        items,
-        n_clusters=4,
-        title="t <&>",
-        overview=Image.new("RGB", (10, 10)),
-        facts={"weights": "semi & co"},
-        metrics={"nmi": 0.5},
-    )
-    page.encode("utf-8")  # undecodable names were escaped, nothing unencodable left
-    assert "<script>" not in page and "<b>crack" not in page
-    p = parse(page)
-    assert p.sections == ["cluster-0", "cluster-1", "cluster-2", "cluster-3"]
-    assert p.figures["cluster-0"] == ["good/2.png", "good/1.png"]  # nearest the centre first
-    assert p.figures["cluster-1"] == ['bad/<script>"x".png']
-    assert p.figures["cluster-2"] == ["odd/img_\\udcff.png"]
-    assert p.figures["cluster-3"] == []  # an empty cluster still gets its section
-    text = "".join(p.text)
-    assert "purity 1.000; labels: good 2" in text
-    assert "nmi = 0.5" in text and "semi & co" in text
-    assert p.images[0].startswith("data:image/png;base64,")  # the overview
-
-
-def test_render_report_bad_input() -> None:
-    thumb = image_data_uri(Image.new("RGB", (2, 2)))
-    with pytest.raises(ValueError, match="cluster"):
-        render_report([ReportImage("a", 3, thumb)], n_clusters=2)
-    with pytest.raises(ValueError, match="n_clusters"):
-        render_report([], n_clusters=0)
-    with pytest.raises(ValueError, match="images"):
-        render_report(["a"], n_clusters=1)  # type: ignore[list-item]
+def test_heat_levels_one_scale_and_default_range() -> None:
+    levels = heat_levels(np.array([[0.0, 1.0], [2.0, 3.0]]), 1.0, 2.0)
+    assert levels.dtype == np.uint8 and levels.tolist() == [[0, 0], [255, 255]]
+    lo, hi = default_heat_range(np.concatenate([np.zeros(999), [5.0]]))
+    assert lo == 0.0 and 0.0 < hi <= 5.0
+    assert default_heat_range(np.ones(10)) == (1.0, 2.0)  # constant values still give lo < hi
+    with pytest.raises(ValueError, match="lo < hi"):
+        heat_levels(np.zeros(3), 1.0, 1.0)

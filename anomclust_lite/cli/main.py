@@ -42,7 +42,7 @@ from ..estimator.clusterer import AnomalyClusterer
 from ..core.defaults import DEFAULT_MEMORY_MB
 from ..features.folders import ImageSet, collect_images, folder_labels, relative_name
 from ..features.images import ImageProblem, display_path
-from .outputs import PROG, export_clusters, write_csv, write_json, write_report
+from .outputs import PROG, export_clusters, write_assign_report, write_csv, write_json, write_report
 
 __all__ = [
     "PROG",
@@ -536,6 +536,10 @@ def run_assign(
         for i in range(len(rel))
     ]
     write_csv(out / "assignments.csv", ["path", "cluster", "distance", "new_type", "fitted"], rows)
+    facts = {"model": display_path(os.path.abspath(args.cluster_model)), "folder": display_path(folder),
+             "new-type threshold": f"{assignment.threshold:.4g} (distance to the nearest centre)"}
+    write_assign_report(out, model, assignment, result.paths, rel, extractor, facts,
+                        title=f"Images of {display_path(folder.name)} assigned to the fitted clusters")
     sizes = np.bincount(assignment.labels, minlength=model.k_).tolist()
     summary = {
         "command": "assign",
@@ -555,7 +559,7 @@ def run_assign(
     note = _skipped_note(len(result.failures), len(images.paths), len(images.problems))
     if note is not None:
         console.result(note)
-    console.result(f"results in {display_path(out / 'assignments.csv')}")
+    console.result(f"results in {display_path(out)} (assignments.csv, report.html)")
     return summary
 
 

@@ -17,16 +17,14 @@ import numpy as np
 
 from ..files.atomic import atomic_open, atomic_write_text
 from ..estimator.clusterer import AnomalyClusterer
-from ..features.images import DEFAULT_MAX_PIXELS, ImageLoadError, display_path
+from ..features.images import display_path
 
-__all__ = ["PROG", "EXPORT_MARKER", "THUMBNAIL_SIZE", "write_csv", "write_json", "thumbnail", "export_clusters", "write_report"]
+__all__ = ["PROG", "EXPORT_MARKER", "write_csv", "write_json", "export_clusters", "write_report", "write_assign_report"]
 
 #: The command-line program's name, as written into outputs and messages.
 PROG = "anomclust-lite"
 #: Marker file in each exported cluster folder, so a rerun may replace it.
 EXPORT_MARKER = ".anomclust-export"
-#: Longer side of the report's thumbnails, in pixels.
-THUMBNAIL_SIZE = 128
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
@@ -38,26 +36,6 @@ def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]
 
 def write_json(path: Path, data: Dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
-
-
-def thumbnail(path: Path, weights: Optional[np.ndarray], grid: Tuple[int, int], resize: int,
-               crop: Optional[int], max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
-    from PIL import Image
-
-    from ..report.heatmap import model_view, overlay_weights
-    from ..features.images import load_image
-    from ..report.html import image_data_uri
-
-    try:
-        view = model_view(load_image(path, max_pixels=max_pixels), resize=resize, crop=crop)
-    except (ImageLoadError, OSError):
-        view = Image.new("RGB", (THUMBNAIL_SIZE, THUMBNAIL_SIZE), (200, 200, 200))
-    w, h = view.size
-    scale = THUMBNAIL_SIZE / max(w, h)
-    thumb = view.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR)
-    if weights is not None:
-        thumb = overlay_weights(thumb, weights, grid)
-    return image_data_uri(thumb, fmt="JPEG", quality=80)
 
 
 def export_clusters(out: Path, folder: Path, paths: Sequence[Path], labels: np.ndarray, mode: str) -> None:
@@ -115,28 +93,28 @@ def write_report(
     metrics: Optional[Dict[str, float]],
     title: str,
 ) -> None:
-    from ..report.html import ReportImage, cluster_size_chart, dendrogram_image, render_report
+    """Write OUT/report.html for a fitted model (see :mod:`anomclust_lite.report`)."""
+    from ..report import render_report
+    from ..report.build import ImageOptions, fit_run
 
-    grid = tuple(int(v) for v in extractor.grid)
-    show_weights = model.weights != "uniform"
-    top_scores = model.scores_.max(axis=1)
-    items = []
-    for i, path in enumerate(paths):
-        uri = thumbnail(path, model.weights_[i] if show_weights else None, grid, extractor.resize, extractor.crop,
-                         getattr(extractor, "max_pixels", DEFAULT_MAX_PIXELS))
-        items.append(
-            ReportImage(
-                path=rel[i],
-                cluster=int(model.labels_[i]),
-                thumbnail=uri,
-                label=None if labels_true is None else labels_true[i],
-                distance=float(model.center_distances_[i]),
-                score=float(top_scores[i]),
-            )
-        )
-    if model.linkage_ is not None:
-        overview = dendrogram_image(model.linkage_, model.labels_, k=model.k_)
-    else:
-        overview = cluster_size_chart(np.bincount(model.labels_, minlength=model.k_).tolist())
-    page = render_report(items, n_clusters=model.k_, title=title, overview=overview, facts=facts, metrics=metrics)
-    atomic_write_text(out / "report.html", page)
+    run = fit_run(model, paths, rel, ImageOptions.of(extractor), labels=labels_true, facts=facts,
+                  metrics=metrics, title=title)
+    atomic_write_text(out / "report.html", render_report(run))
+
+
+def write_assign_report(
+    out: Path,
+    model: AnomalyClusterer,
+    assignment: Any,
+    paths: Sequence[Path],
+    rel: Sequence[str],
+    extractor: Any,
+    facts: Dict[str, object],
+    title: str,
+) -> None:
+    """Write OUT/report.html for images assigned to a fitted model's clusters."""
+    from ..report import render_report
+    from ..report.build import ImageOptions, assign_run
+
+    run = assign_run(model, assignment, paths, rel, ImageOptions.of(extractor), facts=facts, title=title)
+    atomic_write_text(out / "report.html", render_report(run))

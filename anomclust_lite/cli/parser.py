@@ -100,7 +100,9 @@ outputs (in --out, default FOLDER/../<name>_clusters):
                  score, true label
   summary.json   parameters, K and how it was chosen, cluster sizes,
                  metrics, skipped files, timings, versions
-  report.html    thumbnails per cluster with the patch weights as a heat map
+  report.html    one offline page to review the clusters: regroup at any K,
+                 a map, sort, zoom with heat maps, name clusters, move
+                 images, export review.csv/review.json
   model.npz      everything needed by '%(prog)s assign'
   cluster_<k>/   the images themselves, with --export symlink|copy
   .features/     cached features; a rerun (or a rerun after Ctrl-C) reuses them
@@ -125,7 +127,8 @@ it than the new-type threshold (default: the farthest any fitted image was
 from its own centre) are flagged new_type. Images that were part of the
 earlier run keep their cluster (column fitted = 1).
 
-Writes assignments.csv (path, cluster, distance, new_type, fitted) to --out
+Writes assignments.csv (path, cluster, distance, new_type, fitted) and
+report.html (the clusters and the possible new types, to review) to --out
 (default NEW_FOLDER/../<name>_assignments)."""
 
 

@@ -16,7 +16,10 @@ from PIL import Image
 
 from ..core.validation import check_finite_array, check_int
 
-__all__ = ["colormap", "model_view", "overlay_weights"]
+__all__ = ["colormap", "model_view", "overlay_weights", "default_heat_range", "heat_levels", "OVERLAY_OPACITY"]
+
+#: Opacity of the heat-map colour where the value is highest.
+OVERLAY_OPACITY = 0.6
 
 # 'jet'-like colour map: piecewise linear between these (position, R, G, B) stops.
 _STOPS = np.array(
@@ -83,7 +86,7 @@ def overlay_weights(
     weights: np.ndarray,
     grid: Tuple[int, int],
     *,
-    opacity: float = 0.6,
+    opacity: float = OVERLAY_OPACITY,
 ) -> Image.Image:
     """Blend a patch-weight heat map over ``image``.
 
@@ -135,3 +138,36 @@ def overlay_weights(
     a = (float(opacity) * up)[..., None]
     out = (1.0 - a) * np.asarray(base, dtype=np.float64) + a * colour
     return Image.fromarray(np.round(out).astype(np.uint8))
+
+
+def default_heat_range(values: np.ndarray) -> "tuple[float, float]":
+    """The default one scale for a run's heat maps: the median and the 99.9th percentile of ``values``.
+
+    Most patches of most images are normal, so the median patch score is a
+    normal patch (drawn coolest) and only the top 0.1 % of patches reach the
+    hottest colour. Returns ``(lo, hi)`` with ``lo < hi``.
+
+    Examples
+    --------
+    >>> [round(v, 6) for v in default_heat_range(np.arange(1001.0))]
+    [500.0, 999.0]
+    """
+    v = check_finite_array(np.asarray(values, dtype=np.float64).reshape(-1), "values", 1)
+    if v.size == 0:
+        raise ValueError("values must not be empty")
+    lo, hi = (float(x) for x in np.percentile(v, [50.0, 99.9]))
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)
+
+
+def heat_levels(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``values`` on the scale ``lo .. hi`` as uint8 levels 0..255 (clipped at both ends).
+
+    Examples
+    --------
+    >>> heat_levels(np.array([0.0, 0.5, 1.0, 2.0]), 0.0, 1.0).tolist()
+    [0, 128, 255, 255]
+    """
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise ValueError(f"the heat scale must be finite with lo < hi; got ({lo!r}, {hi!r})")
+    v = np.asarray(values, dtype=np.float64)
+    return np.round(np.clip((v - lo) / (hi - lo), 0.0, 1.0) * 255.0).astype(np.uint8)
