@@ -85,7 +85,7 @@ from anomclust_lite.metrics import (  # noqa: E402
     purity_curve,
     reduction_at_purity,
 )
-from anomclust_lite.report.html import cluster_colour  # noqa: E402
+from anomclust_lite.report.charts import cluster_colour  # noqa: E402
 from anomclust_lite.core.scores import AGGREGATES  # noqa: E402
 from anomclust_lite.core.sweeps import (  # noqa: E402
     hausdorff_from_matches,

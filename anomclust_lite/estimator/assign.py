@@ -57,6 +57,11 @@ class Assignment:
         image's fitted cluster and distance.
     threshold : float
         The new-type threshold used.
+    scores : (N, M) float32, optional
+        Patch anomaly scores of every new image against the model's reference
+        (the report draws them as heat maps).
+    embeddings : (N, D) float64, optional
+        WA embeddings of the new images (the report's map and neighbours).
     """
 
     labels: np.ndarray
@@ -64,6 +69,8 @@ class Assignment:
     new_type: np.ndarray
     fitted: np.ndarray
     threshold: float
+    scores: Optional[np.ndarray] = None
+    embeddings: Optional[np.ndarray] = None
 
 
 @dataclass(frozen=True)
@@ -96,8 +103,10 @@ class FittedState:
     threshold: float
 
 
-def _nearest_centres(params: Params, state: FittedState, arr: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Nearest centre of every new image's WA embedding, and the distance to it."""
+def _nearest_centres(
+    params: Params, state: FittedState, arr: np.ndarray
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Nearest centre of every new image's WA embedding, the distance to it, the patch scores, the embeddings."""
     if state.reference_kind == "images":
         scores = cross_patch_scores(arr, state.reference, aggregate=params.aggregate, q=params.q,
                                     memory_mb=params.memory_mb, n_threads=params.n_threads)
@@ -106,7 +115,7 @@ def _nearest_centres(params: Params, state: FittedState, arr: np.ndarray) -> Tup
     emb = weighted_average(arr, patch_weights(params, scores))
     d2 = ((emb[:, None, :] - state.centers[None, :, :]) ** 2).sum(axis=2)
     labels = np.argmin(d2, axis=1).astype(np.int64)
-    return labels, np.sqrt(np.maximum(d2[np.arange(arr.shape[0]), labels], 0.0))
+    return labels, np.sqrt(np.maximum(d2[np.arange(arr.shape[0]), labels], 0.0)), scores, emb
 
 
 def assign_bags(
@@ -121,7 +130,7 @@ def assign_bags(
     )
     if params.weights == "topk":
         params.topk_for(arr.shape[1])
-    labels, dist = _nearest_centres(params, state, arr)
+    labels, dist, scores, emb = _nearest_centres(params, state, arr)
     lookup = {h.tobytes(): i for i, h in enumerate(state.hashes)}
     fitted = np.zeros(arr.shape[0], dtype=bool)
     for j, h in enumerate(bag_hashes(arr)):
@@ -131,4 +140,4 @@ def assign_bags(
             labels[j] = state.labels[i]
             dist[j] = state.wa_distances[i]
     new_type = (dist > threshold) & ~fitted
-    return Assignment(labels, dist, new_type, fitted, float(threshold))
+    return Assignment(labels, dist, new_type, fitted, float(threshold), scores=scores, embeddings=emb)

@@ -108,20 +108,21 @@ def fit_run(model: Any, paths: Sequence[PathLike], names: Sequence[str], opts: I
 
 
 def assign_run(model: Any, assignment: Any, paths: Sequence[PathLike], names: Sequence[str], opts: ImageOptions,
-               *, labels: Optional[Sequence[str]] = None, scores: Optional[np.ndarray] = None,
-               embeddings: Optional[np.ndarray] = None, trust: Optional[TrustFields] = None,
+               *, labels: Optional[Sequence[str]] = None, trust: Optional[TrustFields] = None,
                facts: Optional[Mapping[str, object]] = None, title: str = "Assigned images",
                warnings: Sequence[str] = ()) -> ReportRun:
     """The report of ``model.assign(...)``: the model's K, new types as their own group.
 
-    ``scores`` (patch scores, N x h*w) draw heat maps; ``embeddings`` (WA
-    embeddings of the new images) give the map and the nearest neighbours.
+    The assignment's patch ``scores`` (when present) draw the heat maps, its
+    WA ``embeddings`` give the map and the nearest neighbours.
     """
     trust = trust or TrustFields()
+    scores, embeddings = getattr(assignment, "scores", None), getattr(assignment, "embeddings", None)
     if trust.new_type is None:
         trust.new_type = np.asarray(assignment.new_type)
     images = report_images(paths, names, assignment.labels, assignment.distances, opts, labels=labels,
                            scores=scores, trust=trust)
     dist = None if embeddings is None or len(images) < 2 else cdist(embeddings, embeddings)
     return ReportRun(images=images, k=model.k_, title=title, command="assign", distances=dist,
+                     embeddings=embeddings if dist is not None else None,
                      cluster_names=trust.cluster_names, facts=facts, warnings=tuple(warnings))
