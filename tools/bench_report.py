@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 import numpy as np
+from scipy.spatial.distance import cdist
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 for extra in (REPO_ROOT, REPO_ROOT / "tests"):
@@ -83,7 +84,7 @@ def synthetic_run(n: int, k: int = 6, *, seed: int = 0, trust: bool = True, good
     z = linkage_matrix(emb[inside], method="ward")
     labels = np.full(n, -1, dtype=np.int64)
     labels[inside] = cut_linkage(z, k)
-    dist = np.linalg.norm(emb[:, None, :] - emb[None, :, :], axis=2)
+    dist = cdist(emb, emb)
     centre = np.full(n, np.nan)
     for c in range(k):
         m = labels == c
