@@ -242,3 +242,12 @@ def test_map_hover_and_click(browser: Browser, report: Path) -> None:
     page.call("Input.dispatchMouseEvent", type="mouseReleased", x=px, y=py, button="left", clickCount=1)
     page.wait_for("document.getElementById('zoom').open")
     assert_clean(page, report)
+
+
+def test_heat_maps_on_thumbnails_toggle(browser: Browser, report: Path) -> None:
+    page = open_page(browser, report)
+    assert page.evaluate("document.querySelectorAll('figure.thumb canvas.heat').length") == 0
+    page.evaluate("document.getElementById('gallery-heat').click()")
+    shown = page.evaluate("document.querySelectorAll('section.cluster figure.thumb').length")
+    assert page.evaluate("document.querySelectorAll('figure.thumb canvas.heat').length") == shown > 0
+    assert_clean(page, report)

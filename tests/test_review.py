@@ -120,3 +120,10 @@ def test_write_review_chooses_by_suffix(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "r.json").read_text())["format"] == rv.REVIEW_FORMAT
     assert (tmp_path / "r.csv").read_text().splitlines()[0] == ",".join(rv.REVIEW_COLUMNS)
     assert read_review(tmp_path / "r.json").images == read_review(tmp_path / "r.csv").images == r.images
+
+
+def test_csv_quotes_carriage_returns_like_the_page() -> None:
+    r = Review(k=1, names={0: "x"}, images=(ReviewImage("a\rb,c", 0), ReviewImage('q"', 0)))
+    text = review_csv(r)
+    assert text == 'path,cluster,name,group,moved\n"a\rb,c",0,x,cluster,0\n"q""",0,x,cluster,0\n'
+    assert parse_review(text) == r

@@ -265,13 +265,15 @@ def _rows(review: Review) -> List[Tuple[str, str, str, str, str]]:
     return out
 
 
+def _csv_field(value: str) -> str:
+    """A CSV field quoted when it holds a comma, a quote, CR or LF (as the page does)."""
+    return '"' + value.replace('"', '""') + '"' if any(ch in value for ch in ',"\r\n') else value
+
+
 def review_csv(review: Review) -> str:
-    """The CSV text of ``review`` (as the page writes it)."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(REVIEW_COLUMNS)
-    writer.writerows(_rows(review))
-    return buf.getvalue()
+    """The CSV text of ``review``, byte for byte as the page writes it (LF line ends)."""
+    lines = [",".join(REVIEW_COLUMNS)] + [",".join(map(_csv_field, row)) for row in _rows(review)]
+    return "\n".join(lines) + "\n"
 
 
 def review_json(review: Review, extra: Optional[Mapping[str, object]] = None) -> str:

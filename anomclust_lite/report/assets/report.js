@@ -6,6 +6,7 @@
   var D = JSON.parse(document.getElementById("report-data").textContent);
   var PAGE = 48;
   var state = { k: D.k_fit, names: {}, moves: {}, sort: {}, low: {}, shown: {}, heat: !!D.heat, outline: true,
+                galleryHeat: false,
                 zoomList: [], zoomPos: -1 };
   state.names[D.k_fit] = Object.assign({}, D.names || {});
 
@@ -92,10 +93,18 @@
                              role: "listitem", "aria-label": D.paths[i] + (rep ? " (representative)" : "") },
       el("img", { src: D.thumbs[i], alt: D.paths[i], "data-path": D.paths[i], loading: "lazy", decoding: "async",
                   width: "160", height: "160" }),
+      state.galleryHeat && D.heat && D.heat.maps[i] ? heatOverlay(i) : null,
       rep ? el("span", { "class": "badge", text: "★ representative" }) : null,
       isLow(i) ? el("span", { "class": "badge low", text: "low conf." }) : null,
       el("figcaption", { text: D.paths[i] }));
     return fig;
+  }
+  function heatOverlay(i) {
+    var c = el("canvas", { "class": "heat", width: "64", height: "64", "aria-hidden": "true" });
+    var ctx = c.getContext("2d");
+    ctx.imageSmoothingEnabled = true;
+    ctx.drawImage(heatCanvas(i), 0, 0, 64, 64);
+    return c;
   }
   function facts(key, list) {
     var parts = [list.length + (list.length === 1 ? " image" : " images")];
@@ -470,6 +479,9 @@
     slider.min = String(D.k_min); slider.max = String(D.k_max); slider.value = String(state.k);
     slider.disabled = D.k_min === D.k_max;
     slider.addEventListener("input", function () { setK(parseInt(slider.value, 10), true); });
+    var galleryHeat = document.getElementById("gallery-heat");
+    galleryHeat.closest("label").hidden = !D.heat;
+    galleryHeat.addEventListener("change", function () { state.galleryHeat = galleryHeat.checked; render(); });
     window.addEventListener("hashchange", function () { var k = kFromHash(); if (k !== null) setK(k, false); });
     colourBar();
   }
