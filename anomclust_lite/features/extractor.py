@@ -94,6 +94,16 @@ class Extractor:
     ImportError
         onnxruntime is not installed.
 
+    Attributes
+    ----------
+    model_path : pathlib.Path
+        The resolved model file.
+    backbone : BackboneSession
+        The opened model (:mod:`anomclust_lite.features.onnx_session`).
+    settings : dict
+        The settings that define a bag (see the property); they key the
+        feature cache.
+
     Examples
     --------
     >>> ext = Extractor("model.onnx", output="relu_43")      # doctest: +SKIP
