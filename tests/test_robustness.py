@@ -659,12 +659,20 @@ def slow_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_slow_model(tmp_path_factory.mktemp("slow") / "slow.onnx")
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_and_wait_for_cache(folder: Path, model: Path, out: Path, entries: int = 5) -> "tuple[subprocess.Popen, int]":
     """Start the CLI in a subprocess; return once ``entries`` images are in the cache."""
     proc = subprocess.Popen(
         cli_command(folder, "--model", model, "--resize", "64", "--crop", "64", "--threads", "1", "--k", "3",
                     "--out", out, "-q"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(), cwd=out.parent,
+        # Ctrl-C must reach the CLI as from a terminal, whatever the test process inherited or a library
+        # left behind (after scikit-learn's silhouette in test_auto_k, SIGINT is SIG_IGN here, and an
+        # ignored signal stays ignored in a child).
+        preexec_fn=_default_sigint,
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
