@@ -24,8 +24,8 @@ PACKAGE = REPO_ROOT / "anomclust_lite"
 MAX_MODULE_LINES = 500
 MAX_BODY_LINES = 60
 #: Packages (or modules) of anomclust_lite that meet the size rule.
-SIZED = ("core", "cluster", "metrics", "estimator", "features", "backbones", "files", "datasets.py", "__init__.py",
-         "__main__.py")
+SIZED = ("core", "cluster", "metrics", "estimator", "features", "backbones", "files", "report", "datasets.py",
+         "__init__.py", "__main__.py")
 #: Layers that import only the standard library, NumPy, SciPy and the layers listed.
 PURE_LAYERS = {"core": ("core",), "cluster": ("core", "cluster"), "metrics": ("core", "metrics")}
 #: Layers above the core that must still not load the feature stack (of the root only __version__).
