@@ -209,10 +209,14 @@ def test_permission_denied_simulated(tmp_path: Path, monkeypatch: pytest.MonkeyP
     path = tmp_path / "locked.png"
     Image.new("RGB", (4, 4)).save(path)
 
-    def deny(self: Path) -> bytes:
-        raise PermissionError(13, "Permission denied", str(self))
+    real_open = os.open
 
-    monkeypatch.setattr(Path, "read_bytes", deny)
+    def deny(file, flags, *args, **kwargs):
+        if os.fspath(file) == os.fspath(path):
+            raise PermissionError(13, "Permission denied", os.fspath(file))
+        return real_open(file, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", deny)
     with pytest.raises(ImageLoadError, match="locked.png: permission denied"):
         load_image(path)
 

@@ -317,14 +317,14 @@ def test_unreadable_file(capsys, folder: Path, model_path: Path, tmp_path: Path,
     shutil.copy(folder / "good" / "000.png", locked)
     locked.chmod(0)
     if os.access(locked, os.R_OK):  # root ignores permissions: simulate the refusal
-        real_read_bytes = Path.read_bytes
+        real_open = os.open
 
-        def read_bytes(self: Path) -> bytes:
-            if self.name == "locked.png":
-                raise PermissionError(errno.EACCES, "Permission denied", str(self))
-            return real_read_bytes(self)
+        def open_denied(file, flags, *args, **kwargs):
+            if os.path.basename(os.fspath(file)) == "locked.png":
+                raise PermissionError(errno.EACCES, "Permission denied", os.fspath(file))
+            return real_open(file, flags, *args, **kwargs)
 
-        monkeypatch.setattr(Path, "read_bytes", read_bytes)
+        monkeypatch.setattr(os, "open", open_denied)
     try:
         rc, stdout, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--out", tmp_path / "o")
         assert rc == 0, err

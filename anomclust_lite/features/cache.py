@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any, Mapping, Optional, Tuple, Union
@@ -28,6 +29,7 @@ from typing import Any, Mapping, Optional, Tuple, Union
 import numpy as np
 
 from ..files.atomic import atomic_save_npy, atomic_write_text
+from ..files.safe_open import open_regular, read_regular
 from .images import display_path
 
 __all__ = ["CACHE_FORMAT_VERSION", "FeatureCache", "file_sha256"]
@@ -38,6 +40,12 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 #: Version of the cache layout and of the extraction recipe; part of every key.
 CACHE_FORMAT_VERSION = 1
+
+# Entries are read as regular files only (a FIFO or device in the cache is a
+# miss, never read), the sidecar up to 1 MiB, the array up to its recorded size
+# plus a header.
+_META_MAX_BYTES = 1 << 20
+_NPY_HEADER_MAX = 1 << 16
 
 
 def file_sha256(data: bytes) -> str:
@@ -70,7 +78,10 @@ def _read_npy(path: Path, meta: object, shape: "Optional[Tuple[int, ...]]") -> n
         raise ValueError("the sidecar records no valid shape")
     if shape is not None and tuple(recorded) != tuple(shape):
         raise ValueError(f"recorded shape {tuple(recorded)}, expected {tuple(shape)}")
-    with open(path, "rb") as fh:
+    expected = math.prod(recorded) * 4
+    with open_regular(path, expected + _NPY_HEADER_MAX) as fh:
+        if os.fstat(fh.fileno()).st_size < expected:
+            raise ValueError(f"the array file is shorter than the recorded shape {tuple(recorded)} needs")
         version = np.lib.format.read_magic(fh)
         if version == (1, 0):
             header = np.lib.format.read_array_header_1_0(fh)
@@ -156,7 +167,7 @@ class FeatureCache:
         if not meta_path.is_file():
             return None
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            meta = json.loads(read_regular(meta_path, _META_MAX_BYTES).decode("utf-8"))
             array = _read_npy(array_path, meta, shape)
         except Exception as exc:  # a damaged entry is a miss, whatever the parser raised
             reason = " ".join(str(exc).split()) or type(exc).__name__

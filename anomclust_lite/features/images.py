@@ -2,7 +2,11 @@
 
 Image policy (what :func:`load_image` does with each file):
 
-- **Formats**: anything Pillow decodes;
+- **Formats**: only PNG, JPEG, BMP, TIFF and WebP (:data:`ALLOWED_FORMATS`),
+  the formats Pillow decodes itself, recognised by their *content* (magic
+  bytes, then ``Image.open(..., formats=ALLOWED_FORMATS)``) whatever the
+  extension: an EPS, PDF or any other file named ``x.png`` is refused and never
+  reaches a plugin that runs an external program (Ghostscript).
   :func:`~anomclust_lite.features.listing.find_images` lists the files whose
   extension is in :data:`~anomclust_lite.features.listing.IMAGE_EXTENSIONS`
   (case-insensitive). Hidden
@@ -19,8 +23,13 @@ Image policy (what :func:`load_image` does with each file):
   image whose *resized* size would exceed ``max_pixels`` (a tiny file of
   extreme aspect ratio, e.g. 1 x 1,000,000, would otherwise be upsampled to
   billions of pixels).
+- **File size**: only regular files are read (a FIFO, device or socket is
+  refused when opened, never read, see :mod:`anomclust_lite.files.safe_open`),
+  and a file larger than :func:`max_image_bytes` (``4 * max_pixels`` bytes +
+  16 MiB: 374 MiB by default) is refused from its size, before it is read.
 - **Orientation**: the EXIF orientation tag (1-8) is applied, so the result
-  is the image as a viewer shows it.
+  is the image as a viewer shows it; any other value, or unreadable EXIF data,
+  is ignored with a one-line warning (never an exception).
 - **Colour modes** (the result is always 8-bit RGB):
 
   ====================  ======================================================
@@ -70,9 +79,12 @@ import numpy as np
 from PIL import Image
 
 from ..core.validation import check_int
+from ..files.safe_open import UnsafeFileError, read_regular
 
 __all__ = [
+    "ALLOWED_FORMATS",
     "DEFAULT_MAX_PIXELS",
+    "max_image_bytes",
     "ImageLoadError",
     "ImageProblem",
     "display_path",
@@ -80,6 +92,7 @@ __all__ = [
     "read_image_file",
     "load_image",
     "load_image_bytes",
+    "sniff_format",
 ]
 
 logger = logging.getLogger(__name__)
@@ -89,6 +102,19 @@ PathLike = Union[str, "os.PathLike[str]"]
 #: Largest image (width x height) that :func:`load_image` decodes by default:
 #: Pillow's own ``Image.MAX_IMAGE_PIXELS`` default, 89,478,485 pixels.
 DEFAULT_MAX_PIXELS = 89_478_485
+
+#: The Pillow formats that are decoded; every other format is refused by content.
+ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP")
+
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"II+\x00", "TIFF"),
+    (b"MM\x00+", "TIFF"),
+)
 
 _ORIENTATION_TAG = 0x0112
 _TRANSPOSE_FOR_ORIENTATION = {
@@ -206,13 +232,29 @@ def load_image(path: PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image
     return load_image_bytes(read_image_file(path), path, max_pixels=max_pixels)
 
 
-def read_image_file(path: PathLike) -> bytes:
+def max_image_bytes(max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+    """Largest image file read for images of at most ``max_pixels``: 4 bytes a pixel + 16 MiB.
+
+    Examples
+    --------
+    >>> max_image_bytes(DEFAULT_MAX_PIXELS) // 2**20
+    357
+    """
+    return 4 * int(max_pixels) + (16 << 20)
+
+
+def read_image_file(path: PathLike, *, max_bytes: "Optional[int]" = None) -> bytes:
     """The bytes of an image file; every image file the library reads is opened here.
+
+    Only a regular file is read (opened non-blocking and checked on the opened
+    descriptor), and only if it has at most ``max_bytes`` bytes (default
+    ``max_image_bytes()``).
 
     Raises
     ------
     ImageLoadError
-        The file is missing, a folder or unreadable.
+        The file is missing, a folder, not a regular file (FIFO, device,
+        socket), larger than ``max_bytes`` or unreadable.
 
     Examples
     --------
@@ -222,10 +264,11 @@ def read_image_file(path: PathLike) -> bytes:
     anomclust_lite.features.images.ImageLoadError: cannot read image /nonexistent/a.png: file not found
     """
     p = Path(path)
+    limit = max_image_bytes() if max_bytes is None else check_int(max_bytes, "max_bytes", low=1)
     try:
-        return p.read_bytes()
-    except IsADirectoryError:
-        raise ImageLoadError(p, "is a folder, not a file") from None
+        return read_regular(p, limit)
+    except UnsafeFileError as exc:
+        raise ImageLoadError(p, exc.reason) from None
     except OSError as exc:
         raise ImageLoadError(p, os_error_reason(exc)) from exc
 
@@ -245,10 +288,12 @@ def load_image_bytes(data: bytes, path: PathLike, *, max_pixels: int = DEFAULT_M
     max_pixels = check_int(max_pixels, "max_pixels", low=1)
     if len(data) == 0:
         raise ImageLoadError(path, "empty file (0 bytes)")
+    if sniff_format(data) is None:
+        raise ImageLoadError(path, "not a recognised image format (by its content: not a PNG, JPEG, BMP, TIFF or WebP file); refused")
     try:
         with _OPEN_LOCK, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS))
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise ImageLoadError(
             path,
@@ -287,17 +332,32 @@ def load_image_bytes(data: bytes, path: PathLike, *, max_pixels: int = DEFAULT_M
     return rgb
 
 
+def sniff_format(data: bytes) -> "Optional[str]":
+    """The allowed format ``data`` starts like (magic bytes), or None.
+
+    Examples
+    --------
+    >>> sniff_format(b"%!PS-Adobe-3.0 EPSF-3.0"), sniff_format(b"\\x89PNG\\r\\n\\x1a\\n....")
+    (None, 'PNG')
+    """
+    head = bytes(data[:16])
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return next((name for magic, name in _MAGIC if head.startswith(magic)), None)
+
+
 def _exif_orientation(image: Image.Image, path: PathLike) -> int:
+    """The EXIF orientation (1-8); anything else is ignored (1) with a one-line warning."""
     try:
         value = image.getexif().get(_ORIENTATION_TAG, 1)
     except Exception as exc:
         logger.warning("%s: unreadable EXIF data (%s); orientation not applied", display_path(path), _one_line(exc))
         return 1
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        logger.warning("%s: invalid EXIF orientation %r; orientation not applied", display_path(path), value)
-        return 1
+    if isinstance(value, int) and 1 <= value <= 8:
+        return value
+    shown = _one_line(repr(value))[:40]
+    logger.warning("%s: invalid EXIF orientation %s (not 1-8); orientation not applied", display_path(path), shown)
+    return 1
 
 
 def _to_rgb(image: Image.Image) -> "Optional[Image.Image]":
