@@ -42,11 +42,15 @@ from typing import Any, Dict, List, Tuple, Union
 
 import numpy as np
 
+from ..files.safe_open import UnsafeFileError, open_regular
 from .torch_unpickle import CorruptCheckpoint, Storage, StorageType, TensorRef, UnsafeCheckpointError, unpickle
 
 __all__ = ["UnsafeCheckpointError", "load_state_dict"]
 
 logger = logging.getLogger(__name__)
+
+#: Largest checkpoint file read (8 GiB; WRN-50-2's is 263 MB).
+MAX_CHECKPOINT_BYTES = 8 << 30
 
 #: First pickle of a legacy-format file (``torch.serialization.MAGIC_NUMBER``).
 _LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
@@ -71,12 +75,23 @@ def _storage_array(raw: bytes, stype: StorageType, numel: int, byteorder: str) -
     return np.frombuffer(raw, dtype=dtype)
 
 
+def _check_declared_sizes(zf: zipfile.ZipFile, archive_size: int) -> None:
+    """torch stores records uncompressed: a record declaring more bytes than the file is a zip bomb."""
+    for info in zf.infolist():
+        if info.file_size > archive_size:
+            raise CorruptCheckpoint(
+                f"record {info.filename[:80]!r} declares {info.file_size} bytes, more than the whole file "
+                f"({archive_size} bytes); refused before decompressing"
+            )
+
+
 def _read_zip(path: Path) -> Tuple[Any, Dict[str, np.ndarray], Dict[str, Storage]]:
     try:
         zf = zipfile.ZipFile(path)
     except zipfile.BadZipFile as exc:
         raise CorruptCheckpoint(f"broken zip archive ({exc})") from None
     with zf:
+        _check_declared_sizes(zf, os.path.getsize(path))
         pkl = [n for n in zf.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
         if len(pkl) != 1:
             raise CorruptCheckpoint(
@@ -216,8 +231,11 @@ def load_state_dict(path: PathLike) -> Dict[str, np.ndarray]:
         raise FileNotFoundError(f"path {str(p)!r} does not exist; pass the checkpoint file written by torch.save")
     if not p.is_file():
         raise ValueError(f"path {str(p)!r} is not a regular file; pass the checkpoint file written by torch.save")
-    with open(p, "rb") as f:
-        head = f.read(512)
+    try:
+        with open_regular(p, MAX_CHECKPOINT_BYTES) as f:
+            head = f.read(512)
+    except UnsafeFileError as exc:
+        raise ValueError(f"path {str(p)!r} cannot be used as a torch checkpoint: {exc.reason}") from None
     if not head:
         raise ValueError(f"path {str(p)!r} is not a torch checkpoint: the file is empty")
     try:
@@ -248,6 +266,8 @@ def load_state_dict(path: PathLike) -> Dict[str, np.ndarray]:
         UnicodeDecodeError,
         zipfile.BadZipFile,
         struct.error,
+        RecursionError,
+        MemoryError,
     ) as exc:
         raise ValueError(
             f"path {str(p)!r} is not a readable torch checkpoint (truncated or corrupt?): "

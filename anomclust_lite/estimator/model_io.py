@@ -22,6 +22,7 @@ import numpy as np
 
 from ..cluster.auto_k import KChoice
 from ..files.atomic import atomic_save_npz
+from ..files.npz import NpzRefused, read_npz_checked
 from .assign import FittedState
 from .reference import HASH_BYTES, REFERENCE_KINDS
 
@@ -37,6 +38,14 @@ CORRUPT = "model.npz is corrupt or from an incompatible version"
 PathLike = Union[str, "os.PathLike[str]"]
 
 _ARRAYS = ("header", "centers", "labels", "fitted_distances", "fitted_hashes", "reference")
+_DTYPES = {
+    "header": np.uint8, "centers": np.float64, "labels": np.int64, "fitted_distances": np.float64,
+    "fitted_hashes": np.uint8, "reference": np.float16,
+}
+#: Largest model.npz read, and largest total of its members once decompressed (4 GiB).
+MAX_MODEL_BYTES = 4 << 30
+#: Largest patch count a model may declare (a 1024 x 1024 feature map).
+MAX_N_PATCHES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -101,8 +110,9 @@ def read_model(path: PathLike) -> SavedModel:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file {os.fspath(path)!r} does not exist; pass the model.npz written by a clustering run")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
+        arrays = read_npz_checked(path, _DTYPES, max_bytes=MAX_MODEL_BYTES)
+    except NpzRefused as exc:
+        raise ValueError(f"{CORRUPT}: {exc}") from None
     except Exception as exc:  # zipfile, zlib, the .npy parser, MemoryError: a damaged file raises any of them
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise ValueError(f"{CORRUPT}: cannot read it as an .npz file ({type(exc).__name__}: {reason})") from None
@@ -119,6 +129,8 @@ def _read_header(arrays: Mapping[str, np.ndarray]) -> Dict[str, Any]:
         header = json.loads(arrays["header"].astype(np.uint8).tobytes().decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ValueError(f"{CORRUPT}: unreadable header ({exc})") from None
+    except RecursionError:
+        raise ValueError(f"{CORRUPT}: unreadable header (JSON nested too deeply)") from None
     if not isinstance(header, dict) or header.get("format") != MODEL_FORMAT:
         raise ValueError(f"{CORRUPT}: not an AnomalyClusterer model")
     if header.get("format_version") != MODEL_FORMAT_VERSION:
@@ -146,6 +158,7 @@ def _from_arrays(arrays: Mapping[str, np.ndarray]) -> SavedModel:
         hashes=arrays["fitted_hashes"], reference=arrays["reference"], reference_kind=kind, threshold=threshold,
     )
     problems = _array_problems(state, k) + _setting_problems(kind, threshold, m)
+    problems = problems or _consistency_problems(state, params, m)
     if problems:
         raise ValueError(f"{CORRUPT}: " + "; ".join(problems))
     return SavedModel(params, state, k, choice, m, meta)
@@ -175,6 +188,32 @@ def _array_problems(state: FittedState, k: int) -> List[str]:
 
 
 def _setting_problems(kind: str, threshold: float, m: int) -> List[str]:
-    if kind not in REFERENCE_KINDS or not (math.isfinite(threshold) and threshold >= 0) or m < 1:
-        return ["bad reference kind, threshold or patch count"]
-    return []
+    problems = []
+    if kind not in REFERENCE_KINDS:
+        problems.append(f"reference_kind {kind!r} is not one of {', '.join(REFERENCE_KINDS)}")
+    if not (math.isfinite(threshold) and threshold >= 0):
+        problems.append(f"new_type_threshold {threshold!r} is not a finite number >= 0")
+    if not 1 <= m <= MAX_N_PATCHES:
+        problems.append(f"n_patches {m} is not in 1..{MAX_N_PATCHES}")
+    return problems
+
+
+def _consistency_problems(state: FittedState, params: Mapping[str, Any], m: int) -> List[str]:
+    """The fields checked against each other (each problem names its field)."""
+    problems = []
+    n, kind, reference = state.labels.shape[0], state.reference_kind, state.reference
+    if not (np.isfinite(state.wa_distances).all() and (state.wa_distances >= 0).all()):
+        problems.append("fitted_distances has NaN, inf or negative values")
+    if not np.isfinite(reference).all():
+        problems.append("reference has NaN or inf values")
+    if reference.shape[0] < 1:
+        problems.append("reference is empty")
+    if kind == "images" and reference.shape[1] != m:
+        problems.append(f"reference has {reference.shape[1]} patches per image but n_patches is {m}")
+    if kind == "images" and reference.shape[0] > n:
+        problems.append(f"reference has {reference.shape[0]} images, more than the {n} fitted images")
+    expected_kind = {"semi": "normal-patches", "unsupervised": "images"}.get(params.get("weights"))
+    if expected_kind is not None and kind != expected_kind:
+        problems.append(f"reference_kind {kind!r} does not match weights={params.get('weights')!r} "
+                        f"(expected {expected_kind!r})")
+    return problems

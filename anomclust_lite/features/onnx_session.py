@@ -16,9 +16,15 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..files.hashing import sha256_file
+from ..files.safe_open import UnsafeFileError, open_regular
 from .images import display_path
+from .onnx_external import check_external_data
 
-__all__ = ["POOLED_METADATA_KEY", "BackboneSession"]
+__all__ = ["MAX_MODEL_BYTES", "POOLED_METADATA_KEY", "BackboneSession", "ModelRunError"]
+
+#: Largest model file opened: 2 GiB, protobuf's own limit (larger weights belong
+#: in external data, which must sit in the model's folder).
+MAX_MODEL_BYTES = 2**31
 
 #: ONNX metadata key; value ``"1"`` means the graph already applies the 3x3 pooling.
 POOLED_METADATA_KEY = "anomclust_lite.pooled"
@@ -33,6 +39,10 @@ def _import_onnxruntime() -> Any:
             "(or `pip install anomclust_lite[onnx]`)"
         ) from exc
     return ort
+
+
+class ModelRunError(ValueError):
+    """onnxruntime failed, or gave an output that is not the expected feature map; names the model."""
 
 
 class BackboneSession:
@@ -102,13 +112,7 @@ class BackboneSession:
             options.intra_op_num_threads = threads
         options.log_severity_level = 3
         path = self.model_path
-        try:
-            with open(path, "rb") as fh:
-                head = fh.read(1)
-        except OSError as exc:
-            raise FileNotFoundError(f"{self._where} cannot be read ({exc})") from exc
-        if not head:
-            raise ValueError(f"{self._where} is an empty file, not an ONNX model")
+        self._check_file()
         try:
             session = ort.InferenceSession(os.fspath(path), sess_options=options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
@@ -122,6 +126,18 @@ class BackboneSession:
                 "(check the CUDA/cuDNN installation) ; use device='cpu'"
             )
         return session
+
+    def _check_file(self) -> None:
+        """A regular, non-empty file of at most MAX_MODEL_BYTES whose external data stay in its folder."""
+        try:
+            with open_regular(self.model_path, MAX_MODEL_BYTES) as fh:
+                if os.fstat(fh.fileno()).st_size == 0:
+                    raise ValueError(f"{self._where} is an empty file, not an ONNX model")
+                check_external_data(fh, self.model_path, self._where)
+        except UnsafeFileError as exc:
+            raise ValueError(f"{self._where} cannot be used: {exc.reason}") from None
+        except OSError as exc:
+            raise FileNotFoundError(f"{self._where} cannot be read ({exc})") from exc
 
     def _providers(self, ort: Any) -> List[str]:
         if self.device != "cuda":
@@ -190,7 +206,12 @@ class BackboneSession:
         return side, side
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Run the model on ``(n, 3, H, W)`` float32 and return the chosen output ``(n, C, h, w)``."""
+        """Run the model on ``(n, 3, H, W)`` float32 and return the chosen output ``(n, C, h, w)``.
+
+        Every output is checked (4-D, one map per image, the same ``(C, h, w)``
+        as the model's first run); a failure inside onnxruntime or a wrong
+        output raises :class:`ModelRunError` naming the model.
+        """
         n = batch.shape[0]
         step = self.step
         parts = []
@@ -199,26 +220,48 @@ class BackboneSession:
             if self.model_batch is not None and chunk.shape[0] != self.model_batch:
                 pad = np.zeros((self.model_batch - chunk.shape[0],) + chunk.shape[1:], dtype=np.float32)
                 chunk = np.concatenate([chunk, pad])
-            (out,) = self.ort_session.run([self.output], {self.input_name: chunk})
-            out = np.asarray(out)
-            if out.ndim != 4:
-                raise ValueError(
-                    f"output {self.output!r} of {self._where} has shape {out.shape}; "
-                    "expected a 4-D feature map (N, C, h, w)"
-                )
+            out = self._checked(self._run_once(chunk), chunk.shape[0])
             parts.append(out[: min(step, n - s)])
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
+    def _run_once(self, chunk: np.ndarray) -> np.ndarray:
+        try:
+            (out,) = self.ort_session.run([self.output], {self.input_name: chunk})
+            return np.asarray(out)
+        except MemoryError:
+            raise ModelRunError(f"{self._where} ran out of memory at run time") from None
+        except Exception as exc:  # onnxruntime raises its own exception types
+            reason = " ".join(str(exc).split())[:300]
+            raise ModelRunError(f"{self._where} failed at run time ({type(exc).__name__}: {reason})") from exc
+
+    def _checked(self, out: np.ndarray, n: int) -> np.ndarray:
+        """``out`` if it is a 4-D map per image of the expected (C, h, w); else ModelRunError."""
+        what = f"output {self.output!r} of {self._where}"
+        if out.ndim != 4 or out.shape[0] != n or min(out.shape[1:], default=0) < 1:
+            raise ModelRunError(f"{what} has shape {out.shape}; expected a 4-D feature map ({n}, C, h, w)")
+        if self._feature_shape is not None and tuple(out.shape[1:]) != self._feature_shape:
+            raise ModelRunError(
+                f"{what} has shape {out.shape[1:]} per image here but {self._feature_shape} on the first run; "
+                "a feature extractor must give every image the same (C, h, w)"
+            )
+        if out.dtype.kind != "f":
+            raise ModelRunError(f"{what} has dtype {out.dtype}; expected floating-point features")
+        return out
+
     def feature_map_shape(self) -> Tuple[int, int, int]:
-        """(C, h, w) of one image's output (a dry run on zeros when the model's dims are symbolic)."""
+        """(C, h, w) of one image's output, from a run on zeros (a declared shape is not trusted)."""
         if self._feature_shape is None:
-            shape = next(o.shape for o in self.ort_session.get_outputs() if o.name == self.output)
-            if shape is not None and all(isinstance(v, int) and v > 0 for v in shape[1:]):
-                self._feature_shape = (shape[1], shape[2], shape[3])
-            else:
-                h, w = self.input_size
-                out = self.run(np.zeros((1, 3, h, w), dtype=np.float32))
-                self._feature_shape = tuple(int(v) for v in out.shape[1:])  # type: ignore[assignment]
+            h, w = self.input_size
+            out = self.run(np.zeros((1, 3, h, w), dtype=np.float32))
+            actual = tuple(int(v) for v in out.shape[1:])
+            declared = next(o.shape for o in self.ort_session.get_outputs() if o.name == self.output)
+            for got, said in zip(actual, list(declared or [])[1:]):
+                if isinstance(said, int) and said > 0 and said != got:
+                    raise ModelRunError(
+                        f"output {self.output!r} of {self._where} declares shape {list(declared)} but gives "
+                        f"(1, {', '.join(map(str, actual))}); refused"
+                    )
+            self._feature_shape = actual  # type: ignore[assignment]
         return self._feature_shape  # type: ignore[return-value]
 
     @property

@@ -33,6 +33,7 @@ import numpy as np
 
 from .cache import FeatureCache, file_sha256
 from .images import ImageLoadError, ImageProblem, display_path, load_image_bytes, max_image_bytes, read_image_file
+from .onnx_session import ModelRunError
 from .preprocess import preprocess
 
 __all__ = ["ExtractionResult", "PreparedImage", "Preparation", "prepared_in_order", "ExtractionRun"]
@@ -232,10 +233,13 @@ class ExtractionRun:
         if not self.pending:
             return
         t0 = time.perf_counter()
-        maps = self._infer(np.stack([p.tensor for p in self.pending]))  # type: ignore[misc]
+        try:
+            results = self._postprocess(self._infer(np.stack([p.tensor for p in self.pending])))  # type: ignore[misc]
+        except ModelRunError:  # find the image(s) the model fails on: one at a time
+            results = [self._one_image(item) for item in self.pending]
         t1 = time.perf_counter()
         self.timings["inference"] += t1 - t0
-        for item, res in zip(self.pending, self._postprocess(maps)):
+        for item, res in zip(self.pending, results):
             if isinstance(res, str):
                 self._fail(item.index, ValueError(f"image {display_path(item.path)}: {res}"), reason=res)
                 continue
@@ -247,6 +251,13 @@ class ExtractionRun:
         done = len(self.pending)
         self.pending.clear()
         self._finish(done)
+
+    def _one_image(self, item: PreparedImage) -> "np.ndarray | str":
+        """The bag of one image, or the model's one-line failure on it."""
+        try:
+            return self._postprocess(self._infer(item.tensor[None]))[0]  # type: ignore[index]
+        except ModelRunError as exc:
+            return str(exc)
 
     def result(self, started: float) -> ExtractionResult:
         """Step 5: the kept bags, compacted in place (no second ``(N, M, D)`` buffer)."""
