@@ -246,3 +246,40 @@ def test_valid_exif_orientation_is_applied():
     exif[0x0112] = 6
     image = load_image_bytes(_png_bytes(exif=exif.tobytes()), "x.png")
     assert image.size == (4, 6)
+
+
+# -- option bounds, checked before the long work -------------------------------
+
+
+def test_threads_are_capped_at_four_per_cpu(capsys):
+    from anomclust_lite.cli.main import main
+    from anomclust_lite.core.kernel import available_cpus
+
+    rc = main(["some_folder", "--threads", str(4 * available_cpus() + 1)])
+    assert rc == 2
+    assert "per CPU" in capsys.readouterr().err
+
+
+def test_huge_resize_and_crop_are_refused_before_the_model_runs(tmp_path, capsys, monkeypatch):
+    from anomclust_lite.cli import main as cli_main
+
+    (tmp_path / "imgs").mkdir()
+    for i in range(3):
+        Image.new("RGB", (8, 8), (i, i, i)).save(tmp_path / "imgs" / f"{i}.png")
+    (tmp_path / "m.onnx").write_bytes(b"not used")
+    monkeypatch.setattr("anomclust_lite.features.extractor.Extractor.__init__", _fail_if_called)
+    rc = cli_main.main([str(tmp_path / "imgs"), "--model", str(tmp_path / "m.onnx"), "--resize", "9000",
+                        "--crop", "9000", "--k", "2", "--out", str(tmp_path / "out"), "--no-cache"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "batch of model inputs" in err and "--memory-mb" in err and err.count("error:") == 1
+
+
+def test_patch_grid_too_large_for_the_budget_is_refused():
+    import argparse
+
+    from anomclust_lite.cli.main import check_patch_grid
+
+    args = argparse.Namespace(resize=4000, crop=4000, memory_mb=512.0)
+    with pytest.raises(ValueError, match="scoring one image pair needs"):
+        check_patch_grid(args, 500, 500, 128)
+    check_patch_grid(argparse.Namespace(resize=256, crop=224, memory_mb=512.0), 28, 28, 512)

@@ -40,6 +40,7 @@ import numpy as np
 from .parser import DEFAULT_EXCLUDE_NOTE, build_assign_parser, build_parser
 from ..estimator.clusterer import AnomalyClusterer
 from ..core.defaults import DEFAULT_MEMORY_MB
+from ..core.kernel import pair_bytes
 from ..features.folders import ImageSet, collect_images, folder_labels, relative_name
 from ..features.images import ImageProblem, display_path
 from .outputs import PROG, export_clusters, write_assign_report, write_csv, write_json, write_report
@@ -175,8 +176,9 @@ def make_extractor(args: argparse.Namespace, cache_dir: Optional[Path]) -> Any:
 
     # With no --model, the WRN-50 model may have to be built, or its checkpoint
     # downloaded first: show that progress on stderr (unless -q).
+    check_input_size(args)
     model = args.model if args.model is not None else resolve_model(None, progress=_download_progress(args.quiet))
-    return Extractor(
+    extractor = Extractor(
         model,
         output=args.model_output,
         resize=args.resize,
@@ -186,6 +188,35 @@ def make_extractor(args: argparse.Namespace, cache_dir: Optional[Path]) -> Any:
         cache_dir=cache_dir,
         max_pixels=args.max_pixels,
     )
+    check_patch_grid(args, *extractor.grid, extractor.dim)
+    return extractor
+
+
+def _memory_mb(args: argparse.Namespace) -> float:
+    return args.memory_mb if getattr(args, "memory_mb", None) is not None else DEFAULT_MEMORY_MB
+
+
+def check_input_size(args: argparse.Namespace, batch: int = 8) -> None:
+    """Refuse --resize/--crop whose batch of model inputs (8 x 3 x S x S float32) exceeds max(--memory-mb, 64 MiB)."""
+    side = args.crop if args.crop is not None else args.resize
+    need = batch * 3 * side * side * 4
+    limit = max(_memory_mb(args), 64)
+    if need > limit * 2**20:
+        raise ValueError(
+            f"--resize {args.resize} --crop {args.crop} makes a batch of model inputs of {need / 2**20:.0f} MiB, "
+            f"more than {limit:g} MiB (the larger of --memory-mb and 64 MiB); use smaller sizes or raise --memory-mb"
+        )
+
+
+def check_patch_grid(args: argparse.Namespace, h: int, w: int, d: int) -> None:
+    """Refuse, before any image is read, a patch grid for which one image pair exceeds --memory-mb."""
+    need = pair_bytes(h * w, d)
+    if need > _memory_mb(args) * 2**20:
+        raise ValueError(
+            f"--resize {args.resize} --crop {args.crop} gives {h}x{w} = {h * w} patches of {d} dims per image; "
+            f"scoring one image pair needs {need / 2**20:.0f} MiB, more than --memory-mb {_memory_mb(args):g}; "
+            "use smaller sizes or raise --memory-mb"
+        )
 
 
 def _download_progress(quiet: bool) -> Callable[[int, Optional[int]], None]:

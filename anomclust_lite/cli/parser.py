@@ -14,6 +14,7 @@ import numpy as np
 from ..cluster.auto_k import DEFAULT_K_MAX
 from ..estimator.params import DEFAULT_REFERENCE_SIZE, DISTANCES, WEIGHT_MODES
 from ..cluster.dispatch import METHODS
+from ..core.kernel import available_cpus
 from ..core.defaults import (
     BAG_DTYPES,
     DEFAULT_AGGREGATE,
@@ -172,6 +173,21 @@ def _fraction(text: str) -> float:
     return value
 
 
+#: --threads may be at most this many times the CPUs the process may use.
+THREADS_PER_CPU_MAX = 4
+
+
+def _threads(text: str) -> int:
+    value = _positive_int(text)
+    cap = THREADS_PER_CPU_MAX * available_cpus()
+    if value > cap:
+        raise argparse.ArgumentTypeError(
+            f"{value} threads is more than {THREADS_PER_CPU_MAX} per CPU this process may use ({cap}); "
+            f"use at most {cap} (or omit --threads: one per CPU)"
+        )
+    return value
+
+
 def _crop(text: str) -> Optional[int]:
     if text.strip().lower() in ("0", "none"):
         return None
@@ -198,8 +214,9 @@ def _add_extractor_options(p: argparse.ArgumentParser, *, for_assign: bool) -> N
                    help=f"refuse images with more than N pixels (width x height; also after resizing), as possible "
                         f"decompression bombs (default {DEFAULT_MAX_PIXELS:,}, Pillow's limit)")
     g.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model runs (default cpu)")
-    g.add_argument("--threads", type=_positive_int, metavar="N",
-                   help="CPU threads of the model and of the scoring kernels (default: one per core)")
+    g.add_argument("--threads", type=_threads, metavar="N",
+                   help="CPU threads of the model and of the scoring kernels (default: one per core; "
+                        f"at most {THREADS_PER_CPU_MAX} per core)")
     g.add_argument("--cache-dir", metavar="DIR",
                    help="feature cache folder (default OUT/.features; a rerun reuses cached features)")
     g.add_argument("--no-cache", action="store_true", help="do not cache features")
