@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from .core.validation import check_int
-from .features.images import display_path, read_image_file
+from .features.images import ALLOWED_FORMATS, display_path, read_image_file
 from .features.listing import is_image_file_name
 from .features.preprocess import resize_and_crop
 
@@ -382,7 +382,7 @@ def load_mask(
     mask_path = Path(path)
     if not mask_path.is_file():
         raise FileNotFoundError(f"mask file not found: {display_path(mask_path)}")
-    with Image.open(io.BytesIO(read_image_file(mask_path))) as raw:
+    with Image.open(io.BytesIO(read_image_file(mask_path)), formats=list(ALLOWED_FORMATS)) as raw:
         mask = raw.convert("L")
     if image_size is not None:
         wanted = (check_int(image_size[0], "image_size", low=1), check_int(image_size[1], "image_size", low=1))
