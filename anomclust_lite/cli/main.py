@@ -43,6 +43,7 @@ from ..core.defaults import DEFAULT_MEMORY_MB
 from ..core.kernel import pair_bytes
 from ..features.folders import ImageSet, collect_images, folder_labels, relative_name
 from ..features.images import ImageProblem, display_path
+from .out_dir import claim_output, release_locks
 from .outputs import PROG, export_clusters, write_assign_report, write_csv, write_json, write_report
 
 __all__ = [
@@ -102,27 +103,17 @@ class _Console:
 # ---------------------------------------------------------------------- output folder
 
 
-def _is_inside(child: Path, parent: Path) -> bool:
-    try:
-        child.relative_to(parent)
-        return True
-    except ValueError:
-        return False
-
-
-def _prepare_out(out_arg: Optional[str], folder: Path, suffix: str) -> Path:
-    """Resolve, refuse inside ``folder``, create and probe the output folder."""
+def _prepare_out(out_arg: Optional[str], folder: Path, suffix: str, *, normal: Optional[Path] = None,
+                 export: bool = False) -> Path:
+    """Resolve, claim (see :mod:`.out_dir`: new, empty or ours; not nested with an input; locked) and probe."""
     if out_arg is not None:
         out = Path(out_arg).expanduser().resolve()
     else:
         if folder.parent == folder:
             raise ValueError(f"cannot put the output beside {display_path(folder)}; pass --out DIR")
         out = folder.parent / f"{folder.name}{suffix}"
-    if _is_inside(out, folder):
-        raise ValueError(
-            f"output folder {display_path(out)} is inside the image folder {display_path(folder)} "
-            "(its files would be scanned next time); choose an --out outside it"
-        )
+    inputs = [("image folder", folder)] + ([("normal folder (--normal)", normal)] if normal is not None else [])
+    out = claim_output(out, inputs, export=export)
     _probe_writable(out, "output folder", "choose another --out")
     return out
 
@@ -367,7 +358,7 @@ def run_clustering(
     for problem in images.problems:
         console.warn(f"{display_path(problem.path)}: {problem.reason}")
 
-    out = _prepare_out(args.out, folder, "_clusters")
+    out = _prepare_out(args.out, folder, "_clusters", normal=normal_folder, export=args.export != "none")
     cache_dir = _cache_dir(args, out)
     console.info(
         f"{n_found} images in {display_path(folder)}"
@@ -674,4 +665,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     finally:
+        release_locks()
         package_logger.removeHandler(log_handler)

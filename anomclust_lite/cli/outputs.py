@@ -17,14 +17,12 @@ import numpy as np
 
 from ..files.atomic import atomic_open, atomic_write_text
 from ..estimator.clusterer import AnomalyClusterer
-from ..features.images import display_path
+from .out_dir import EXPORT_MARKER, remove_exports, write_export_marker
 
 __all__ = ["PROG", "EXPORT_MARKER", "write_csv", "write_json", "export_clusters", "write_report", "write_assign_report"]
 
 #: The command-line program's name, as written into outputs and messages.
 PROG = "anomclust-lite"
-#: Marker file in each exported cluster folder, so a rerun may replace it.
-EXPORT_MARKER = ".anomclust-export"
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
@@ -44,42 +42,51 @@ def export_clusters(out: Path, folder: Path, paths: Sequence[Path], labels: np.n
     File names are the paths relative to ``folder`` with ``/`` replaced by
     ``__`` (so ``good/000.png`` becomes ``good__000.png``); a name that still
     collides gets ``_2``, ``_3``, ... before its extension, in path order.
+    Only our earlier export is deleted, file by file (see :mod:`.out_dir`);
+    each folder's marker lists its names before any file is written.
     """
-    for old in sorted(out.glob("cluster_*")):
-        if old.is_dir() and not old.is_symlink():
-            if not (old / EXPORT_MARKER).exists():
-                raise ValueError(
-                    f"{display_path(old)} exists and was not made by {PROG}; remove it or choose another --out"
-                )
-            shutil.rmtree(old)
+    plan = _export_plan(folder, paths, labels)
+    remove_exports(out)
+    for label, items in plan.items():
+        target_dir = out / f"cluster_{label}"
+        target_dir.mkdir()
+        write_export_marker(target_dir, [name for name, _ in items])
+        for name, path in items:
+            _export_one(path, target_dir, name, mode)
+
+
+def _export_plan(folder: Path, paths: Sequence[Path], labels: np.ndarray) -> Dict[int, List[Tuple[str, Path]]]:
+    """label -> [(file name in cluster_<label>, source path)], names unique per folder."""
+    plan: Dict[int, List[Tuple[str, Path]]] = {}
     used: Dict[int, set] = {}
     for path, label in zip(paths, (int(v) for v in labels)):
-        target_dir = out / f"cluster_{label}"
-        if label not in used:
-            target_dir.mkdir()
-            atomic_write_text(target_dir / EXPORT_MARKER, f"made by {PROG} --export; replaced on rerun\n")
-            used[label] = set()
         try:
             flat = path.relative_to(folder).as_posix().replace("/", "__")
         except ValueError:
             flat = path.name
+        taken = used.setdefault(label, {EXPORT_MARKER})
         candidate, n = flat, 1
-        while candidate in used[label]:
+        while candidate in taken:
             n += 1
             stem, dot, ext = flat.rpartition(".")
             candidate = f"{stem}_{n}.{ext}" if dot else f"{flat}_{n}"
-        used[label].add(candidate)
-        target = target_dir / candidate
-        if mode == "symlink":
-            tmp = target_dir / f".{candidate}.tmp"
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            os.symlink(os.path.abspath(path), tmp)
-            os.replace(tmp, target)
-        else:
-            with open(path, "rb") as src, atomic_open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            shutil.copymode(path, target)
+        taken.add(candidate)
+        plan.setdefault(label, []).append((candidate, path))
+    return plan
+
+
+def _export_one(path: Path, target_dir: Path, name: str, mode: str) -> None:
+    target = target_dir / name
+    if mode == "symlink":
+        tmp = target_dir / f".{name}.tmp"
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        os.symlink(os.path.abspath(path), tmp)
+        os.replace(tmp, target)
+    else:
+        with open(path, "rb") as src, atomic_open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        shutil.copymode(path, target)
 
 
 def write_report(

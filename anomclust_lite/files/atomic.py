@@ -1,29 +1,54 @@
 """Atomic file writes: a temporary file in the target's folder, then ``os.replace``.
 
 An interrupted run therefore never leaves a half-written output behind: the
-target either keeps its old content or gets the complete new one.
+target either keeps its old content or gets the complete new one. Only
+regular files are written: an existing target that is anything else (a
+device such as ``/dev/full``, a folder, a FIFO, a symbolic link) is refused
+with :class:`NotRegularFileError` and left as it is, never replaced.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator, Union
 
 import numpy as np
 
-__all__ = ["atomic_open", "atomic_write_bytes", "atomic_write_text", "atomic_save_npy", "atomic_save_npz"]
+__all__ = [
+    "NotRegularFileError", "atomic_open", "atomic_write_bytes", "atomic_write_text", "atomic_save_npy", "atomic_save_npz",
+]
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+
+class NotRegularFileError(FileExistsError):
+    """The target exists and is not a regular file (device, folder, FIFO, link): it is not replaced."""
+
+
+def _refuse_non_regular(target: Path) -> None:
+    try:
+        mode = os.lstat(target).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        raise NotRegularFileError(
+            errno.EEXIST, "exists and is not a regular file (a device, folder, pipe or link); not replaced",
+            os.fspath(target))
 
 
 @contextlib.contextmanager
 def atomic_open(path: PathLike, mode: str = "wb", *, encoding: "str | None" = None) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success it replaces ``path``.
 
-    On any exception the temporary file is removed and ``path`` is untouched.
+    An existing ``path`` that is not a regular file raises
+    :class:`NotRegularFileError` before anything is written (checked again
+    just before the rename). On any exception the temporary file is removed
+    and ``path`` is untouched.
     An ``OSError`` without a file name (e.g. ``ENOSPC`` from a write or
     ``fsync``) is re-raised with ``path`` as its file name, so the message
     says which output could not be written.
@@ -31,6 +56,7 @@ def atomic_open(path: PathLike, mode: str = "wb", *, encoding: "str | None" = No
     if mode not in ("wb", "w"):
         raise ValueError(f"mode must be 'wb' or 'w'; got {mode!r}")
     target = Path(path)
+    _refuse_non_regular(target)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except OSError as exc:
@@ -44,6 +70,7 @@ def atomic_open(path: PathLike, mode: str = "wb", *, encoding: "str | None" = No
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        _refuse_non_regular(target)
         os.replace(tmp, target)
     except BaseException as exc:
         with contextlib.suppress(OSError):
