@@ -19,7 +19,7 @@ from _cli_support import fixture_folder, fixture_model_path  # noqa: F401 (fixtu
 from _cli_support import fixture_base_folder  # noqa: F401 (needed by folder)
 from _cli_support import assert_one_error_line, model_args, run
 
-from anomclust_lite.cli.out_dir import EXPORT_MARKER, LOCK_NAME, OUT_MARKER, claim_output, release_locks
+from anomclust_lite.cli.out_dir import EXPORT_MARKER, LOCK_NAME, OUT_MARKER, check_output, claim_output, release_locks
 from anomclust_lite.files.atomic import NotRegularFileError, atomic_open, atomic_write_bytes, atomic_write_text
 
 
@@ -194,8 +194,8 @@ def test_second_run_on_a_locked_out_is_refused(capsys, folder: Path, model_path:
 
 
 def test_lock_is_per_folder_and_released(tmp_path: Path) -> None:
-    a = claim_output(tmp_path / "a", [])
-    assert claim_output(tmp_path / "a", []) == a  # the same process may claim again
+    a = claim_output(check_output(tmp_path / "a", []))
+    assert claim_output(check_output(a, [])) == a  # the same process may claim again
     fd = os.open(a / LOCK_NAME, os.O_RDWR)
     try:
         import fcntl
@@ -228,7 +228,7 @@ def test_leftovers_do_not_make_a_foreign_folder_ours(tmp_path: Path) -> None:
     out.mkdir()
     (out / ".x.tmp").write_bytes(b"whose?")
     with pytest.raises(ValueError, match="not made by"):
-        claim_output(out, [])
+        check_output(out, [])
     assert (out / ".x.tmp").read_bytes() == b"whose?"
 
 

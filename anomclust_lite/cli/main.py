@@ -43,7 +43,7 @@ from ..core.defaults import DEFAULT_MEMORY_MB
 from ..core.kernel import pair_bytes
 from ..features.folders import ImageSet, collect_images, folder_labels, relative_name
 from ..features.images import ImageProblem, display_path
-from .out_dir import claim_output, release_locks
+from .out_dir import check_output, claim_output, release_locks
 from .outputs import PROG, export_clusters, write_assign_report, write_csv, write_json, write_report
 
 __all__ = [
@@ -105,7 +105,7 @@ class _Console:
 
 def _prepare_out(out_arg: Optional[str], folder: Path, suffix: str, *, normal: Optional[Path] = None,
                  export: bool = False) -> Path:
-    """Resolve, claim (see :mod:`.out_dir`: new, empty or ours; not nested with an input; locked) and probe."""
+    """Resolve, check (:mod:`.out_dir`: new, empty or ours; not nested with an input), probe, then mark and lock."""
     if out_arg is not None:
         out = Path(out_arg).expanduser().resolve()
     else:
@@ -113,9 +113,9 @@ def _prepare_out(out_arg: Optional[str], folder: Path, suffix: str, *, normal: O
             raise ValueError(f"cannot put the output beside {display_path(folder)}; pass --out DIR")
         out = folder.parent / f"{folder.name}{suffix}"
     inputs = [("image folder", folder)] + ([("normal folder (--normal)", normal)] if normal is not None else [])
-    out = claim_output(out, inputs, export=export)
+    out = check_output(out, inputs, export=export)
     _probe_writable(out, "output folder", "choose another --out")
-    return out
+    return claim_output(out)
 
 
 def _probe_writable(folder: Path, what: str, advice: str) -> None:

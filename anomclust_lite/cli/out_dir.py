@@ -36,6 +36,7 @@ __all__ = [
     "OUT_MARKER",
     "LOCK_NAME",
     "EXPORT_MARKER",
+    "check_output",
     "claim_output",
     "check_nesting",
     "remove_exports",
@@ -57,17 +58,24 @@ _PROG = "anomclust-lite"
 _HELD: Dict[str, int] = {}
 
 
-def claim_output(out: Path, inputs: Sequence[Tuple[str, Path]], *, export: bool = False) -> Path:
-    """Check, create, mark and lock the output folder ``out``; returns it resolved.
+def check_output(out: Path, inputs: Sequence[Tuple[str, Path]], *, export: bool = False) -> Path:
+    """Check, without writing anything, that ``out`` may be used; returns it resolved.
 
     ``inputs`` are ``(what, folder)`` pairs (e.g. ``("image folder", FOLDER)``)
     that ``out`` may neither lie in nor hold. With ``export``, existing
-    ``cluster_*`` entries are checked now (see :func:`_export_folders`).
+    ``cluster_*`` entries are checked too (see :func:`_export_folders`).
     Raises ``ValueError`` with a one-line message naming the problem.
     """
     out = Path(out).expanduser().resolve()
     check_nesting(out, inputs)
     _check_claimable(out)
+    if export and os.path.isdir(out):
+        _export_folders(out)
+    return out
+
+
+def claim_output(out: Path) -> Path:
+    """Create, mark and lock the checked output folder ``out``, then remove our leftovers in it."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         _write_out_marker(out)
@@ -76,8 +84,6 @@ def claim_output(out: Path, inputs: Sequence[Tuple[str, Path]], *, export: bool 
         reason = exc.strerror or type(exc).__name__
         raise ValueError(f"cannot write to output folder {display_path(out)} ({reason}); choose another --out") from None
     _remove_leftovers(out)
-    if export:
-        _export_folders(out)
     return out
 
 
