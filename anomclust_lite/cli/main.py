@@ -43,6 +43,7 @@ from ..core.defaults import DEFAULT_MEMORY_MB
 from ..core.kernel import pair_bytes
 from ..features.folders import ImageSet, collect_images, folder_labels, relative_name
 from ..features.images import ImageProblem, display_path
+from ..files.safe_text import terminal_text
 from .out_dir import check_output, claim_output, release_locks
 from .outputs import PROG, export_clusters, write_assign_report, write_csv, write_json, write_report
 
@@ -72,13 +73,13 @@ class _Console:
 
     def info(self, message: str) -> None:
         if not self.quiet:  # one write per line: decoding threads may log at the same time
-            print(message + "\n", end="", file=sys.stderr, flush=True)
+            print(terminal_text(message) + "\n", end="", file=sys.stderr, flush=True)
 
     def warn(self, message: str) -> None:
         self.info(f"{PROG}: warning: {message}")
 
     def result(self, message: str) -> None:
-        print(message, flush=True)
+        print(terminal_text(message), flush=True)
 
     def counter(self, label: str) -> Callable[[int, int], None]:
         """A ``progress(done, total)`` callback printing about ten updates."""
@@ -662,7 +663,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{PROG}: interrupted{note}", file=sys.stderr)
         return 130
     except (ValueError, OSError, ImportError) as exc:  # ImageLoadError, ModelNotFoundError are among these
-        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"{PROG}: error: {terminal_text(_one_line(exc))}", file=sys.stderr)
         return 1
     finally:
         release_locks()

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..files.atomic import atomic_open, atomic_write_text
+from ..files.safe_text import csv_cell
 from ..estimator.clusterer import AnomalyClusterer
 from .out_dir import EXPORT_MARKER, remove_exports, write_export_marker
 
@@ -26,10 +27,11 @@ PROG = "anomclust-lite"
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """A CSV table; a text cell a spreadsheet would run as a formula gets a leading ``'`` (:func:`csv_cell`)."""
     with atomic_open(path, "w", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(header)
-        writer.writerows(rows)
+        writer.writerows([csv_cell(cell) for cell in row] for row in rows)
 
 
 def write_json(path: Path, data: Dict[str, Any]) -> None:

@@ -1,0 +1,53 @@
+"""Strings from the file system made safe for where they are written: a CSV cell, a terminal line.
+
+File and folder names are chosen by whoever filled the folder, so they are
+hostile text:
+
+- :func:`csv_cell`: a spreadsheet runs a cell that starts with ``=``, ``+``,
+  ``-``, ``@``, TAB or CR as a formula (``=HYPERLINK(...)``, DDE); such a
+  text cell gets a leading ``'`` (the usual neutralisation, shown by
+  spreadsheets as text). A plain number (``-0.5``) is left as it is.
+- :func:`terminal_text`: control characters (C0, DEL, C1) would
+  move the cursor, rewrite earlier lines or set the window title; each is
+  shown as a ``\\xNN`` / ``\\uNNNN`` escape instead, and so are the Unicode
+  bidirectional controls that reorder what is shown.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["FORMULA_PREFIXES", "csv_cell", "terminal_text"]
+
+#: First characters that make a spreadsheet read a cell as a formula.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\Z")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def csv_cell(value: object) -> object:
+    """``value`` unchanged, unless it is text a spreadsheet would run as a formula: then ``'`` + text.
+
+    >>> csv_cell("=HYPERLINK(\\"http://x\\")")
+    '\\'=HYPERLINK("http://x")'
+    >>> csv_cell("-0.5"), csv_cell("good/000.png"), csv_cell(3)
+    ('-0.5', 'good/000.png', 3)
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES) and not _NUMBER.match(value):
+        return "'" + value
+    return value
+
+
+def terminal_text(text: str) -> str:
+    """``text`` with every control character shown as an escape (one printed line stays one line).
+
+    >>> terminal_text("a\\x1b[2Jb\\nc")
+    'a\\\\x1b[2Jb\\\\x0ac'
+    """
+    return _CONTROL.sub(_escape, text)
+
+
+def _escape(match: "re.Match[str]") -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
