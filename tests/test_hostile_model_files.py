@@ -158,3 +158,30 @@ def test_checkpoint_that_is_a_fifo_is_refused(tmp_path):
     os.mkfifo(path)
     with pytest.raises(ValueError, match="not a regular file|FIFO"):
         load_state_dict(path)
+
+
+def test_deeply_nested_checkpoint_pickle_is_a_one_line_error(tmp_path):
+    from anomclust_lite.backbones.torch_checkpoint import load_state_dict
+
+    depth = 200_000
+    nested = b"\x80\x02" + b"]" * depth + b"a" * (depth - 1) + b"."  # [[[...]]] without recursion to build
+    path = tmp_path / "deep.pth"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("archive/data.pkl", nested)
+    with pytest.raises(ValueError) as info:
+        load_state_dict(path)
+    assert "\n" not in str(info.value)
+
+
+def test_deeply_nested_pickle_in_a_dict_is_a_one_line_error(tmp_path):
+    from anomclust_lite.backbones.torch_checkpoint import load_state_dict
+
+    depth = 200_000
+    # {"w": [[[...]]]}: the walk over the loaded object must not overflow the stack
+    nested = b"\x80\x02}X\x01\x00\x00\x00w" + b"]" * depth + b"a" * (depth - 1) + b"s."
+    path = tmp_path / "deep.pth"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("archive/data.pkl", nested)
+    with pytest.raises(ValueError) as info:
+        load_state_dict(path)
+    assert "\n" not in str(info.value)
