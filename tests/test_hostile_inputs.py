@@ -283,3 +283,38 @@ def test_patch_grid_too_large_for_the_budget_is_refused():
     with pytest.raises(ValueError, match="scoring one image pair needs"):
         check_patch_grid(args, 500, 500, 128)
     check_patch_grid(argparse.Namespace(resize=256, crop=224, memory_mb=512.0), 28, 28, 512)
+
+
+# -- other input files: review files, hashed models ----------------------------
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_review_file_that_is_a_fifo_is_refused_without_blocking(tmp_path):
+    from anomclust_lite.report.review import read_review
+
+    path = tmp_path / "review.json"
+    os.mkfifo(path)
+    with pytest.raises(ValueError, match="FIFO"):
+        _run_with_timeout(lambda: read_review(path))
+
+
+def test_deeply_nested_review_json_is_a_one_line_error(tmp_path):
+    from anomclust_lite.report.review import read_review
+
+    path = tmp_path / "review.json"
+    path.write_text('{"format": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    with pytest.raises(ValueError, match="nested too deeply"):
+        read_review(path)
+    path.write_text("path,cluster,name,group,moved\n" + "x" * 200_000 + ",1,a,cluster,0\n")
+    with pytest.raises(ValueError, match="not a valid review CSV"):
+        read_review(path)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_hashing_refuses_a_fifo(tmp_path):
+    from anomclust_lite.files.hashing import sha256_file
+
+    path = tmp_path / "m.onnx"
+    os.mkfifo(path)
+    with pytest.raises(UnsafeFileError, match="FIFO"):
+        _run_with_timeout(lambda: sha256_file(path))

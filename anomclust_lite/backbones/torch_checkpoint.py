@@ -121,7 +121,7 @@ def _read_zip(path: Path) -> Tuple[Any, Dict[str, np.ndarray], Dict[str, Storage
 
 
 def _read_legacy(path: Path) -> Tuple[Any, Dict[str, np.ndarray], Dict[str, Storage]]:
-    with open(path, "rb") as f:
+    with open_regular(path, MAX_CHECKPOINT_BYTES) as f:
         file_size = os.fstat(f.fileno()).st_size
         magic = unpickle(f)
         if magic != _LEGACY_MAGIC_NUMBER:

@@ -6,12 +6,15 @@ import hashlib
 import os
 from typing import BinaryIO, Iterable, Iterator, Union
 
+from .safe_open import open_regular
+
 __all__ = ["CHUNK_BYTES", "read_chunks", "sha256_chunks", "sha256_file"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 #: Bytes read at a time (1 MiB): large files are never held in memory whole.
 CHUNK_BYTES = 1 << 20
+_ANY_SIZE = 1 << 62  # hashing streams: any size, but only a regular file
 
 
 def read_chunks(stream: BinaryIO, size: int = CHUNK_BYTES) -> Iterator[bytes]:
@@ -51,5 +54,5 @@ def sha256_file(path: PathLike) -> str:
     >>> sha256_file(p)[:12]
     'ba7816bf8f01'
     """
-    with open(path, "rb") as fh:
+    with open_regular(path, _ANY_SIZE) as fh:  # a FIFO or device swapped in is refused, not read forever
         return sha256_chunks(read_chunks(fh))

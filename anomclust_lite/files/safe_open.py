@@ -32,11 +32,15 @@ _CHUNK = 1 << 20
 
 
 class UnsafeFileError(ValueError):
-    """A file was refused before it was read; ``reason`` says why in one line."""
+    """A file was refused before it was read; ``reason`` says why in one line.
 
-    def __init__(self, path: PathLike, reason: str) -> None:
+    ``too_large`` is True when the size was the reason (False: not a regular file).
+    """
+
+    def __init__(self, path: PathLike, reason: str, *, too_large: bool = False) -> None:
         self.path = os.fspath(path)
         self.reason = reason
+        self.too_large = too_large
         super().__init__(reason)
 
 
@@ -86,7 +90,7 @@ def open_regular(path: PathLike, max_bytes: int) -> BinaryIO:
         if not stat.S_ISREG(st.st_mode):
             raise UnsafeFileError(path, f"is {file_kind(st.st_mode)}, not a regular file; refused")
         if st.st_size > max_bytes:
-            raise UnsafeFileError(path, _size_reason(st.st_size, max_bytes))
+            raise UnsafeFileError(path, _size_reason(st.st_size, max_bytes), too_large=True)
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
@@ -121,5 +125,7 @@ def read_regular(path: PathLike, max_bytes: int) -> bytes:
             parts.append(chunk)
             total += len(chunk)
     if total > max_bytes:
-        raise UnsafeFileError(path, f"file grew beyond the limit of {max_bytes} bytes while it was read; refused")
+        raise UnsafeFileError(
+            path, f"file grew beyond the limit of {max_bytes} bytes while it was read; refused", too_large=True
+        )
     return b"".join(parts)

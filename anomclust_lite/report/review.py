@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..files.atomic import atomic_write_text
+from ..files.safe_open import UnsafeFileError, read_regular
 
 __all__ = [
     "REVIEW_FORMAT",
@@ -196,6 +197,8 @@ def _parse_json(text: str, source: str) -> Review:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{source}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise ValueError(f"{source}: not a review file (JSON nested too deeply)") from None
     if not isinstance(data, dict) or data.get("format") != REVIEW_FORMAT:
         raise ValueError(f"{source}: not a review file (format must be {REVIEW_FORMAT!r})")
     if data.get("version") != REVIEW_VERSION:
@@ -233,7 +236,12 @@ def parse_review(text: str, source: str = "review") -> Review:
     if not isinstance(text, str):
         raise ValueError(f"{source}: text must be a str; got {type(text).__name__}")
     body = text.lstrip("\ufeff")
-    return _parse_json(body, source) if body.lstrip().startswith("{") else _parse_csv(body, source)
+    if body.lstrip().startswith("{"):
+        return _parse_json(body, source)
+    try:
+        return _parse_csv(body, source)
+    except csv.Error as exc:  # e.g. a field over the csv module's size limit
+        raise ValueError(f"{source}: not a valid review CSV ({' '.join(str(exc).split())})") from None
 
 
 def read_review(path: "str | os.PathLike[str]") -> Review:
@@ -246,10 +254,11 @@ def read_review(path: "str | os.PathLike[str]") -> Review:
         names the file and, for a bad row, its line.
     """
     name = os.fsdecode(os.fspath(path)).encode("utf-8", "backslashreplace").decode("utf-8")
-    with open(path, "rb") as fh:
-        raw = fh.read(MAX_REVIEW_BYTES + 1)
-    if len(raw) > MAX_REVIEW_BYTES:
-        raise ValueError(f"{name}: larger than {MAX_REVIEW_BYTES} bytes; not a review file")
+    try:
+        raw = read_regular(path, MAX_REVIEW_BYTES)
+    except UnsafeFileError as exc:
+        reason = f"larger than {MAX_REVIEW_BYTES} bytes" if exc.too_large else exc.reason
+        raise ValueError(f"{name}: {reason}; not a review file") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
