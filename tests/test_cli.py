@@ -285,6 +285,9 @@ def test_assign_round_trip(capsys, folder: Path, model_path: Path, tmp_path: Pat
     assert page.data["command"] == "assign" and page.data["k_fit"] == 3
     assert page.data["new_type"][page.data["paths"].index("zz_unseen.png")] == 1
     assert sorted(page.data["paths"]) == sorted(rows)
+    # heat maps of assigned images are drawn on the fit's scale, recorded in model.npz
+    assert page.data["heat"]["range"] == parse_report(out / "report.html").data["heat"]["range"]
+    assert page.data["map"] is not None and len(page.data["neighbours"]) == len(rows)
 
 
 def test_assign_errors(capsys, folder: Path, model_path: Path, tmp_path: Path) -> None:

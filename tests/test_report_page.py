@@ -222,3 +222,17 @@ def test_image_data_uri_formats() -> None:
     img = Image.new("RGB", (4, 4))
     assert image_data_uri(img).startswith("data:image/webp;base64,")
     assert image_data_uri(img, fmt="JPEG").startswith("data:image/jpeg;base64,")
+
+
+@pytest.mark.parametrize(
+    "value, expect",
+    [([0.1, 0.9], (0.1, 0.9)), ([0.9, 0.1], None), ([0.1], None), ("0.1,0.9", None), ([0.1, float("inf")], None),
+     ([True, 2], None), (None, None)],
+)
+def test_the_fit_heat_scale_is_read_from_metadata_as_untrusted(value, expect) -> None:
+    from types import SimpleNamespace
+
+    from anomclust_lite.report.build import HEAT_RANGE_KEY, saved_heat_range
+
+    assert saved_heat_range(SimpleNamespace(metadata_={HEAT_RANGE_KEY: value})) == expect
+    assert saved_heat_range(SimpleNamespace()) is None

@@ -414,7 +414,10 @@ def run_clustering(
     write_csv(out / "clusters.csv", header, rows)
 
     record = _extractor_record(extractor)
-    clusterer.save(out / "model.npz", metadata={"extractor": record, "folder": display_path(folder), "n_images": n})
+    from ..report.build import HEAT_RANGE_KEY, fit_heat_range  # the report's scale, reused by assign
+
+    clusterer.save(out / "model.npz", metadata={"extractor": record, "folder": display_path(folder), "n_images": n,
+                                                HEAT_RANGE_KEY: list(fit_heat_range(clusterer))})
 
     sizes = np.bincount(labels, minlength=k).tolist()
     choice = clusterer.k_choice_

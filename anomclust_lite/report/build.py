@@ -8,6 +8,7 @@ present.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Mapping, Optional, Sequence, Tuple
 
@@ -17,10 +18,15 @@ from scipy.spatial.distance import cdist
 from ..features.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from .charts import cluster_size_chart, dendrogram_image
 from .data import ReportImage, ReportRun
+from .heatmap import default_heat_range
 from .masks import mask_outline_uri
 from .thumbs import fit_size, thumbnail_uri
 
-__all__ = ["ImageOptions", "TrustFields", "report_images", "fit_run", "assign_run"]
+__all__ = ["HEAT_RANGE_KEY", "ImageOptions", "TrustFields", "report_images", "fit_heat_range", "saved_heat_range",
+           "fit_run", "assign_run"]
+
+#: Entry of a saved model's metadata holding the fit's heat-map scale ``[lo, hi]``.
+HEAT_RANGE_KEY = "report_heat_range"
 
 PathLike = "str | os.PathLike[str]"
 
@@ -63,8 +69,7 @@ def _thumb_and_mask(path: PathLike, opts: ImageOptions) -> Tuple[str, Optional[s
     except (ImageLoadError, OSError):
         return thumbnail_uri(None, resize=opts.resize, crop=opts.crop), None
     view = (opts.crop, opts.crop) if opts.crop else (opts.resize, opts.resize)
-    mask = mask_outline_uri(path, resize=opts.resize, crop=opts.crop, size=fit_size(view),
-                            max_pixels=opts.max_pixels)
+    mask = mask_outline_uri(path, resize=opts.resize, crop=opts.crop, size=fit_size(view))
     return thumbnail_uri(image, resize=opts.resize, crop=opts.crop), mask
 
 
@@ -87,11 +92,30 @@ def report_images(paths: Sequence[PathLike], names: Sequence[str], clusters: np.
     return out
 
 
+def fit_heat_range(model: Any) -> Tuple[float, float]:
+    """The heat-map scale of a fitted model: :func:`default_heat_range` of its patch scores."""
+    return default_heat_range(model.scores_)
+
+
+def saved_heat_range(model: Any) -> Optional[Tuple[float, float]]:
+    """The fit's heat-map scale recorded in ``model.metadata_`` (None when absent or not two finite lo < hi)."""
+    value = getattr(model, "metadata_", {}).get(HEAT_RANGE_KEY)
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+        return None
+    lo, hi = float(value[0]), float(value[1])
+    return (lo, hi) if lo < hi else None
+
+
 def fit_run(model: Any, paths: Sequence[PathLike], names: Sequence[str], opts: ImageOptions, *,
             labels: Optional[Sequence[str]] = None, trust: Optional[TrustFields] = None,
             facts: Optional[Mapping[str, object]] = None, metrics: Optional[Mapping[str, float]] = None,
             title: str = "Anomaly clustering", warnings: Sequence[str] = ()) -> ReportRun:
-    """The report of a fitted :class:`~anomclust_lite.AnomalyClusterer` (``model.labels_`` etc.)."""
+    """The report of a fitted :class:`~anomclust_lite.AnomalyClusterer` (``model.labels_`` etc.).
+
+    The heat maps use :func:`fit_heat_range` of the model, the scale :func:`assign_run` reuses.
+    """
     trust = trust or TrustFields()
     images = report_images(paths, names, model.labels_, model.center_distances_, opts, labels=labels,
                            scores=model.scores_, trust=trust)
@@ -104,6 +128,7 @@ def fit_run(model: Any, paths: Sequence[PathLike], names: Sequence[str], opts: I
         k_max=getattr(model, "k_max", None), distances=model.distances_,
         embeddings=model.embeddings_ if model.distance == "wa" else None,
         representatives=[int(v) for v in model.medoids_], cluster_names=trust.cluster_names,
+        heat_range=fit_heat_range(model),
         facts=facts, metrics=metrics, warnings=tuple(warnings), overview=overview)
 
 
@@ -113,7 +138,9 @@ def assign_run(model: Any, assignment: Any, paths: Sequence[PathLike], names: Se
                warnings: Sequence[str] = ()) -> ReportRun:
     """The report of ``model.assign(...)``: the model's K, new types as their own group.
 
-    The assignment's patch ``scores`` (when present) draw the heat maps, its
+    The assignment's patch ``scores`` (when present) draw the heat maps on the
+    fit's scale when the model's metadata records it (:data:`HEAT_RANGE_KEY`),
+    so a defect-free new image looks as cool as a defect-free fitted one; its
     WA ``embeddings`` give the map and the nearest neighbours.
     """
     trust = trust or TrustFields()
@@ -124,5 +151,5 @@ def assign_run(model: Any, assignment: Any, paths: Sequence[PathLike], names: Se
                            scores=scores, trust=trust)
     dist = None if embeddings is None or len(images) < 2 else cdist(embeddings, embeddings)
     return ReportRun(images=images, k=model.k_, title=title, command="assign", distances=dist,
-                     embeddings=embeddings if dist is not None else None,
+                     embeddings=embeddings if dist is not None else None, heat_range=saved_heat_range(model),
                      cluster_names=trust.cluster_names, facts=facts, warnings=tuple(warnings))

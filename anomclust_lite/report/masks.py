@@ -7,8 +7,8 @@ MVTec AD keeps the masks beside the test images::
 :func:`mask_path` finds that file for an image when it exists;
 :func:`mask_outline_uri` cuts the mask like the model's view, shrinks it to
 the thumbnail and keeps its boundary, as a transparent PNG the page lays over
-the zoomed image. Mask files are read like any image (size limit, no
-symlink tricks beyond what :func:`load_image` allows).
+the zoomed image. Mask files are read like any image (through
+:func:`anomclust_lite.datasets.load_mask`: size limit, hostile files refused).
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from typing import Optional, Tuple
 import numpy as np
 from PIL import Image
 
-from ..features.images import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
-from .heatmap import model_view
 from .thumbs import image_data_uri
 
 __all__ = ["OUTLINE_RGBA", "mask_path", "mask_outline", "mask_outline_uri"]
@@ -70,20 +68,23 @@ def mask_outline(mask: Image.Image, size: Tuple[int, int]) -> Image.Image:
 
 
 def mask_outline_uri(image_path: "str | os.PathLike[str]", *, resize: int, crop: Optional[int],
-                     size: Tuple[int, int], max_pixels: int = DEFAULT_MAX_PIXELS) -> Optional[str]:
+                     size: Tuple[int, int]) -> Optional[str]:
     """PNG ``data:`` URI of the outline of ``image_path``'s ground-truth mask at thumbnail ``size``.
 
-    None when the image has no mask, the mask cannot be read, or it is empty
-    (MVTec's good images have none).
+    The mask is read and cut like the model's input by
+    :func:`anomclust_lite.datasets.load_mask`. None when the image has no mask,
+    the mask cannot be read, or it is empty (MVTec's good images have none).
     """
+    from ..datasets import load_mask
+
     path = mask_path(image_path)
     if path is None:
         return None
     try:
-        mask = load_image(path, max_pixels=max_pixels)
-    except (ImageLoadError, OSError):
+        mask = load_mask(path, resize=resize, crop=crop)
+    except (ValueError, OSError):  # unreadable or hostile mask files are skipped, not fatal
         return None
-    outline = mask_outline(model_view(mask, resize=resize, crop=crop), size)
+    outline = mask_outline(Image.fromarray(mask.astype(np.uint8) * 255), size)
     if not np.asarray(outline)[..., 3].any():
         return None
     return image_data_uri(outline, fmt="PNG")
