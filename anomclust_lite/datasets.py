@@ -48,6 +48,7 @@ __all__ = [
     "mtd",
     "load_mask",
     "mask_cells",
+    "shared_root",
 ]
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ MVTEC_EXCLUDED_TYPES = ("combined",)
 MTD_CLASSES = ("Blowhole", "Break", "Crack", "Fray", "Free", "Uneven")
 #: A mask pixel is a defect where its 8-bit value is greater than this.
 MASK_THRESHOLD = 127
+#: Environment variable naming the shared data folder.
+SHARED_ENV = "ANOMCLUST_SHARED"
 
 
 @dataclass(frozen=True)
@@ -436,3 +439,28 @@ def mask_cells(masks: Union[np.ndarray, Sequence[np.ndarray]], grid: Tuple[int, 
         img = Image.fromarray((arr != 0).astype(np.float32), mode="F")
         out[i] = np.asarray(img.resize((w, h), resample=Image.BOX), dtype=np.float64)
     return out
+
+
+def shared_root(arg: Optional[PathLike] = None) -> Path:
+    """The shared data folder (``data/mvtec``, ``data/mtd``, ``models``, ...).
+
+    The first of: ``arg`` (a ``--shared`` option; ``None`` or ``""`` mean
+    not given), ``$ANOMCLUST_SHARED``, ``../shared`` beside the repository
+    when the package runs from a source checkout (a ``pyproject.toml`` next
+    to the package folder), else ``../shared`` beside the working
+    directory. The folder is not checked: callers say what they miss.
+
+    Examples
+    --------
+    >>> shared_root("/data/shared").as_posix()
+    '/data/shared'
+    """
+    if arg:
+        return Path(arg)
+    env = os.environ.get(SHARED_ENV)
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file():
+        return checkout.parent / "shared"
+    return Path.cwd().parent / "shared"

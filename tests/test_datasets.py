@@ -215,3 +215,14 @@ def test_real_mtd(shared_dir):
     s = mtd(shared_dir / "data" / "mtd")
     assert s.n_images == 582 and s.k == 6 and len(s.normal_paths) == 762
     assert s.class_counts() == {"Blowhole": 115, "Break": 85, "Crack": 57, "Fray": 32, "Free": 190, "Uneven": 103}
+
+
+def test_shared_root_order(monkeypatch, tmp_path):
+    from anomclust_lite import shared_root
+
+    monkeypatch.setenv("ANOMCLUST_SHARED", str(tmp_path / "env"))
+    assert shared_root(tmp_path / "arg") == tmp_path / "arg"
+    assert shared_root() == shared_root("") == tmp_path / "env"
+    monkeypatch.delenv("ANOMCLUST_SHARED")
+    repo = Path(__file__).resolve().parent.parent
+    assert shared_root() == repo.parent / "shared"  # a source checkout: beside the repository

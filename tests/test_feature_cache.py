@@ -38,6 +38,23 @@ def test_put_get_roundtrip_and_miss(tmp_path: Path, rng: np.random.Generator) ->
     assert [p.name for p in npy.parent.iterdir() if p.name.startswith(".")] == []  # no temp files left
 
 
+def test_float64_entries_keep_every_bit_and_their_dtype_is_checked(
+    tmp_path: Path, rng: np.random.Generator, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = FeatureCache(tmp_path)
+    key = cache.key(file_sha256(b"bags"), SETTINGS)
+    arr = rng.standard_normal((5, 5))
+    cache.put(key, arr, SETTINGS, dtype="float64")
+    out = cache.get(key, SETTINGS, shape=(5, 5), dtype="float64")
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out, arr)
+    with caplog.at_level(logging.WARNING):
+        assert cache.get(key, SETTINGS) is None  # a float64 entry is not a float32 one
+    assert "float32" in caplog.text
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        cache.put(key, arr, SETTINGS, dtype="float16")
+
+
 def test_key_depends_on_content_and_every_setting() -> None:
     base = FeatureCache.key(file_sha256(b"a"), SETTINGS)
     assert base == FeatureCache.key(file_sha256(b"a"), dict(reversed(list(SETTINGS.items()))))

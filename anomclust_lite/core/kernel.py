@@ -121,6 +121,18 @@ def plan_tasks(m: int, d: int, memory_mb: float, n_cols: int, cpus: Optional[int
     depend on ``cpus``, so neither do the results. Then as many workers as
     the CPUs and the budget allow. Raises ``ValueError`` naming
     ``memory_mb`` when not even one image pair fits.
+
+    Public (``anomclust_lite.plan_tasks``) so that a benchmark or a user
+    sizing ``memory_mb`` can see the plan the scoring kernels will follow.
+
+    Examples
+    --------
+    >>> plan_tasks(784, 512, 512.0, 160, cpus=2)
+    (4, 2)
+    >>> plan_tasks(784, 512, 1.0, 160)
+    Traceback (most recent call last):
+    ...
+    ValueError: memory_mb=1 is too small for images of M=784 patches of D=512 dims: ...
     """
     budget = memory_mb * _MIB
     need = pair_bytes(m, d)

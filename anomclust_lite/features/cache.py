@@ -9,6 +9,10 @@ files, both written atomically::
     <directory>/<key[:2]>/<key>.npy    the bag, float32 (M, D), saved without pickle
     <directory>/<key[:2]>/<key>.json   shape, dtype, sha256 of the array bytes, settings
 
+Entries are float32 unless the caller asks for float64 (``dtype=``): the
+same format holds derived arrays, e.g. the score matrices that
+``tools/reproduce.py`` keys by the sha256 of the bags they come from.
+
 The JSON sidecar is written after the array, so an interrupted write leaves
 at worst an array without sidecar, which counts as a miss. On reading, the
 sidecar's settings, shape, dtype and checksum are verified; a truncated,
@@ -32,7 +36,7 @@ from ..files.atomic import atomic_save_npy, atomic_write_text
 from ..files.safe_open import open_regular, read_regular
 from .images import display_path
 
-__all__ = ["CACHE_FORMAT_VERSION", "FeatureCache", "file_sha256"]
+__all__ = ["CACHE_FORMAT_VERSION", "CACHE_DTYPES", "FeatureCache", "file_sha256"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +44,8 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 #: Version of the cache layout and of the extraction recipe; part of every key.
 CACHE_FORMAT_VERSION = 1
+#: The array types an entry may hold.
+CACHE_DTYPES = ("float32", "float64")
 
 # Entries are read as regular files only (a FIFO or device in the cache is a
 # miss, never read), the sidecar up to 1 MiB, the array up to its recorded size
@@ -67,8 +73,14 @@ def _canonical(settings: Mapping[str, Any]) -> str:
     return json.dumps(dict(settings), sort_keys=True, separators=(",", ":"))
 
 
-def _read_npy(path: Path, meta: object, shape: "Optional[Tuple[int, ...]]") -> np.ndarray:
-    """Read a cached ``.npy`` whose header must announce the recorded float32 shape.
+def _check_dtype(dtype: str) -> np.dtype:
+    if dtype not in CACHE_DTYPES:
+        raise ValueError(f"dtype must be one of {CACHE_DTYPES}; got {dtype!r}")
+    return np.dtype(dtype)
+
+
+def _read_npy(path: Path, meta: object, shape: "Optional[Tuple[int, ...]]", dtype: str = "float32") -> np.ndarray:
+    """Read a cached ``.npy`` whose header must announce the recorded shape and ``dtype``.
 
     The header is checked before any data is read, so a damaged or tampered
     header cannot make the reader allocate a huge array.
@@ -78,7 +90,7 @@ def _read_npy(path: Path, meta: object, shape: "Optional[Tuple[int, ...]]") -> n
         raise ValueError("the sidecar records no valid shape")
     if shape is not None and tuple(recorded) != tuple(shape):
         raise ValueError(f"recorded shape {tuple(recorded)}, expected {tuple(shape)}")
-    expected = math.prod(recorded) * 4
+    expected = math.prod(recorded) * np.dtype(dtype).itemsize
     with open_regular(path, expected + _NPY_HEADER_MAX) as fh:
         if os.fstat(fh.fileno()).st_size < expected:
             raise ValueError(f"the array file is shorter than the recorded shape {tuple(recorded)} needs")
@@ -89,13 +101,13 @@ def _read_npy(path: Path, meta: object, shape: "Optional[Tuple[int, ...]]") -> n
             header = np.lib.format.read_array_header_2_0(fh)
         else:
             raise ValueError(f"unsupported .npy format version {version}")
-        file_shape, fortran_order, dtype = header
-        if tuple(file_shape) != tuple(recorded) or fortran_order or dtype != np.dtype(np.float32):
+        file_shape, fortran_order, file_dtype = header
+        if tuple(file_shape) != tuple(recorded) or fortran_order or file_dtype != np.dtype(dtype):
             raise ValueError(
-                f"the array header ({tuple(file_shape)}, {dtype}) does not match the recorded "
-                f"({tuple(recorded)}, float32)"
+                f"the array header ({tuple(file_shape)}, {file_dtype}) does not match the recorded "
+                f"({tuple(recorded)}, {dtype})"
             )
-        array = np.empty(tuple(recorded), dtype=np.float32)
+        array = np.empty(tuple(recorded), dtype=dtype)
         n_read = fh.readinto(memoryview(array).cast("B"))
         if n_read != array.nbytes or fh.read(1):
             raise ValueError(f"the array data has the wrong length ({n_read} bytes read, {array.nbytes} expected)")
@@ -141,6 +153,28 @@ class FeatureCache:
         return f"FeatureCache({display_path(self.directory)!r})"
 
     @staticmethod
+    def content_sha256(*arrays: np.ndarray) -> str:
+        """Hex sha256 of the shapes, dtypes and bytes of ``arrays``, in order.
+
+        The content part of :meth:`key` for arrays derived from other arrays
+        (scores from bags), as :func:`file_sha256` is for an image's features.
+
+        Examples
+        --------
+        >>> a = np.zeros((2, 3), np.float32)
+        >>> FeatureCache.content_sha256(a) == FeatureCache.content_sha256(a.copy())
+        True
+        >>> FeatureCache.content_sha256(a) == FeatureCache.content_sha256(a.reshape(3, 2))
+        False
+        """
+        digest = hashlib.sha256()
+        for array in arrays:
+            arr = np.ascontiguousarray(array)
+            digest.update(str((arr.shape, arr.dtype.str)).encode())
+            digest.update(arr.tobytes())
+        return digest.hexdigest()
+
+    @staticmethod
     def key(image_sha256: str, settings: Mapping[str, Any]) -> str:
         """Cache key (hex sha256) of an image's content hash and the extraction settings."""
         payload = _canonical({"format": CACHE_FORMAT_VERSION, "image_sha256": image_sha256, "settings": dict(settings)})
@@ -156,24 +190,26 @@ class FeatureCache:
         settings: Mapping[str, Any],
         *,
         shape: "Optional[Tuple[int, ...]]" = None,
+        dtype: str = "float32",
     ) -> "Optional[np.ndarray]":
-        """Return the cached float32 array for ``key``, or None on a miss.
+        """Return the cached array (of ``dtype``, one of :data:`CACHE_DTYPES`) for ``key``, or None on a miss.
 
         A missing entry is a silent miss; an entry that fails verification
         (unreadable, truncated, checksum, shape, dtype or settings mismatch)
         is a miss with a logged warning.
         """
+        _check_dtype(dtype)
         array_path, meta_path = self._paths(key)
         if not meta_path.is_file():
             return None
         try:
             meta = json.loads(read_regular(meta_path, _META_MAX_BYTES).decode("utf-8"))
-            array = _read_npy(array_path, meta, shape)
+            array = _read_npy(array_path, meta, shape, dtype)
         except Exception as exc:  # a damaged entry is a miss, whatever the parser raised
             reason = " ".join(str(exc).split()) or type(exc).__name__
             logger.warning("feature cache entry %s is unreadable (%s); recomputing", key, reason)
             return None
-        problem = self._verify(array, meta, settings, shape)
+        problem = self._verify(array, meta, settings, shape, dtype)
         if problem is not None:
             logger.warning("feature cache entry %s is invalid (%s); recomputing", key, problem)
             return None
@@ -185,13 +221,14 @@ class FeatureCache:
         meta: object,
         settings: Mapping[str, Any],
         shape: "Optional[Tuple[int, ...]]",
+        dtype: str,
     ) -> "Optional[str]":
         if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT_VERSION:
             return "unknown sidecar format"
         if meta.get("settings") != json.loads(_canonical(settings)):
             return "settings differ"
-        if array.dtype != np.float32 or meta.get("dtype") != "float32":
-            return f"dtype {array.dtype}, expected float32"
+        if array.dtype != np.dtype(dtype) or meta.get("dtype") != dtype:
+            return f"dtype {meta.get('dtype')}, expected {dtype}"
         if list(array.shape) != meta.get("shape"):
             return f"shape {array.shape} differs from the recorded {meta.get('shape')}"
         if shape is not None and tuple(array.shape) != tuple(shape):
@@ -200,15 +237,15 @@ class FeatureCache:
             return "checksum mismatch"
         return None
 
-    def put(self, key: str, array: np.ndarray, settings: Mapping[str, Any]) -> None:
-        """Store ``array`` (cast to float32) under ``key``, atomically."""
-        arr = np.ascontiguousarray(array, dtype=np.float32)
+    def put(self, key: str, array: np.ndarray, settings: Mapping[str, Any], *, dtype: str = "float32") -> None:
+        """Store ``array`` (cast to ``dtype``, one of :data:`CACHE_DTYPES`) under ``key``, atomically."""
+        arr = np.ascontiguousarray(array, dtype=_check_dtype(dtype))
         array_path, meta_path = self._paths(key)
         array_path.parent.mkdir(parents=True, exist_ok=True)
         meta = {
             "format": CACHE_FORMAT_VERSION,
             "settings": json.loads(_canonical(settings)),
-            "dtype": "float32",
+            "dtype": dtype,
             "shape": list(arr.shape),
             "sha256": _array_sha256(arr),
         }
