@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
@@ -21,24 +17,10 @@ def blas_threads() -> "list[int]":
     return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
 
 
-def load_tool(name: str) -> ModuleType:
-    """Import ``tools/<name>.py`` (not a package) as module ``<name>_tool``."""
-    path = REPO_ROOT / "tools" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"{name}_tool", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def shared_root() -> Path:
-    """``$ANOMCLUST_SHARED`` or ``../shared`` next to the repository root."""
-    env = os.environ.get("ANOMCLUST_SHARED")
-    return Path(env) if env else (REPO_ROOT.parent / "shared")
-
-
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
+    from anomclust_lite import shared_root
+
     root = shared_root()
     if not (root / "README.md").is_file():
         pytest.skip(f"real data not found at {root} (set ANOMCLUST_SHARED)")

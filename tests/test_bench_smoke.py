@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import re
 
-from conftest import load_tool
+import bench_kernels as bench
 
 SHAPE = r"(64x64x64|64x8x64|32x8x32)"
 
 
 def test_bench_kernels_smoke(capsys):
-    bench = load_tool("bench_kernels")
     code = bench.main(["--n", "6", "--m", "16", "--d", "8", "--memory-mb", "4", "--cdist-pairs", "2", "--normals", "3",
                        "--sgemm-seconds", "0.01", "--rounds", "2", "--sgemm-square", "64"])
     out = capsys.readouterr().out
@@ -44,7 +43,6 @@ def test_bench_kernels_smoke(capsys):
 
 
 def test_reference_shape_is_the_highest_median_not_the_luckiest_window():
-    bench = load_tool("bench_kernels")
     # "8x8x8" has the single fastest window (a burst); "4x8x4" is faster in two windows of three.
     windows = [{"8x8x8": (300.0, 0.0), "4x8x4": (100.0, 0.0)},
                {"8x8x8": (90.0, 0.0), "4x8x4": (110.0, 0.0)},
@@ -54,7 +52,6 @@ def test_reference_shape_is_the_highest_median_not_the_luckiest_window():
 
 
 def test_bench_kernels_compare_sgemm_smoke(capsys):
-    bench = load_tool("bench_kernels")
     code = bench.main(["--m", "16", "--d", "8", "--compare-sgemm", "2", "--sgemm-seconds", "0.01"])
     out = capsys.readouterr().out
     assert code == 0

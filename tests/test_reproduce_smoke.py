@@ -8,13 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import load_tool
-
-R = load_tool("reproduce")
+import reproduce as R
+from _reproduce.charts import line_chart
 
 
 def test_line_chart_draws():
-    img = R.line_chart([("a", [0.01, 0.1, 1.0], [0.2, 0.5, 0.4])], title="t", x_label="x", y_label="y", log_x=True)
+    img = line_chart([("a", [0.01, 0.1, 1.0], [0.2, 0.5, 0.4])], title="t", x_label="x", y_label="y", log_x=True)
     assert img.size == (720, 440)
     assert len(np.unique(np.asarray(img).reshape(-1, 3), axis=0)) > 2  # something was drawn
 

@@ -36,19 +36,21 @@ criterion, and the run time of each criterion. All randomness comes from
 
 Usage::
 
-    python tools/auto_k_eval.py [--shared DIR] [--cache-dir /tmp/ac_features] \\
-        [--distances-dir /tmp/ac_autok] [--datasets bottle pill mtd] [--out AUTOK.md]
+    python tools/auto_k_eval.py [--shared DIR] [--cache-dir /tmp/ac_cache] \\
+        [--datasets bottle pill mtd] [--out AUTOK.md]
 
-``--distances-dir`` keeps the WA distances of each data set and weighting in
-an ``.npz`` file (recomputed when the model file or temperature changes), so a
-second run skips the patch scoring (about 25 minutes for MTD on two cores).
+``--cache-dir`` keeps the bags (the package's feature cache) and the patch
+scores of each data set and weighting (the same cache format, in
+``<cache-dir>/scores``, keyed by a sha256 of the bags), so a second run skips
+the extraction and the patch scoring (about 25 minutes for MTD on two cores).
+The WA distances come from :func:`anomclust_lite.embed_bags`, the pipeline
+the estimator and the command-line tool use.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -58,24 +60,9 @@ import numpy as np
 from scipy.cluster.hierarchy import linkage as scipy_linkage
 from scipy.spatial.distance import squareform
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from anomclust_lite.core import defaults  # noqa: E402
-from anomclust_lite.cluster.auto_k import (  # noqa: E402
-    choose_k,
-    cut_linkage,
-    silhouette_score,
-    within_cluster_dispersion,
-)
-from anomclust_lite.cluster.dispatch import linkage_matrix, mds_embedding  # noqa: E402
-from anomclust_lite.datasets import EvalSet, mtd, mvtec_category  # noqa: E402
-from anomclust_lite.core.distances import wa_distances  # noqa: E402
-from anomclust_lite.features.images import display_path  # noqa: E402
-from anomclust_lite.metrics import ari, nmi  # noqa: E402
-from anomclust_lite.core.scores import normal_scores, patch_scores  # noqa: E402
-from anomclust_lite.core.weights import soft_weights  # noqa: E402
+import anomclust_lite as ac
+from anomclust_lite import choose_k, cut_linkage, silhouette_score, within_cluster_dispersion
+from anomclust_lite.core import defaults
 
 logger = logging.getLogger("auto_k_eval")
 
@@ -84,6 +71,8 @@ MODEL_OUTPUT = "relu_43"
 DATASETS = ("bottle", "pill", "mtd")
 MODES = ("unsupervised", "semi")
 TAUS = {"unsupervised": defaults.DEFAULT_TAU_UNSUPERVISED, "semi": defaults.DEFAULT_TAU_SEMI}
+#: Part of every score-cache entry's settings; bump when the scores change meaning.
+SCORE_CACHE_VERSION = 1
 
 #: Fixed parameters of the candidate criteria (the same for every data set).
 STABILITY_PAIRS = 20
@@ -97,75 +86,53 @@ MIN_CLUSTER_FRACTION = 0.05
 Criterion = Callable[[np.ndarray, np.ndarray, List[int], int], int]
 
 
-def shared_root(arg: Optional[str]) -> Path:
-    """``--shared``, else ``$ANOMCLUST_SHARED``, else ``../shared`` beside the repository."""
-    if arg:
-        return Path(arg)
-    env = os.environ.get("ANOMCLUST_SHARED")
-    return Path(env) if env else REPO_ROOT.parent / "shared"
-
-
-def eval_set(shared: Path, name: str) -> EvalSet:
+def eval_set(shared: Path, name: str) -> ac.EvalSet:
     """The paper's evaluation set ``name`` under ``shared/data``."""
     if name == "mtd":
-        return mtd(shared / "data" / "mtd")
-    return mvtec_category(shared / "data" / "mvtec" / name)
+        return ac.mtd(shared / "data" / "mtd")
+    return ac.mvtec_category(shared / "data" / "mvtec" / name)
 
 
 # --------------------------------------------------------------------------- WA distances
 
 
-def _model_stamp(model: Path) -> str:
-    st = model.stat()
-    return f"{model.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+def _embedding(bags: np.ndarray, normal_bags: Optional[np.ndarray], cache: Optional[ac.FeatureCache]) -> "ac.WeightedEmbedding":
+    """The pipeline's WA embedding, unsupervised (``normal_bags`` None) or semi-supervised, at the default tau.
 
-
-def _load_cached(path: Path, stamp: str, tau: float) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-    if not path.is_file():
-        return None
-    with np.load(path, allow_pickle=False) as f:
-        if str(f["model"]) != stamp or float(f["tau"]) != tau:
-            logger.info("%s is stale; recomputing", path)
-            return None
-        return f["distances"].astype(np.float64), f["labels"]
+    With a ``cache``, the patch scores are kept there, keyed by the bags' content.
+    """
+    mode = "unsupervised" if normal_bags is None else "semi"
+    if cache is None:
+        return ac.embed_bags(bags, weights=mode, normal_bags=normal_bags, tau=TAUS[mode])
+    settings = {"version": SCORE_CACHE_VERSION, "scores": mode, "aggregate": defaults.DEFAULT_AGGREGATE,
+                "q": defaults.DEFAULT_TOPK_FRACTION}
+    content = ac.FeatureCache.content_sha256(*([bags] if normal_bags is None else [bags, normal_bags]))
+    key = cache.key(content, settings)
+    scores = cache.get(key, settings, shape=bags.shape[:2])
+    if scores is not None:
+        return ac.embed_bags(bags, weights=mode, scores=scores, tau=TAUS[mode])
+    emb = ac.embed_bags(bags, weights=mode, normal_bags=normal_bags, tau=TAUS[mode])
+    cache.put(key, emb.scores, settings)
+    return emb
 
 
 def wa_distance_sets(
-    shared: Path, name: str, modes: Sequence[str], cache_dir: Optional[Path], distances_dir: Optional[Path]
+    shared: Path, name: str, modes: Sequence[str], cache_dir: Optional[Path]
 ) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
     """``{mode: (WA distances (N, N) float64, class labels (N,))}`` of one data set."""
-    from anomclust_lite.features.extractor import Extractor
-
-    model = shared / SHARED_MODEL
-    stamp = _model_stamp(model)
-    out: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
-    todo = []
-    for mode in modes:
-        cached = _load_cached(distances_dir / f"{name}_{mode}.npz", stamp, TAUS[mode]) if distances_dir else None
-        if cached is not None:
-            out[mode] = cached
-        else:
-            todo.append(mode)
-    if not todo:
-        return out
     data = eval_set(shared, name)
-    extractor = Extractor(model, output=MODEL_OUTPUT, cache_dir=cache_dir)
+    extractor = ac.Extractor(shared / SHARED_MODEL, output=MODEL_OUTPUT, cache_dir=cache_dir)
+    cache = ac.FeatureCache(cache_dir / "scores") if cache_dir is not None else None
     t0 = time.perf_counter()
     bags = extractor.extract(data.paths)
     logger.info("%s: %d bags in %.0f s", name, bags.shape[0], time.perf_counter() - t0)
     labels = np.array(data.labels)
-    for mode in todo:
+    out: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
+    for mode in modes:
         t0 = time.perf_counter()
-        if mode == "semi":
-            scores = normal_scores(bags, extractor.extract(data.normal_paths))
-        else:
-            scores = patch_scores(bags)
-        d = wa_distances(bags, soft_weights(scores, TAUS[mode])).astype(np.float64)
+        normal_bags = extractor.extract(data.normal_paths) if mode == "semi" else None
+        d = _embedding(bags, normal_bags, cache).distances().astype(np.float64)
         logger.info("%s/%s: scores and distances in %.0f s", name, mode, time.perf_counter() - t0)
-        if distances_dir is not None:
-            distances_dir.mkdir(parents=True, exist_ok=True)
-            np.savez(distances_dir / f"{name}_{mode}.npz", distances=d, labels=labels,
-                     model=np.array(stamp), tau=np.array(TAUS[mode]))
         out[mode] = (d, labels)
     return out
 
@@ -192,7 +159,7 @@ def _ward_log_dispersions(points: np.ndarray, cand: List[int]) -> np.ndarray:
 def _gap_choice(d: np.ndarray, z: np.ndarray, ks: List[int], seed: int, reference: str) -> int:
     """Gap statistic over K in ``ks`` with Tibshirani's one-standard-error rule."""
     logw = np.log([within_cluster_dispersion(d, cut_linkage(z, k)) for k in ks])
-    x = mds_embedding(d)  # principal axes of the data
+    x = ac.mds_embedding(d)  # principal axes of the data
     rng = np.random.default_rng(seed)
     ref = np.empty((GAP_REFERENCES, len(ks)))
     for b in range(GAP_REFERENCES):
@@ -271,12 +238,12 @@ def crit_stability(d: np.ndarray, z: np.ndarray, ks: List[int], seed: int) -> in
         za, zb = _ward(d[np.ix_(a, a)]), _ward(d[np.ix_(b, b)])
         _, ia, ib = np.intersect1d(a, b, return_indices=True)
         for k in ks:
-            sums[k] += ari(cut_linkage(za, k)[ia], cut_linkage(zb, k)[ib])
+            sums[k] += ac.ari(cut_linkage(za, k)[ia], cut_linkage(zb, k)[ib])
     return _argmax(sums)
 
 
 def crit_prediction_strength(d: np.ndarray, z: np.ndarray, ks: List[int], seed: int) -> int:
-    x = mds_embedding(d)
+    x = ac.mds_embedding(d)
     n = d.shape[0]
     rng = np.random.default_rng(seed)
     sums = {k: 0.0 for k in ks}
@@ -319,12 +286,12 @@ CRITERIA: Dict[str, Criterion] = {
 
 def evaluate(d: np.ndarray, labels: np.ndarray, k_max: int, seed: int) -> Dict[str, Dict[str, float]]:
     """``{criterion: {"k", "nmi", "seconds"}}`` plus ``"true"`` and ``"best"`` rows for one matrix."""
-    z = linkage_matrix(d, method="ward", metric="precomputed")
+    z = ac.linkage_matrix(d, method="ward", metric="precomputed")
     n = d.shape[0]
     ks = list(range(2, min(k_max, n - 1) + 1))
 
     def nmi_at(k: int) -> float:
-        return nmi(labels, cut_linkage(z, k)) if k > 1 else 0.0
+        return ac.nmi(labels, cut_linkage(z, k)) if k > 1 else 0.0
 
     rows: Dict[str, Dict[str, float]] = {}
     for name, crit in CRITERIA.items():
@@ -363,16 +330,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--shared", help="shared data folder (default $ANOMCLUST_SHARED or ../shared)")
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
-    parser.add_argument("--cache-dir", type=Path, help="feature cache folder (default: none)")
-    parser.add_argument("--distances-dir", type=Path, help="keep WA distances here between runs (default: none)")
+    parser.add_argument("--cache-dir", type=Path,
+                        help="keep the bags and the patch scores here between runs (default: none)")
     parser.add_argument("--k-max", type=int, default=15, help="largest candidate K (default 15)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every randomised criterion (default 0)")
     parser.add_argument("--out", type=Path, help="also write the Markdown tables to this file")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    shared = shared_root(args.shared)
+    shared = ac.shared_root(args.shared)
     if not (shared / SHARED_MODEL).is_file():
-        print(f"shared data not found under {display_path(shared)} (use --shared or ANOMCLUST_SHARED)",
+        print(f"shared data not found under {ac.display_path(shared)} (use --shared or ANOMCLUST_SHARED)",
               file=sys.stderr)
         return 1
     if args.k_max < 2:
@@ -380,7 +347,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     results: Dict[Tuple[str, str], Dict[str, Dict[str, float]]] = {}
     for ds in args.datasets:
-        sets = wa_distance_sets(shared, ds, args.modes, args.cache_dir, args.distances_dir)
+        sets = wa_distance_sets(shared, ds, args.modes, args.cache_dir)
         for mode in args.modes:
             d, labels = sets[mode]
             results[(ds, mode)] = evaluate(d, labels, args.k_max, args.seed)

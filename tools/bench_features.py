@@ -1,13 +1,13 @@
 #!/usr/bin/env python
 """Feature-extraction throughput: images/s and where the time goes.
 
-Runs :class:`anomclust_lite.features.extractor.Extractor` (decoding overlapped with
+Runs :class:`anomclust_lite.Extractor` (decoding overlapped with
 inference) on MVTec bottle images from the shared data folder with
 
 1. the shared int8 ResNet-18 (``models/resnet18_l2l3_int8.onnx``, output
    ``relu_43``), and
 2. a randomly initialised WideResNet-50-2 layer-2 model built with
-   :mod:`anomclust_lite.backbones.wrn50` (same cost as the real one; at most
+   :func:`anomclust_lite.build_wrn50_layer2_onnx` (same cost as the real one; at most
    ``--wrn-images`` images because it is slow on small CPUs),
 
 and prints the onnxruntime thread settings, images/s and the share of the
@@ -29,25 +29,10 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from anomclust_lite.features.extractor import Extractor  # noqa: E402
-from anomclust_lite.features.images import display_path  # noqa: E402
-from anomclust_lite.features.listing import find_images  # noqa: E402
-from anomclust_lite.features.pipeline import ExtractionResult  # noqa: E402
+from anomclust_lite import ExtractionResult, Extractor, display_path, find_images, shared_root
 
 SHARED_MODEL = Path("models") / "resnet18_l2l3_int8.onnx"
 BOTTLE = Path("data") / "mvtec" / "bottle"
-
-
-def shared_root(arg: Optional[str]) -> Path:
-    """``--shared``, else ``$ANOMCLUST_SHARED``, else ``../shared`` beside the repository."""
-    if arg:
-        return Path(arg)
-    env = os.environ.get("ANOMCLUST_SHARED")
-    return Path(env) if env else REPO_ROOT.parent / "shared"
 
 
 def bottle_images(shared: Path, n: int) -> List[Path]:
@@ -81,11 +66,8 @@ def run(label: str, extractor: Extractor, paths: List[Path]) -> ExtractionResult
 def build_random_wrn50(folder: Path) -> Optional[Path]:
     """Write a random-init WRN-50 layer-2 model to ``folder``; None (with a message) if impossible."""
     try:
-        from anomclust_lite.backbones.wrn50 import build_wrn50_layer2_onnx, random_wrn50_state_dict
-    except ImportError as exc:
-        print(f"\nWRN-50: skipped ({exc})")
-        return None
-    try:
+        from anomclust_lite import build_wrn50_layer2_onnx, random_wrn50_state_dict
+
         t0 = time.perf_counter()
         model = build_wrn50_layer2_onnx(random_wrn50_state_dict(seed=0))
     except ImportError as exc:

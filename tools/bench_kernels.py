@@ -51,10 +51,9 @@ from typing import Callable
 
 import numpy as np
 from scipy.spatial.distance import cdist
-from threadpoolctl import threadpool_info
+from threadpoolctl import threadpool_info, threadpool_limits
 
-from anomclust_lite import hausdorff_distances, normal_scores, patch_scores
-from anomclust_lite.core.kernel import limit_blas, plan_tasks
+from anomclust_lite import hausdorff_distances, normal_scores, patch_scores, plan_tasks
 
 
 #: Issue 2's speed target: patch_scores at >= 80 % of the machine's SGEMM throughput.
@@ -122,7 +121,7 @@ def task_sgemm_gflops(m: int, cols: int, d: int, workers: int, seconds: float) -
         go.wait()
         calls[w], start[w], stop[w], _ = back_to_back(functools.partial(np.matmul, a, b.T, out=c), seconds)
 
-    with limit_blas(1):
+    with threadpool_limits(limits=1, user_api="blas"):
         threads = [threading.Thread(target=work, args=(w,)) for w in range(workers)]
         for t in threads:
             t.start()
@@ -170,7 +169,7 @@ def random_bags(n: int, m: int, d: int, seed: int = 0) -> np.ndarray:
     return bags
 
 
-def main(argv: "list[str] | None" = None) -> int:
+def parse_args(argv: "list[str] | None") -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=160)
     p.add_argument("--m", type=int, default=784)
@@ -188,7 +187,124 @@ def main(argv: "list[str] | None" = None) -> int:
     p.add_argument("--compare-sgemm", type=int, default=0, metavar="PAIRS",
                    help="only alternate PAIRS windows of the default-threaded SGEMM and of the kernel's "
                         "products alone, and print their sustained rates")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+class Windows:
+    """The SGEMM windows of one run: every candidate shape's rates, then the kernel's products alone."""
+
+    def __init__(self, shapes: "list[tuple[int, int, int]]", seconds: float, task: "tuple[int, int, int, int]") -> None:
+        self.shapes, self.seconds, self.task = shapes, seconds, task  # task: (m, cols, d, workers)
+        self.alone_seconds = min(3.0, seconds)
+        self.rates: "list[dict[str, tuple[float, float]]]" = []
+        self.alone: "list[float]" = []
+
+    def measure(self) -> None:
+        """Run one window and print its rates."""
+        self.rates.append(sgemm_gflops(self.shapes, self.seconds))
+        self.alone.append(task_sgemm_gflops(*self.task, self.alone_seconds))
+        rates = ", ".join(f"{shape} {sustained:.1f}" for shape, (sustained, _) in self.rates[-1].items())
+        best_call = max(call for _, call in self.rates[-1].values())
+        print(f"window {len(self.rates) - 1}: sgemm sustained {rates}; best single call {best_call:.1f}; "
+              f"kernel's products alone {self.alone[-1]:.1f} GFLOP/s")
+
+
+def timed_runs(args: argparse.Namespace, bags: np.ndarray, flops: float) -> "list[tuple[str, Callable[[], object], float]]":
+    """``(label, call, useful FLOP)`` of every kernel run to time, in order."""
+    n, m, d = bags.shape
+    normals = random_bags(args.normals, m, d, seed=1) if args.normals > 0 else None
+    runs: "list[tuple[str, Callable[[], object], float]]" = [
+        ("patch_scores", lambda: patch_scores(bags, memory_mb=args.memory_mb), flops)
+    ] * (1 if args.quick else args.rounds)
+    if not args.quick:
+        runs.append(("hausdorff_distances (max-min)", lambda: hausdorff_distances(bags, memory_mb=args.memory_mb), flops))
+    if normals is not None:
+        runs.append((f"normal_scores ({n} x {args.normals} normal images)",
+                     lambda: normal_scores(bags, normals, memory_mb=args.memory_mb), n * args.normals * 2.0 * m * m * d))
+    return runs
+
+
+def time_between_windows(runs: "list[tuple[str, Callable[[], object], float]]", windows: Windows) -> "list[tuple[str, float, float]]":
+    """Time every run between two SGEMM windows: ``[(label, seconds, GFLOP/s)]``."""
+    windows.measure()
+    timed: "list[tuple[str, float, float]]" = []
+    for label, run, work in runs:
+        t0 = time.perf_counter()
+        run()
+        taken = time.perf_counter() - t0
+        timed.append((label, taken, work / taken / 1e9))
+        print(f"{label}: {taken:.2f} s, {timed[-1][2]:.1f} GFLOP/s")
+        windows.measure()
+    return timed
+
+
+def print_ratios(timed: "list[tuple[str, float, float]]", windows: Windows, problem: "tuple[int, int, int]") -> None:
+    """Each run against the reference shape in the faster of its two windows; the target's verdict."""
+    # The reference shape is chosen on the whole run's windows (median), so no
+    # window can pick whichever shape happened to catch a fast phase; each run
+    # is then compared with the faster of its two neighbouring windows, so a
+    # slow phase around the run cannot flatter the ratio either.
+    ref = reference_shape(windows.rates)
+    medians = ", ".join(f"{shape} {rate:.1f}" for shape, rate in median_rates(windows.rates).items())
+    print(f"reference shape (highest median sustained rate over the {len(windows.rates)} windows: {medians}): {ref}")
+    ps_ratios: "list[tuple[float, float, float]]" = []
+    for index, (label, taken, g) in enumerate(timed, start=1):
+        before, after = windows.rates[index - 1], windows.rates[index]
+        sgemm = max(before[ref][0], after[ref][0])
+        fastest = max(rate for w in (before, after) for rate, _ in w.values())
+        call = max(c for w in (before, after) for _, c in w.values())
+        print(f"{label}: ratio to sgemm throughput {g / sgemm:.3f} (to the fastest shape of its windows "
+              f"{g / fastest:.3f}; to their best single call {g / call:.3f}; to the kernel's products alone "
+              f"{g / max(windows.alone[index - 1], windows.alone[index]):.3f}) [windows {index - 1}, {index}]")
+        if label == "patch_scores":
+            ps_ratios.append((g / sgemm, g / fastest, g / call))
+
+    def spread(values: "list[float]") -> str:
+        return f"median {float(np.median(values)):.3f} (min {min(values):.3f}, max {max(values):.3f})"
+
+    median = float(np.median([r for r, _, _ in ps_ratios]))
+    print(f"patch_scores over {len(ps_ratios)} runs: ratio to sgemm throughput {spread([r for r, _, _ in ps_ratios])}; "
+          f"to the fastest shape {spread([r for _, r, _ in ps_ratios])}; to the best single call "
+          f"{spread([r for _, _, r in ps_ratios])}")
+    print(f"target (median ratio of patch_scores to the sustained sgemm throughput >= {TARGET:.2f}): "
+          f"{'met' if median >= TARGET else 'NOT met'} ({median:.3f})"
+          + ("" if problem == (160, 784, 512) else "; the target is set for N=160 M=784 D=512"))
+
+
+def print_memory(bags: np.ndarray, memory_mb: float) -> np.ndarray:
+    """Peak extra memory of ``patch_scores`` against its budget, in a separate run; returns the scores."""
+    # A separate run: tracemalloc's bookkeeping stays out of the timings.
+    n, m, _ = bags.shape
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    scores = patch_scores(bags, memory_mb=memory_mb)
+    peak_bytes = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    om = n * m * 8 * 2  # float64 accumulator + float32 result, O(N*M)
+    print(
+        f"patch_scores peak extra memory (tracemalloc, separate run): {peak_bytes / 2**20:.1f} MiB "
+        f"= {peak_bytes / (memory_mb * 2**20 + om):.3f} of budget {memory_mb:g} MiB + O(N*M) {om / 2**20:.1f} MiB"
+    )
+    return scores
+
+
+def print_cdist_speedup(bags: np.ndarray, n_pairs: int, t_scores: float) -> None:
+    """The per-ordered-pair cdist loop (min over rows for every (i, j), i != j), timed on a sample and extrapolated."""
+    n = bags.shape[0]
+    pairs = [(i, (i + 1) % n) for i in range(min(n_pairs, n))]
+    t0 = time.perf_counter()
+    for i, j in pairs:
+        cdist(bags[i], bags[j]).min(axis=1)
+    t_pair = (time.perf_counter() - t0) / len(pairs)
+    t_loop = t_pair * n * (n - 1)
+    print(
+        f"cdist loop: {t_pair * 1e3:.1f} ms per ordered pair (timed on {len(pairs)} pairs), "
+        f"extrapolated {t_loop:.0f} s for all {n * (n - 1)} ordered pairs; speed-up of patch_scores {t_loop / t_scores:.1f}x"
+    )
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    args = parse_args(argv)
     n, m, d = args.n, args.m, args.d
     if args.compare_sgemm > 0:
         return compare_sgemm(args.compare_sgemm, m, d, args.memory_mb, n,
@@ -202,99 +318,18 @@ def main(argv: "list[str] | None" = None) -> int:
     sq = args.sgemm_square
     shapes = [(sq, sq, sq), (4 * m, d, 4 * m), (sq // 2, d, sq // 2)]  # default 4096^3, 3136x512x3136, 2048x512x2048
     seconds = args.sgemm_seconds if args.sgemm_seconds is not None else (1.0 if args.quick else 5.0)
-    alone_seconds = min(3.0, seconds)
-    rounds = 1 if args.quick else args.rounds
     b, workers = plan_tasks(m, d, args.memory_mb, n)
+    windows = Windows(shapes, seconds, (m, b * m, d, workers))
     blas = [f"{i['internal_api']} {i['num_threads']} threads" for i in threadpool_info() if i["user_api"] == "blas"]
     print(f"kernel plan: tasks of 1 x {b} images, {workers} worker threads; BLAS: {', '.join(blas) or 'none found'}")
-    print(f"SGEMM windows ({seconds:g} s per shape) before and after every timed kernel run, then {alone_seconds:g} s "
-          f"of the kernel's products alone = {workers} threads, each running single-threaded {m}x{d}x{b * m} SGEMMs")
+    print(f"SGEMM windows ({seconds:g} s per shape) before and after every timed kernel run, then "
+          f"{windows.alone_seconds:g} s of the kernel's products alone = {workers} threads, each running "
+          f"single-threaded {m}x{d}x{b * m} SGEMMs")
 
-    normals = random_bags(args.normals, m, d, seed=1) if args.normals > 0 else None
-    runs: "list[tuple[str, Callable[[], object], float]]" = [
-        ("patch_scores", lambda: patch_scores(bags, memory_mb=args.memory_mb), flops)
-    ] * rounds
-    if not args.quick:
-        runs.append(("hausdorff_distances (max-min)", lambda: hausdorff_distances(bags, memory_mb=args.memory_mb), flops))
-    if normals is not None:
-        runs.append((f"normal_scores ({n} x {args.normals} normal images)",
-                     lambda: normal_scores(bags, normals, memory_mb=args.memory_mb), n * args.normals * 2.0 * m * m * d))
-
-    windows: "list[dict[str, tuple[float, float]]]" = []
-    alone: "list[float]" = []
-
-    def window() -> None:
-        windows.append(sgemm_gflops(shapes, seconds))
-        alone.append(task_sgemm_gflops(m, b * m, d, workers, alone_seconds))
-        rates = ", ".join(f"{shape} {sustained:.1f}" for shape, (sustained, _) in windows[-1].items())
-        best_call = max(call for _, call in windows[-1].values())
-        print(f"window {len(windows) - 1}: sgemm sustained {rates}; best single call {best_call:.1f}; "
-              f"kernel's products alone {alone[-1]:.1f} GFLOP/s")
-
-    window()
-    timed: "list[tuple[str, float, float]]" = []  # (label, seconds, GFLOP/s)
-    for label, run, work in runs:
-        t0 = time.perf_counter()
-        run()
-        taken = time.perf_counter() - t0
-        timed.append((label, taken, work / taken / 1e9))
-        print(f"{label}: {taken:.2f} s, {timed[-1][2]:.1f} GFLOP/s")
-        window()
-
-    # The reference shape is chosen on the whole run's windows (median), so no
-    # window can pick whichever shape happened to catch a fast phase; each run
-    # is then compared with the faster of its two neighbouring windows, so a
-    # slow phase around the run cannot flatter the ratio either.
-    ref = reference_shape(windows)
-    medians = ", ".join(f"{shape} {rate:.1f}" for shape, rate in median_rates(windows).items())
-    print(f"reference shape (highest median sustained rate over the {len(windows)} windows: {medians}): {ref}")
-    ps_ratios: "list[tuple[float, float, float]]" = []
-    for index, (label, taken, g) in enumerate(timed, start=1):
-        before, after = windows[index - 1], windows[index]
-        sgemm = max(before[ref][0], after[ref][0])
-        fastest = max(rate for w in (before, after) for rate, _ in w.values())
-        call = max(c for w in (before, after) for _, c in w.values())
-        print(f"{label}: ratio to sgemm throughput {g / sgemm:.3f} (to the fastest shape of its windows "
-              f"{g / fastest:.3f}; to their best single call {g / call:.3f}; to the kernel's products alone "
-              f"{g / max(alone[index - 1], alone[index]):.3f}) [windows {index - 1}, {index}]")
-        if label == "patch_scores":
-            ps_ratios.append((g / sgemm, g / fastest, g / call))
-    t_scores = min(taken for label, taken, _ in timed if label == "patch_scores")
-
-    def spread(values: "list[float]") -> str:
-        return f"median {float(np.median(values)):.3f} (min {min(values):.3f}, max {max(values):.3f})"
-
-    median = float(np.median([r for r, _, _ in ps_ratios]))
-    print(f"patch_scores over {len(ps_ratios)} runs: ratio to sgemm throughput {spread([r for r, _, _ in ps_ratios])}; "
-          f"to the fastest shape {spread([r for _, r, _ in ps_ratios])}; to the best single call "
-          f"{spread([r for _, _, r in ps_ratios])}")
-    print(f"target (median ratio of patch_scores to the sustained sgemm throughput >= {TARGET:.2f}): "
-          f"{'met' if median >= TARGET else 'NOT met'} ({median:.3f})"
-          + ("" if (n, m, d) == (160, 784, 512) else "; the target is set for N=160 M=784 D=512"))
-
-    # Memory in a separate run: tracemalloc's bookkeeping stays out of the timings.
-    tracemalloc.start()
-    base = tracemalloc.get_traced_memory()[0]
-    scores = patch_scores(bags, memory_mb=args.memory_mb)
-    peak_bytes = tracemalloc.get_traced_memory()[1] - base
-    tracemalloc.stop()
-    om = n * m * 8 * 2  # float64 accumulator + float32 result, O(N*M)
-    print(
-        f"patch_scores peak extra memory (tracemalloc, separate run): {peak_bytes / 2**20:.1f} MiB "
-        f"= {peak_bytes / (args.memory_mb * 2**20 + om):.3f} of budget {args.memory_mb:g} MiB + O(N*M) {om / 2**20:.1f} MiB"
-    )
-
-    # The per-ordered-pair cdist loop: min over rows for every (i, j), i != j.
-    pairs = [(i, (i + 1) % n) for i in range(min(args.cdist_pairs, n))]
-    t0 = time.perf_counter()
-    for i, j in pairs:
-        cdist(bags[i], bags[j]).min(axis=1)
-    t_pair = (time.perf_counter() - t0) / len(pairs)
-    t_loop = t_pair * n * (n - 1)
-    print(
-        f"cdist loop: {t_pair * 1e3:.1f} ms per ordered pair (timed on {len(pairs)} pairs), "
-        f"extrapolated {t_loop:.0f} s for all {n * (n - 1)} ordered pairs; speed-up of patch_scores {t_loop / t_scores:.1f}x"
-    )
+    timed = time_between_windows(timed_runs(args, bags, flops), windows)
+    print_ratios(timed, windows, (n, m, d))
+    scores = print_memory(bags, args.memory_mb)
+    print_cdist_speedup(bags, args.cdist_pairs, min(taken for label, taken, _ in timed if label == "patch_scores"))
     if not np.isfinite(scores).all():  # pragma: no cover - sanity
         print("non-finite scores", file=sys.stderr)
         return 1
