@@ -53,3 +53,25 @@ def test_quick_reproduction_on_bottle(shared_dir: Path, shared_model: Path, tmp_
     assert again["results"]["bottle"]["table1"] == results["table1"]
     stages = {r["stage"] for r in again["timing"]}
     assert "unsupervised pass" not in stages and "score cache lookup" in stages
+
+
+def test_tables_have_one_column_per_dataset_and_their_mean():
+    from _reproduce.tables import normal_fraction_md, table1_md
+
+    def metrics(v):
+        return {"nmi": v, "ari": v / 2, "accuracy": 0.5, "f1_macro": 0.25}
+
+    embeddings = ("avg_pool", "max_hausdorff", "wa_unsup", "wa_semi", "wa_mask")
+    results = {
+        "bottle": {"table1": {e: metrics(0.2) for e in embeddings},
+                   "normal_fraction": {"1.0": {"n_normal": 9, "nmi": 0.1}}},
+        "other": {"table1": {e: metrics(0.4) for e in embeddings},
+                  "normal_fraction": {"1.0": {"n_normal": 7, "nmi": 0.3}}},
+    }
+    text = table1_md(results)
+    assert "| method | bottle | other | mean |\n|---|---|---|---|\n" in text
+    assert "| Max-Hausdorff | 0.200 | 0.400 | 0.300 |" in text
+    assert "| Max-Hausdorff | 0.100 | 0.200 | 0.150 |" in text  # the ARI table
+    # The paper has no number for 'other': its cell is a dash and the mean is bottle's.
+    assert "| *paper, WRN-50: WA unsupervised* | 0.495 | – | 0.495 |" in text
+    assert "| 100 % | 0.100 (9) | 0.300 (7) | 0.200 |" in normal_fraction_md(results)
