@@ -25,7 +25,7 @@ from PIL import Image
 
 import anomclust_lite as ac
 from anomclust_lite.core import defaults
-from anomclust_lite.datasets import load_mask
+from anomclust_lite.datasets import load_mask, mask_cells
 
 from .timing import StageTimer
 
@@ -236,13 +236,15 @@ class Evaluator:
         self.k = k
         self.settings = settings
 
-    def embed(self, weights: np.ndarray) -> np.ndarray:
-        """Weighted-average embeddings of the bags."""
-        return ac.weighted_average(self.bags, weights)
+    def embed(
+        self, mode: str, scores: np.ndarray, tau: Optional[float] = None, masks: Optional[np.ndarray] = None
+    ) -> np.ndarray:
+        """WA embeddings of the bags by the package's pipeline (:func:`anomclust_lite.embed_bags`).
 
-    def soft(self, scores: np.ndarray, tau: float) -> np.ndarray:
-        """Embeddings with softmax weights of ``scores`` at ``tau``."""
-        return self.embed(ac.soft_weights(scores, tau))
+        ``scores`` are given, so nothing is scored again; ``mode`` is the
+        pipeline's weight mode (``"uniform"`` and ``"mask"`` ignore them).
+        """
+        return ac.embed_bags(self.bags, weights=mode, scores=scores, tau=tau, masks=masks).embeddings
 
     def report(
         self, x: np.ndarray, method: str = "ward", metric: str = "euclidean", subset: Optional[np.ndarray] = None
@@ -266,25 +268,25 @@ class Evaluator:
         out["curve_purity"] = [round(float(v), 5) for v in pur]
         return out
 
-    def tau_sweep(self, scores: np.ndarray, subsets: Sequence[np.ndarray]) -> Dict[str, List[float]]:
+    def tau_sweep(self, mode: str, scores: np.ndarray, subsets: Sequence[np.ndarray]) -> Dict[str, List[float]]:
         """``{repr(tau): [NMI on all images, mean NMI over the subsets]}`` over the settings' taus."""
         out = {}
         for t in self.settings.taus:
-            e = self.soft(scores, t)
+            e = self.embed(mode, scores, t)
             sub = [self.report(e, subset=i)["nmi"] for i in subsets]
             out[repr(t)] = [self.report(e)["nmi"], float(np.mean(sub)) if sub else math.nan]
         return out
 
 
-def _tables_1_to_3(ev: Evaluator, scores: Scores, w_mask: np.ndarray) -> Dict[str, Any]:
+def _tables_1_to_3(ev: Evaluator, scores: Scores, cells: np.ndarray) -> Dict[str, Any]:
     """Tables 1 (Ward, five embeddings), 2 (every method) and 3 (purity)."""
-    tau_u, tau_s = defaults.DEFAULT_TAU_UNSUPERVISED, defaults.DEFAULT_TAU_SEMI
+    unsup = scores.unsup[defaults.DEFAULT_AGGREGATE]
     emb = {
-        "avg_pool": ev.embed(ac.uniform_weights(*ev.bags.shape[:2])),
+        "avg_pool": ev.embed("uniform", unsup),
         "max_hausdorff": scores.haus["max-min/max"],
-        "wa_unsup": ev.soft(scores.unsup[defaults.DEFAULT_AGGREGATE], tau_u),
-        "wa_semi": ev.soft(scores.semi[-1], tau_s),
-        "wa_mask": ev.embed(w_mask),
+        "wa_unsup": ev.embed("unsupervised", unsup, defaults.DEFAULT_TAU_UNSUPERVISED),
+        "wa_semi": ev.embed("semi", scores.semi[-1], defaults.DEFAULT_TAU_SEMI),
+        "wa_mask": ev.embed("mask", unsup, masks=cells),
     }
     metric = {key: "precomputed" if key == "max_hausdorff" else "euclidean" for key in EMBEDDINGS}
     return {
@@ -306,13 +308,17 @@ def _sweeps(ev: Evaluator, scores: Scores, tiers: np.ndarray) -> Dict[str, Any]:
     semi_full = scores.semi[-1]
     return {
         "hausdorff": {key: ev.report(d, "ward", "precomputed") for key, d in scores.haus.items() if key in variants},
-        "tau_unsup": {agg: ev.tau_sweep(scores.unsup[agg], subsets) for agg in ac.AGGREGATES},
+        "tau_unsup": {agg: ev.tau_sweep("unsupervised", scores.unsup[agg], subsets) for agg in ac.AGGREGATES},
         "aggregates": {
-            agg: ev.report(ev.soft(scores.unsup[agg], defaults.DEFAULT_TAU_UNSUPERVISED)) for agg in ac.AGGREGATES
+            agg: ev.report(ev.embed("unsupervised", scores.unsup[agg], defaults.DEFAULT_TAU_UNSUPERVISED))
+            for agg in ac.AGGREGATES
         },
-        "tau_semi": ev.tau_sweep(semi_full, subsets),
+        "tau_semi": ev.tau_sweep("semi", semi_full, subsets),
         "normal_fraction": {
-            repr(f): {"n_normal": int((tiers <= i).sum()), **ev.report(ev.soft(scores.semi[i], defaults.DEFAULT_TAU_SEMI))}
+            repr(f): {
+                "n_normal": int((tiers <= i).sum()),
+                **ev.report(ev.embed("semi", scores.semi[i], defaults.DEFAULT_TAU_SEMI)),
+            }
             for i, f in enumerate(settings.normal_fractions)
         },
         "score_stats": {
@@ -322,8 +328,8 @@ def _sweeps(ev: Evaluator, scores: Scores, tiers: np.ndarray) -> Dict[str, Any]:
     }
 
 
-def _aligned_mask_weights(es: ac.EvalSet, extractor: ac.Extractor) -> np.ndarray:
-    """Mask weights on the model's patch grid, masks resized and cropped like the images."""
+def _aligned_mask_cells(es: ac.EvalSet, extractor: ac.Extractor) -> np.ndarray:
+    """Defect fraction of every patch cell, masks resized and cropped like the images."""
     masks = []
     for path, mask_path in zip(es.paths, es.mask_paths):
         size = None
@@ -331,7 +337,7 @@ def _aligned_mask_weights(es: ac.EvalSet, extractor: ac.Extractor) -> np.ndarray
             with Image.open(path) as im:
                 size = im.size
         masks.append(load_mask(mask_path, resize=extractor.resize, crop=extractor.crop, image_size=size))
-    return ac.mask_weights(masks, extractor.grid)
+    return mask_cells(masks, extractor.grid)
 
 
 def _normal_paths(es: ac.EvalSet, settings: Settings) -> List[Path]:
@@ -364,11 +370,11 @@ def run_dataset(
         bags = extractor.extract(es.paths)
         normal_bags = extractor.extract(normal_paths)
     with timer(name, "mask weights"):
-        w_mask = _aligned_mask_weights(es, extractor)
+        cells = _aligned_mask_cells(es, extractor)
     tiers = ac.nested_subsets(len(normal_paths), settings.normal_fractions, settings.seed)
     scores = compute_scores(name, bags, normal_bags, tiers, settings, timer, score_cache)
     ev = Evaluator(bags, np.asarray(es.labels), es.k, settings)
     with timer(name, "evaluate"):
-        res.update(_tables_1_to_3(ev, scores, w_mask))
+        res.update(_tables_1_to_3(ev, scores, cells))
         res.update(_sweeps(ev, scores, tiers))
     return res
