@@ -14,8 +14,9 @@ TOOLS = REPO_ROOT / "tools"
 #: defaults, the evaluation protocol, the report's colours.
 PUBLIC_MODULES = ("anomclust_lite", "anomclust_lite.core.defaults", "anomclust_lite.datasets",
                   "anomclust_lite.report.charts")
-#: Owned by the backbone work (issue 15), which reshapes it.
-NOT_YET = ("export_wrn50.py",)
+#: Not yet converted, by their owners: export_wrn50.py (backbone work, issue 15) and bench_report.py (report
+#: work, issue 17: private cluster/report imports, and tests/ on sys.path for the browser driver).
+NOT_YET = ("export_wrn50.py", "bench_report.py")
 
 
 def private_uses(source: str, where: str) -> List[str]:
