@@ -15,7 +15,6 @@ from typing import Iterator, List
 import pytest
 
 from anomclust_lite.report import ReportImage, ReportRun, read_review, render_report
-from conftest import load_tool
 
 from _browser import Browser, Page, find_chromium
 from _report_html import parse
@@ -29,7 +28,7 @@ SECTIONS = "[...document.querySelectorAll('section.cluster')]"
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> Path:
-    bench = load_tool("bench_report")
+    import bench_report as bench  # tools/ is on the test path (pyproject: pythonpath)
     run = bench.synthetic_run(90, k=5, seed=3, k_max=9, title="browser test")
     images = list(run.images)
     images[7] = ReportImage(HOSTILE, images[7].cluster, images[7].thumbnail, label=images[7].label,
