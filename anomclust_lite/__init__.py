@@ -40,6 +40,19 @@ __all__ = [
     "uniform_weights",
     "normalize_patches",
     "plan_tasks",
+    # trust: image anomaly scores, calibrated thresholds, confidence, novelty
+    "DEFAULT_IMAGE_TOPK",
+    "DEFAULT_RATE",
+    "image_scores",
+    "calibrated_threshold",
+    "WEAK_MEAN_CONFIDENCE",
+    "centre_margins",
+    "cluster_cohesion",
+    "is_weak",
+    "nearest_distances",
+    "novelty_scores",
+    "cluster_thresholds",
+    "flag_new_types",
     # evaluation data sets (the paper's protocol)
     "EvalSet",
     "mvtec_category",
@@ -113,6 +126,18 @@ __all__ = [
 
 #: Public name -> the module (relative to this package) that defines it.
 _EXPORTS = {
+    "DEFAULT_IMAGE_TOPK": ".core.anomaly",
+    "DEFAULT_RATE": ".core.anomaly",
+    "image_scores": ".core.anomaly",
+    "calibrated_threshold": ".core.anomaly",
+    "WEAK_MEAN_CONFIDENCE": ".core.confidence",
+    "centre_margins": ".core.confidence",
+    "cluster_cohesion": ".core.confidence",
+    "is_weak": ".core.confidence",
+    "nearest_distances": ".core.novelty",
+    "novelty_scores": ".core.novelty",
+    "cluster_thresholds": ".core.novelty",
+    "flag_new_types": ".core.novelty",
     "embed_bags": ".core.pipeline",
     "WeightedEmbedding": ".core.pipeline",
     "AGGREGATES": ".core.scores",

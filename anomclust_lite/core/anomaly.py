@@ -1,0 +1,101 @@
+"""Image anomaly scores and thresholds calibrated on reference scores.
+
+An image's anomaly score summarises its patch scores (unsupervised: against
+the other images, Eq. 5; semi-supervised: against labelled normal images,
+Eq. 6): the mean of its ``topk`` highest patch scores. A defect covers a few
+patches, so the image score follows its worst patches; averaging a handful
+of them instead of taking the single maximum makes it less sensitive to one
+noisy patch (``topk=1`` is the maximum).
+
+A threshold is *calibrated* on reference scores that are known to be of the
+accepted kind (for example leave-one-out scores of the labelled normal
+images): :func:`calibrated_threshold` returns the smallest reference score
+that at most ``floor(rate * n)`` of the ``n`` reference scores exceed, so
+about a fraction ``rate`` of accepted images would be rejected.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .validation import check_finite_array, check_int
+
+__all__ = ["DEFAULT_IMAGE_TOPK", "DEFAULT_RATE", "image_scores", "calibrated_threshold", "check_rate"]
+
+#: Patches averaged into an image score (of 784 for a 28 x 28 grid: the worst 1 %).
+DEFAULT_IMAGE_TOPK = 8
+#: Default rate of calibrated thresholds: false rejects of normal images, false flags of new types.
+DEFAULT_RATE = 0.05
+
+
+def check_rate(rate: object, name: str = "rate") -> float:
+    """A rate in [0, 1), as float; raises ValueError naming ``name`` otherwise."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number in [0, 1); got {rate!r}")
+    value = float(rate)
+    if not (0.0 <= value < 1.0):
+        raise ValueError(f"{name} must be in [0, 1) (a fraction, e.g. 0.05 for 5 %); got {rate!r}")
+    return value
+
+
+def image_scores(patch_scores: np.ndarray, *, topk: int = DEFAULT_IMAGE_TOPK) -> np.ndarray:
+    """Anomaly score of every image: the mean of its ``topk`` highest patch scores.
+
+    Parameters
+    ----------
+    patch_scores : (N, M) array_like
+        Patch anomaly scores (higher = more anomalous).
+    topk : int, default 8
+        Patches averaged; clipped to ``M``. ``1`` gives the maximum.
+
+    Returns
+    -------
+    (N,) float64
+
+    Examples
+    --------
+    >>> image_scores([[0.1, 0.9, 0.5], [0.2, 0.2, 0.3]], topk=2).round(2)
+    array([0.7 , 0.25])
+    """
+    s = check_finite_array(patch_scores, "patch_scores", 2)
+    k = min(check_int(topk, "topk", low=1), s.shape[1])
+    if s.shape[1] == 0:
+        raise ValueError("patch_scores must have at least one patch per image")
+    top = np.partition(s, s.shape[1] - k, axis=1)[:, s.shape[1] - k:]
+    # Sorted before summing: the result does not depend on the patches' order.
+    return np.sort(top.astype(np.float64), axis=1).mean(axis=1)
+
+
+def calibrated_threshold(reference_scores: np.ndarray, rate: float = DEFAULT_RATE) -> float:
+    """Smallest reference score that at most ``floor(rate * n)`` reference scores exceed.
+
+    Scores above the threshold are rejected (flagged); among the ``n``
+    reference scores, at most a fraction ``rate`` are. The threshold does not
+    increase when ``rate`` grows. ``rate=0`` gives the largest reference score.
+
+    Parameters
+    ----------
+    reference_scores : (n,) array_like
+        Scores of images known to be acceptable (e.g. leave-one-out scores).
+    rate : float in [0, 1)
+        Fraction of reference images that may be rejected.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> calibrated_threshold([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0], 0.2)
+    8.0
+    >>> calibrated_threshold([1.0, 2.0, 3.0], 0.0)
+    3.0
+    """
+    s = np.asarray(reference_scores, dtype=np.float64)
+    if s.ndim != 1 or s.size == 0 or not np.isfinite(s).all():
+        raise ValueError(f"reference_scores must be a non-empty 1-D array of finite numbers; got shape {s.shape}")
+    r = check_rate(rate)
+    allowed = min(math.floor(r * s.size + 1e-9), s.size - 1)
+    return float(np.sort(s)[::-1][allowed])

@@ -1,0 +1,163 @@
+"""Novelty of assigned images: how unlike anything the model was fitted on.
+
+An image of a defect type the model has not seen is far from the fitted
+images in two complementary ways (measured with the leave-one-type-out
+protocol, see BENCHMARKS.md): its WA embedding is far from every fitted
+image's embedding (this catches a new type that resembles no cluster as a
+whole), and its most anomalous patches are far from every patch of the fitted
+images (this catches a new kind of local damage). Each part is divided by its
+typical value among the fitted images (the median of their leave-one-out
+values), and the novelty is the geometric mean of the two parts:
+
+    novelty = sqrt( (e / median_e) * (p / median_p) )
+
+so a typical fitted image has novelty about 1.
+
+An image is flagged as a *new type* when its novelty exceeds the threshold of
+the cluster it was assigned to: the threshold calibrated
+(:func:`anomclust_lite.core.anomaly.calibrated_threshold`) on the
+leave-one-out novelty of that cluster's fitted images at the stated
+false-flag rate (default 5 %): at most that fraction of the cluster's own
+images would be flagged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .anomaly import DEFAULT_RATE, calibrated_threshold, check_rate
+from .validation import check_finite_array, check_int
+
+__all__ = ["nearest_distances", "novelty_scores", "cluster_thresholds", "flag_new_types"]
+
+#: Query rows per block of :func:`nearest_distances` (bounds its memory to ``rows * P * 8`` bytes).
+_BLOCK_ROWS = 256
+
+
+def nearest_distances(queries: np.ndarray, points: np.ndarray, *, leave_one_out: bool = False) -> np.ndarray:
+    """Euclidean distance of every query to its nearest point.
+
+    Parameters
+    ----------
+    queries : (N, D) array_like
+    points : (P, D) array_like
+    leave_one_out : bool, default False
+        ``queries`` are ``points`` themselves (same rows, same order); each
+        one's own row is skipped, so the result is its distance to the
+        nearest *other* point. Needs ``P >= 2``.
+
+    Returns
+    -------
+    (N,) float64
+
+    Examples
+    --------
+    >>> nearest_distances([[0.0], [3.0]], [[1.0], [5.0]])
+    array([1., 2.])
+    >>> nearest_distances([[0.0], [1.0], [5.0]], [[0.0], [1.0], [5.0]], leave_one_out=True)
+    array([1., 1., 4.])
+    """
+    q = check_finite_array(queries, "queries", 2)
+    p = check_finite_array(points, "points", 2)
+    if p.shape[0] < (2 if leave_one_out else 1) or p.shape[1] != q.shape[1]:
+        raise ValueError(f"points must be (P, {q.shape[1]}) with P >= {2 if leave_one_out else 1}; got {p.shape}")
+    if leave_one_out and q.shape != p.shape:
+        raise ValueError(f"leave_one_out needs queries and points to be the same rows; got {q.shape} and {p.shape}")
+    out = np.empty(q.shape[0])
+    for start in range(0, q.shape[0], _BLOCK_ROWS):
+        block = q[start:start + _BLOCK_ROWS]
+        d2 = ((block[:, None, :] - p[None, :, :]) ** 2).sum(axis=2)
+        if leave_one_out:
+            rows = np.arange(block.shape[0])
+            d2[rows, start + rows] = np.inf
+        out[start:start + block.shape[0]] = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
+    return out
+
+
+def novelty_scores(
+    embedding_distances: np.ndarray,
+    patch_distances: np.ndarray,
+    embedding_scale: float,
+    patch_scale: float,
+) -> np.ndarray:
+    """Geometric mean of the two novelty parts, each divided by its scale.
+
+    Parameters
+    ----------
+    embedding_distances : (N,) array_like
+        Distance of each image's embedding to the nearest fitted embedding.
+    patch_distances : (N,) array_like
+        Image score of each image's distances to the nearest fitted patch.
+    embedding_scale, patch_scale : float
+        Typical values of the two parts among the fitted images (> 0).
+
+    Returns
+    -------
+    (N,) float64, >= 0
+
+    Examples
+    --------
+    >>> novelty_scores([1.0, 4.0], [2.0, 2.0], 1.0, 2.0)
+    array([1., 2.])
+    """
+    e = check_finite_array(embedding_distances, "embedding_distances", 1)
+    p = check_finite_array(patch_distances, "patch_distances", 1)
+    if e.shape != p.shape or (e < 0).any() or (p < 0).any():
+        raise ValueError(f"embedding_distances and patch_distances must be non-negative, one per image; got {e.shape}, {p.shape}")
+    scales = np.array([embedding_scale, patch_scale], dtype=np.float64)
+    if not (np.isfinite(scales).all() and (scales > 0).all()):
+        raise ValueError(f"embedding_scale and patch_scale must be finite and > 0; got {embedding_scale!r}, {patch_scale!r}")
+    return np.sqrt((e / scales[0]) * (p / scales[1]))
+
+
+def cluster_thresholds(loo_novelty: np.ndarray, labels: np.ndarray, k: int, rate: float = DEFAULT_RATE) -> np.ndarray:
+    """New-type threshold of every cluster, calibrated on its fitted images' leave-one-out novelty.
+
+    Parameters
+    ----------
+    loo_novelty : (N,) array_like
+        Leave-one-out novelty of every fitted image.
+    labels : (N,) int array_like
+        Cluster of every fitted image, ``0..k-1``; every cluster non-empty.
+    k : int
+        Number of clusters.
+    rate : float in [0, 1), default 0.05
+        Fraction of a cluster's own images that may exceed its threshold.
+        Thresholds do not increase when ``rate`` grows.
+
+    Returns
+    -------
+    (k,) float64
+
+    Examples
+    --------
+    >>> cluster_thresholds([1.0, 2.0, 3.0, 0.5], [0, 0, 0, 1], 2, 0.0)
+    array([3. , 0.5])
+    """
+    nov = check_finite_array(loo_novelty, "loo_novelty", 1)
+    kk = check_int(k, "k", low=1)
+    lab = np.asarray(labels)
+    if lab.shape != nov.shape or not np.issubdtype(lab.dtype, np.integer):
+        raise ValueError(f"labels must be one integer cluster id per image; got shape {lab.shape}")
+    counts = np.bincount(lab, minlength=kk) if lab.size else np.zeros(kk, dtype=np.int64)
+    if lab.size and (lab.min() < 0 or lab.max() >= kk) or (counts == 0).any():
+        raise ValueError(f"labels must use every cluster id 0..{kk - 1} at least once")
+    r = check_rate(rate)
+    return np.array([calibrated_threshold(nov[lab == c], r) for c in range(kk)])
+
+
+def flag_new_types(novelty: np.ndarray, labels: np.ndarray, thresholds: np.ndarray, is_good: np.ndarray) -> np.ndarray:
+    """``novelty > thresholds[labels]``, never for images in the good group.
+
+    Examples
+    --------
+    >>> flag_new_types([2.0, 2.0, 0.5], [0, 0, 1], [1.0, 1.0], [False, True, False])
+    array([ True, False, False])
+    """
+    nov = check_finite_array(novelty, "novelty", 1)
+    thr = check_finite_array(thresholds, "thresholds", 1)
+    lab = np.asarray(labels)
+    good = np.asarray(is_good, dtype=bool)
+    if lab.shape != nov.shape or good.shape != nov.shape:
+        raise ValueError(f"labels and is_good must have one entry per image ({nov.size}); got {lab.shape}, {good.shape}")
+    return (nov > thr[lab]) & ~good

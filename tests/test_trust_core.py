@@ -1,0 +1,182 @@
+"""Image anomaly scores, calibrated thresholds, confidence and novelty (core/anomaly, confidence, novelty)."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from anomclust_lite.core import novelty as novelty_mod
+from anomclust_lite.core.anomaly import calibrated_threshold, check_rate, image_scores
+from anomclust_lite.core.confidence import centre_margins, cluster_cohesion, is_weak
+from anomclust_lite.core.novelty import cluster_thresholds, flag_new_types, nearest_distances, novelty_scores
+
+finite = st.floats(-10, 10, allow_nan=False, width=32)
+positive = st.floats(0.0, 10, allow_nan=False, width=32)
+rates = st.floats(0.0, 0.99)
+
+
+# ---------------------------------------------------------------- image scores
+
+
+@given(arrays(np.float64, st.tuples(st.integers(1, 6), st.integers(1, 12)), elements=positive), st.integers(1, 15), st.data())
+def test_image_scores_do_not_depend_on_image_or_patch_order(s, k, data):
+    perm_i = data.draw(st.permutations(range(s.shape[0])))
+    perm_m = data.draw(st.permutations(range(s.shape[1])))
+    base = image_scores(s, topk=k)
+    np.testing.assert_array_equal(image_scores(s[perm_i], topk=k), base[perm_i])
+    np.testing.assert_array_equal(image_scores(s[:, perm_m], topk=k), base)
+
+
+@given(arrays(np.float64, st.tuples(st.integers(1, 6), st.integers(1, 12)), elements=positive), st.integers(1, 15))
+def test_image_scores_equal_naive_top_k_mean(s, k):
+    naive = [np.mean(sorted(row, reverse=True)[:k]) for row in s]
+    np.testing.assert_allclose(image_scores(s, topk=k), naive, rtol=1e-12, atol=1e-12)
+    assert (image_scores(s, topk=1) == s.max(axis=1)).all()
+
+
+@given(arrays(np.float64, st.tuples(st.integers(1, 5), st.integers(2, 10)), elements=positive), st.integers(1, 9))
+def test_image_scores_do_not_grow_with_topk(s, k):
+    assert (image_scores(s, topk=k + 1) <= image_scores(s, topk=k) + 1e-12).all()
+
+
+def test_image_scores_validate():
+    with pytest.raises(ValueError, match="patch_scores must be a 2-D"):
+        image_scores(np.zeros(3))
+    with pytest.raises(ValueError, match="topk must be >= 1"):
+        image_scores(np.zeros((2, 3)), topk=0)
+    with pytest.raises(ValueError, match="NaN"):
+        image_scores([[np.nan, 1.0]])
+
+
+# ---------------------------------------------------------------- calibrated thresholds
+
+
+@given(st.lists(finite, min_size=1, max_size=40), rates, rates)
+def test_calibrated_threshold_is_monotone_in_rate(ref, r1, r2):
+    lo, hi = sorted((r1, r2))
+    assert calibrated_threshold(ref, hi) <= calibrated_threshold(ref, lo)
+
+
+@given(st.lists(finite, min_size=1, max_size=40), rates, st.randoms(use_true_random=False))
+def test_calibrated_threshold_rejects_at_most_the_rate_and_ignores_order(ref, rate, rnd):
+    t = calibrated_threshold(ref, rate)
+    assert t in ref
+    assert sum(v > t for v in ref) <= math.floor(rate * len(ref) + 1e-9)
+    # the smallest such value: one step lower would reject too many
+    lower = [v for v in ref if v < t]
+    if lower:
+        assert sum(v > max(lower) for v in ref) > math.floor(rate * len(ref) + 1e-9)
+    shuffled = list(ref)
+    rnd.shuffle(shuffled)
+    assert calibrated_threshold(shuffled, rate) == t
+
+
+def test_calibrated_threshold_rate_zero_is_the_maximum_and_validates():
+    assert calibrated_threshold([3.0, 1.0, 2.0], 0.0) == 3.0
+    for bad in (-0.1, 1.0, float("nan"), "0.05", True):
+        with pytest.raises(ValueError, match="rate must be"):
+            calibrated_threshold([1.0], bad)
+    with pytest.raises(ValueError, match="non-empty 1-D"):
+        calibrated_threshold([], 0.05)
+    assert check_rate(0.05) == 0.05
+
+
+# ---------------------------------------------------------------- confidence
+
+
+def _naive_margin(x, c, lab):
+    out = []
+    for i, row in enumerate(x):
+        d = np.linalg.norm(c - row, axis=1)
+        a = d[lab[i]]
+        b = min(d[j] for j in range(len(c)) if j != lab[i])
+        out.append(0.0 if max(a, b) == 0 else min(1.0, max(0.0, (b - a) / max(a, b))))
+    return np.array(out)
+
+
+@settings(max_examples=50)
+@given(st.integers(2, 12), st.integers(2, 4), st.integers(1, 5), st.integers(0, 1000), st.data())
+def test_centre_margins_equal_naive_and_ignore_order(n, k, d, seed, data):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    c = rng.normal(size=(k, d))
+    lab = rng.integers(0, k, size=n)
+    got = centre_margins(x, c, lab)
+    np.testing.assert_allclose(got, _naive_margin(x, c, lab), atol=1e-12)
+    assert ((got >= 0) & (got <= 1)).all()
+    perm = np.array(data.draw(st.permutations(range(n))))
+    np.testing.assert_array_equal(centre_margins(x[perm], c, lab[perm]), got[perm])
+
+
+def test_centre_margins_edge_cases():
+    assert (centre_margins([[1.0], [2.0]], [[0.0]], [0, 0]) == 1.0).all()  # K = 1
+    assert centre_margins([[0.5]], [[0.0], [1.0]], [0])[0] == 0.0  # on the border
+    assert centre_margins([[0.9]], [[0.0], [1.0]], [0])[0] == 0.0  # nearer the other centre: clipped
+    with pytest.raises(ValueError, match="cluster ids in 0..1"):
+        centre_margins([[0.0]], [[0.0], [1.0]], [2])
+
+
+def test_cohesion_and_weak_verdict():
+    np.testing.assert_allclose(cluster_cohesion([1.0, 0.5, 0.2, 0.4], [0, 0, 1, 1], 2), [0.75, 0.3])
+    assert np.isnan(cluster_cohesion([1.0], [0], 2)[1])
+    assert is_weak([0.1, 0.15]) and not is_weak([0.5, 0.3])
+    assert is_weak([0.5], threshold=0.6)
+
+
+# ---------------------------------------------------------------- novelty
+
+
+@settings(max_examples=40)
+@given(st.integers(2, 20), st.integers(1, 4), st.integers(0, 1000), st.integers(1, 7))
+def test_nearest_distances_equal_naive_at_any_block_size(n, d, seed, block):
+    rng = np.random.default_rng(seed)
+    p = rng.normal(size=(n, d))
+    q = rng.normal(size=(n + 1, d))
+    naive = np.array([np.linalg.norm(p - row, axis=1).min() for row in q])
+    naive_loo = np.array([np.delete(np.linalg.norm(p - row, axis=1), i).min() for i, row in enumerate(p)])
+    old = novelty_mod._BLOCK_ROWS
+    try:
+        for rows in (block, old):
+            novelty_mod._BLOCK_ROWS = rows
+            np.testing.assert_allclose(nearest_distances(q, p), naive, atol=1e-12)
+            np.testing.assert_allclose(nearest_distances(p, p, leave_one_out=True), naive_loo, atol=1e-12)
+    finally:
+        novelty_mod._BLOCK_ROWS = old
+
+
+def test_nearest_distances_validate():
+    with pytest.raises(ValueError, match="P >= 2"):
+        nearest_distances([[0.0]], [[0.0]], leave_one_out=True)
+    with pytest.raises(ValueError, match="same rows"):
+        nearest_distances([[0.0]], [[0.0], [1.0]], leave_one_out=True)
+
+
+@given(st.lists(st.floats(0, 5), min_size=1, max_size=8), st.floats(0.1, 3), st.floats(0.1, 3))
+def test_novelty_is_scale_free(e, se, sp):
+    e = np.array(e)
+    p = e[::-1].copy()
+    base = novelty_scores(e, p, 1.0, 1.0)
+    np.testing.assert_allclose(novelty_scores(e * se, p * sp, se, sp), base, rtol=1e-9, atol=1e-12)
+
+
+@given(st.lists(st.floats(0, 5), min_size=3, max_size=30), rates, rates, st.integers(0, 1000))
+def test_cluster_thresholds_are_monotone_and_flag_at_most_the_rate(nov, r1, r2, seed):
+    nov = np.array(nov)
+    lab = np.random.default_rng(seed).permutation(np.arange(nov.size) % 3)
+    lo, hi = sorted((r1, r2))
+    t_lo, t_hi = cluster_thresholds(nov, lab, 3, lo), cluster_thresholds(nov, lab, 3, hi)
+    assert (t_hi <= t_lo).all()
+    flagged = flag_new_types(nov, lab, t_hi, np.zeros(nov.size, bool))
+    for c in range(3):
+        assert flagged[lab == c].sum() <= math.floor(hi * (lab == c).sum() + 1e-9)
+
+
+def test_good_images_are_never_new_types_and_validation():
+    assert not flag_new_types([9.0, 9.0], [0, 0], [1.0], [True, True]).any()
+    with pytest.raises(ValueError, match="every cluster id"):
+        cluster_thresholds([1.0, 2.0], [0, 0], 2)
+    with pytest.raises(ValueError, match="scale"):
+        novelty_scores([1.0], [1.0], 0.0, 1.0)
