@@ -69,7 +69,8 @@ def test_fit_recovers_the_types_with_canonical_labels(data) -> None:
         np.testing.assert_allclose(model.centers_[c], model.embeddings_[model.labels_ == c].mean(axis=0))
     expected = np.linalg.norm(model.embeddings_ - model.centers_[model.labels_], axis=1)
     np.testing.assert_allclose(model.center_distances_, expected)
-    assert model.new_type_threshold_ == pytest.approx(expected.max())
+    assert model.new_type_threshold_ is None  # per-cluster novelty thresholds instead
+    assert model.novelty_thresholds_.shape == (3,) and (model.novelty_thresholds_ > 0).all()
     assert set(model.timings_) >= {"scoring", "distances", "clustering"}
 
 
@@ -217,8 +218,9 @@ def test_assign_flags_a_new_defect_type(data) -> None:
     novel, _ = defect_bags(np.random.default_rng(11), (3,), defect_dims=(10,))
     a = model.assign(novel)
     assert a.new_type.all() and not a.fitted.any()
-    assert (a.distances > model.new_type_threshold_).all()
-    assert not model.assign(novel, new_type_threshold=10.0).new_type.any()
+    assert (a.novelty > a.thresholds[a.labels]).all() and a.threshold is None
+    assert not model.assign(novel, new_type_threshold=1e6).new_type.any()
+    assert not model.assign(bags).new_type.any()  # fitted images never are
 
 
 def test_assign_validates(data) -> None:
@@ -258,7 +260,9 @@ def test_save_load_round_trip(tmp_path: Path, data) -> None:
     model.save(path, metadata={"extractor": {"output": "relu_43"}})
     assert not list(tmp_path.glob("*.tmp"))
     with np.load(path, allow_pickle=False) as f:  # plain arrays only
-        assert set(f.files) == {"header", "centers", "labels", "fitted_distances", "fitted_hashes", "reference"}
+        assert set(f.files) == {"header", "centers", "labels", "fitted_distances", "fitted_hashes", "reference",
+                                "anomaly_scores", "novelty_embeddings", "novelty_scales", "novelty_thresholds",
+                                "novelty_fitted", "novelty_reference"}
     loaded = AnomalyClusterer.load(path)
     assert loaded.get_params() == model.get_params()
     assert loaded.metadata_ == {"extractor": {"output": "relu_43"}}
@@ -269,6 +273,10 @@ def test_save_load_round_trip(tmp_path: Path, data) -> None:
         np.testing.assert_array_equal(a.labels, b.labels)
         np.testing.assert_allclose(a.distances, b.distances)
         np.testing.assert_array_equal(a.new_type, b.new_type)
+        np.testing.assert_allclose(a.novelty, b.novelty)
+        np.testing.assert_allclose(a.anomaly_scores, b.anomaly_scores)
+        np.testing.assert_allclose(a.confidence, b.confidence)
+    np.testing.assert_array_equal(loaded.anomaly_scores_, model.anomaly_scores_)
     assert loaded.scores_ is None and loaded.embeddings_ is None
 
 

@@ -15,12 +15,12 @@ for it): assigning the fitted folder again reproduces the fitted clusters,
 also for the few images a hierarchical clustering put in a cluster whose
 centre is not their nearest.
 
-An image is flagged as a possible **new type** when its distance to the
-nearest centre exceeds the threshold: by default the largest distance of any
-fitted image to its own cluster centre (so no fitted image would be flagged).
-New images are weighted against the stored reference rather than all fitted
-images, so their distances scatter a little more than fitted ones; with a
-small ``reference_size`` a typical image may cross the default threshold.
+Every new image also gets its anomaly score (against the same reference),
+``is_good`` (at most the model's good-group threshold), its confidence (centre
+margin) and its novelty (see :mod:`anomclust_lite.estimator.trust`). It is
+flagged as a possible **new type** when its novelty exceeds its cluster's
+threshold, calibrated on the fitted images at ``new_type_rate`` (or a
+threshold given as ``new_type_threshold``); good images never are.
 """
 
 from __future__ import annotations
@@ -30,12 +30,16 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from ..core.anomaly import DEFAULT_IMAGE_TOPK, image_scores
+from ..core.confidence import centre_margins
 from ..core.distances import weighted_average
+from ..core.novelty import flag_new_types
 from ..core.scores import cross_patch_scores, normal_scores
 from ..core.validation import check_bags, check_positive_float
 from .fitting import patch_weights
 from .params import Params
 from .reference import bag_hashes
+from .trust import GOOD_LABEL, NoveltyState, novelty_of
 
 __all__ = ["Assignment", "FittedState", "assign_bags"]
 
@@ -47,30 +51,42 @@ class Assignment:
     Attributes
     ----------
     labels : (N,) int64
-        Cluster of every new image.
+        Cluster of every new image; ``-1``: the good group (only for a model
+        fitted with the good group on).
     distances : (N,) float64
-        Euclidean distance of its WA embedding to that cluster's centre.
+        Euclidean distance of its WA embedding to the nearest centre.
     new_type : (N,) bool
-        ``distances > threshold``: possibly a type the model has not seen.
+        ``novelty`` above the threshold of its cluster: possibly a type the
+        model has not seen. Never for images of the good group or fitted images.
     fitted : (N,) bool
         The image's features are identical to a fitted image's; it got that
-        image's fitted cluster and distance.
-    threshold : float
-        The new-type threshold used.
-    scores : (N, M) float32, optional
-        Patch anomaly scores of every new image against the model's reference
-        (the report draws them as heat maps).
-    embeddings : (N, D) float64, optional
-        WA embeddings of the new images (the report's map and neighbours).
+        image's fitted cluster, distance, scores and flags.
+    threshold : float or None
+        The novelty threshold given for this call or to the model
+        (``new_type_threshold``); None: the per-cluster ``thresholds``.
+    anomaly_scores : (N,) float64
+        Image anomaly score (higher = more likely defective).
+    is_good : (N,) bool
+        Anomaly score at most the model's good-group threshold (all False
+        without labelled normal images).
+    confidence : (N,) float64
+        Centre margin in [0, 1]; NaN in the good group.
+    novelty : (N,) float64
+        How unlike the fitted images (about 1 for a typical fitted image).
+    thresholds : (K,) float64
+        Novelty threshold of every cluster.
     """
 
     labels: np.ndarray
     distances: np.ndarray
     new_type: np.ndarray
     fitted: np.ndarray
-    threshold: float
-    scores: Optional[np.ndarray] = None
-    embeddings: Optional[np.ndarray] = None
+    threshold: Optional[float]
+    anomaly_scores: np.ndarray
+    is_good: np.ndarray
+    confidence: np.ndarray
+    novelty: np.ndarray
+    thresholds: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -81,7 +97,7 @@ class FittedState:
     ----------
     centers : (K, D) float64
     labels : (N,) int64
-        Clusters of the fitted images.
+        Clusters of the fitted images (``-1``: the good group).
     wa_distances : (N,) float64
         Distance of every fitted image's WA embedding to its centre.
     hashes : (N, 16) uint8
@@ -90,8 +106,15 @@ class FittedState:
         The bags new images are scored against.
     reference_kind : str
         ``"images"`` or ``"normal-patches"``.
-    threshold : float
-        Default new-type threshold.
+    threshold : float or None
+        Novelty threshold overriding the per-cluster ones (``new_type_threshold``).
+    anomaly_scores : (N,) float64
+        Fitted images' anomaly scores.
+    good_threshold : float or None
+        Good-group threshold (None without labelled normal images).
+    good_group : bool
+        Whether the good group was set apart (label -1).
+    novelty : NoveltyState
     """
 
     centers: np.ndarray
@@ -100,44 +123,59 @@ class FittedState:
     hashes: np.ndarray
     reference: np.ndarray
     reference_kind: str
-    threshold: float
+    threshold: Optional[float]
+    anomaly_scores: np.ndarray
+    good_threshold: Optional[float]
+    good_group: bool
+    novelty: NoveltyState
 
 
-def _nearest_centres(
-    params: Params, state: FittedState, arr: np.ndarray
-) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Nearest centre of every new image's WA embedding, the distance to it, the patch scores, the embeddings."""
+def _score_new(params: Params, state: FittedState, arr: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """WA embeddings of new images and their anomaly scores, both from their patch scores against the reference."""
     if state.reference_kind == "images":
         scores = cross_patch_scores(arr, state.reference, aggregate=params.aggregate, q=params.q,
                                     memory_mb=params.memory_mb, n_threads=params.n_threads)
     else:
         scores = normal_scores(arr, state.reference, memory_mb=params.memory_mb, n_threads=params.n_threads)
     emb = weighted_average(arr, patch_weights(params, scores))
-    d2 = ((emb[:, None, :] - state.centers[None, :, :]) ** 2).sum(axis=2)
-    labels = np.argmin(d2, axis=1).astype(np.int64)
-    return labels, np.sqrt(np.maximum(d2[np.arange(arr.shape[0]), labels], 0.0)), scores, emb
+    return emb, image_scores(scores, topk=DEFAULT_IMAGE_TOPK)
+
+
+def _recognise(state: FittedState, arr: np.ndarray) -> np.ndarray:
+    """Index of the fitted image each new image is identical to (-1: none)."""
+    lookup = {h.tobytes(): i for i, h in enumerate(state.hashes)}
+    return np.array([lookup.get(h.tobytes(), -1) for h in bag_hashes(arr)], dtype=np.int64)
 
 
 def assign_bags(
     params: Params, state: FittedState, bags: np.ndarray, new_type_threshold: Optional[float] = None
 ) -> Assignment:
-    """Assign ``bags`` to the clusters of ``state``; flag distances above the threshold (validated here)."""
+    """Assign ``bags`` to the clusters of ``state``: cluster, scores, confidence, novelty, flags."""
     arr = check_bags(bags, "bags", min_images=1, dim=state.centers.shape[1]).astype(params.bag_dtype, copy=False)
-    threshold = (
-        state.threshold
-        if new_type_threshold is None
-        else check_positive_float(new_type_threshold, "new_type_threshold")
-    )
+    threshold = (state.threshold if new_type_threshold is None
+                 else check_positive_float(new_type_threshold, "new_type_threshold"))
     if params.weights == "topk":
         params.topk_for(arr.shape[1])
-    labels, dist, scores, emb = _nearest_centres(params, state, arr)
-    lookup = {h.tobytes(): i for i, h in enumerate(state.hashes)}
-    fitted = np.zeros(arr.shape[0], dtype=bool)
-    for j, h in enumerate(bag_hashes(arr)):
-        i = lookup.get(h.tobytes())
-        if i is not None:
-            fitted[j] = True
-            labels[j] = state.labels[i]
-            dist[j] = state.wa_distances[i]
-    new_type = (dist > threshold) & ~fitted
-    return Assignment(labels, dist, new_type, fitted, float(threshold), scores=scores, embeddings=emb)
+    emb, anomaly = _score_new(params, state, arr)
+    d2 = ((emb[:, None, :] - state.centers[None, :, :]) ** 2).sum(axis=2)
+    labels = np.argmin(d2, axis=1).astype(np.int64)
+    dist = np.sqrt(np.maximum(d2[np.arange(arr.shape[0]), labels], 0.0))
+    novelty = novelty_of(params, state.novelty, arr, emb)
+    same = _recognise(state, arr)
+    fitted = same >= 0
+    labels[fitted] = state.labels[same[fitted]]
+    dist[fitted] = state.wa_distances[same[fitted]]
+    anomaly[fitted] = state.anomaly_scores[same[fitted]]
+    novelty[fitted] = state.novelty.fitted[same[fitted]]
+    is_good = anomaly <= state.good_threshold if state.good_threshold is not None else np.zeros(arr.shape[0], bool)
+    if state.good_group:
+        labels[is_good & ~fitted] = GOOD_LABEL
+    clustered = labels >= 0
+    confidence = np.full(arr.shape[0], np.nan)
+    confidence[clustered] = centre_margins(emb[clustered], state.centers, labels[clustered])
+    limits = state.novelty.thresholds if threshold is None else np.full(state.centers.shape[0], threshold)
+    new_type = np.zeros(arr.shape[0], dtype=bool)
+    new_type[clustered] = flag_new_types(novelty[clustered], labels[clustered], limits, is_good[clustered])
+    new_type &= ~fitted
+    return Assignment(labels, dist, new_type, fitted, threshold, anomaly, is_good, confidence, novelty,
+                      state.novelty.thresholds.copy())

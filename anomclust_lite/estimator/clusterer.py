@@ -34,6 +34,7 @@ import numpy as np
 from ..cluster.auto_k import DEFAULT_K_MAX
 from ..cluster.dispatch import ClusteringWarning
 from ..core.defaults import DEFAULT_AGGREGATE, DEFAULT_MEMORY_MB, DEFAULT_METHOD, DEFAULT_TOPK_FRACTION
+from ..core.anomaly import DEFAULT_RATE
 from ..core.kernel import limit_blas
 from .assign import Assignment, FittedState, assign_bags
 from .base import ParamsMixin
@@ -104,14 +105,27 @@ class AnomalyClusterer(ParamsMixin):
         Images (or images' worth of normal patches) stored for assigning new
         images; see :mod:`anomclust_lite.estimator.reference`.
     new_type_threshold : float, optional
-        Distance beyond which an assigned image is flagged as a new type;
-        default: the largest fitted distance to the own centre.
+        Novelty beyond which an assigned image is flagged as a new type, in
+        every cluster; default: each cluster's threshold calibrated at
+        ``new_type_rate``.
     bag_dtype : {"float32", "float16"}, default "float32"
         Type the bags (and normal bags) are held in while fitting and
         assigning; they are converted when given in the other type.
         ``"float16"`` halves the ``N * M * D`` storage; the kernels still
         compute in float32, and on real data the partition is the same or
         nearly (NMI within 1e-3 of float32).
+    good_group : {"off", "auto"}, default "off"
+        ``"auto"``: with ``normal_bags``, the images whose anomaly score is at
+        most the good-group threshold are set apart (label ``-1``) and K counts
+        the defect clusters only. ``"off"``: every image is clustered (the
+        paper's protocol); ``is_good_`` is still reported. See BENCHMARKS.md
+        for why ``"off"`` is the default.
+    good_rate : float, default 0.05
+        False-reject rate of the good-group threshold: the fraction of the
+        normal images themselves (leave-one-out) that would not count as good.
+    new_type_rate : float, default 0.05
+        False-flag rate of the new-type thresholds: the fraction of each
+        cluster's fitted images (leave-one-out) that would be flagged.
 
     Attributes
     ----------
@@ -138,14 +152,36 @@ class AnomalyClusterer(ParamsMixin):
     k_choice_ : KChoice
     linkage_ : (N-1, 4) float64 or None
         The linkage tree for hierarchical methods.
-    new_type_threshold_ : float
+    new_type_threshold_ : float or None
+        ``new_type_threshold``.
+    anomaly_scores_ : (N,) float64
+        Image anomaly score (mean of the top patch scores; higher = more
+        likely defective): against the normal bank with ``normal_bags``,
+        against the other images without.
+    good_threshold_ : float or None
+        Anomaly score at or below which an image counts as good (None without
+        ``normal_bags``).
+    is_good_ : (N,) bool
+    good_group_ : bool
+        Whether the good group was set apart (label ``-1``).
+    confidence_ : (N,) float64
+        Centre margin in [0, 1] (NaN in the good group), see
+        :mod:`anomclust_lite.core.confidence`.
+    cohesion_ : (K,) float64
+        Mean confidence of every cluster's images.
+    weak_ : list of str
+        Why the clustering is weak (empty when it is not).
+    novelty_thresholds_ : (K,) float64
+        New-type threshold of every cluster.
     timings_ : dict of str to float
         Seconds spent per stage of :meth:`fit`.
     metadata_ : dict
         Extra JSON metadata saved with / loaded from the model.
 
     After :meth:`load`, only ``labels_``, ``centers_``, ``k_``, ``k_choice_``,
-    ``new_type_threshold_`` and ``metadata_`` are available.
+    ``new_type_threshold_``, ``anomaly_scores_``, ``good_threshold_``,
+    ``is_good_``, ``good_group_``, ``novelty_thresholds_`` and ``metadata_``
+    are available.
 
     Conventions are scikit-learn's: ``__init__`` stores the parameters as
     given and :meth:`fit` validates them (:meth:`validate_params` checks them
@@ -189,6 +225,9 @@ class AnomalyClusterer(ParamsMixin):
         reference_size: int = DEFAULT_REFERENCE_SIZE,
         new_type_threshold: Optional[float] = None,
         bag_dtype: str = "float32",
+        good_group: str = "off",
+        good_rate: float = DEFAULT_RATE,
+        new_type_rate: float = DEFAULT_RATE,
     ) -> None:
         self.k = k
         self.weights = weights
@@ -206,6 +245,9 @@ class AnomalyClusterer(ParamsMixin):
         self.reference_size = reference_size
         self.new_type_threshold = new_type_threshold
         self.bag_dtype = bag_dtype
+        self.good_group = good_group
+        self.good_rate = good_rate
+        self.new_type_rate = new_type_rate
 
     # ------------------------------------------------------------------ parameters
 
@@ -281,13 +323,13 @@ class AnomalyClusterer(ParamsMixin):
         self.centers_ = fit.centres.centers
         self.center_distances_ = fit.centres.distances
         self.medoids_ = fit.centres.medoids
-        self._wa_center_distances = fit.centres.wa_distances
-        self.new_type_threshold_ = (
-            params.new_type_threshold if params.new_type_threshold is not None else float(fit.centres.wa_distances.max())
-        )
-        self._reference = fit.reference
-        self._reference_kind = fit.reference_kind
-        self._hashes = fit.hashes
+        self.confidence_ = fit.confidence
+        self.cohesion_ = fit.cohesion
+        self.weak_ = list(fit.weak_reasons)
+        self._set_state(FittedState(
+            fit.centres.centers, fit.partition.labels, fit.centres.wa_distances, fit.hashes, fit.reference,
+            fit.reference_kind, params.new_type_threshold, fit.anomaly_scores, fit.good_threshold, fit.good_group,
+            fit.novelty))
         self._n_patches = fit.n_patches
         self.timings_ = fit.timings
         self.metadata_: Dict[str, Any] = dict(getattr(self, "metadata_", {}))
@@ -322,9 +364,21 @@ class AnomalyClusterer(ParamsMixin):
 
     # ------------------------------------------------------------------ assign
 
+    def _set_state(self, state: FittedState) -> None:
+        """Keep what assigning needs, and the attributes that mirror it."""
+        self._fitted_state = state
+        self._reference, self._reference_kind = state.reference, state.reference_kind
+        self._hashes, self._wa_center_distances = state.hashes, state.wa_distances
+        self.new_type_threshold_ = state.threshold
+        self.anomaly_scores_ = state.anomaly_scores
+        self.good_threshold_ = state.good_threshold
+        self.is_good_ = (state.anomaly_scores <= state.good_threshold if state.good_threshold is not None
+                         else np.zeros(state.labels.shape[0], dtype=bool))
+        self.good_group_ = state.good_group
+        self.novelty_thresholds_ = state.novelty.thresholds
+
     def _state(self) -> FittedState:
-        return FittedState(self.centers_, self.labels_, self._wa_center_distances, self._hashes, self._reference,
-                           self._reference_kind, self.new_type_threshold_)
+        return self._fitted_state
 
     def assign(self, bags: np.ndarray, *, new_type_threshold: Optional[float] = None) -> Assignment:
         """Assign new images to the nearest cluster centre (see :mod:`anomclust_lite.estimator.assign`).
@@ -391,9 +445,7 @@ class AnomalyClusterer(ParamsMixin):
         state = saved.state
         model.labels_, model.centers_ = state.labels, state.centers
         model.k_, model.k_choice_ = saved.k, saved.choice
-        model.new_type_threshold_ = state.threshold
-        model._wa_center_distances, model._hashes = state.wa_distances, state.hashes
-        model._reference, model._reference_kind = state.reference, state.reference_kind
+        model._set_state(state)
         model._n_patches = saved.n_patches
         model.metadata_ = saved.metadata
         for attr in _NOT_SAVED:

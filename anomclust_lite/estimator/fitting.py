@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -18,10 +18,15 @@ from ..core.hausdorff import hausdorff_distances
 from ..core.scores import normal_scores, patch_scores
 from ..core.validation import check_bags
 from ..core.weights import soft_weights, topk_weights, uniform_weights
+from ..core.anomaly import DEFAULT_IMAGE_TOPK, image_scores
 from .centres import Centres, cluster_centres
 from .params import Params
 from .partition import Partition, partition_images
-from .reference import bag_hashes, build_reference
+from .reference import bag_hashes, build_reference, normal_bank
+from .trust import (
+    GOOD_LABEL, NoveltyState, anomaly_against_bank, confidence_summary, fit_novelty, good_threshold,
+    stratified_positions,
+)
 
 __all__ = ["Fit", "check_fit_inputs", "fit_bags", "patch_weights"]
 
@@ -41,6 +46,14 @@ class Fit:
     hashes: np.ndarray
     n_patches: int
     timings: Dict[str, float]
+    anomaly_scores: np.ndarray
+    good_threshold: Optional[float]
+    is_good: np.ndarray
+    good_group: bool
+    confidence: np.ndarray
+    cohesion: np.ndarray
+    weak_reasons: List[str]
+    novelty: NoveltyState
 
 
 def check_fit_inputs(
@@ -94,6 +107,46 @@ def image_distances(params: Params, arr: np.ndarray, weights: np.ndarray) -> np.
                                memory_mb=params.memory_mb, n_threads=params.n_threads)
 
 
+def _anomaly(params: Params, arr: np.ndarray, normals: Optional[np.ndarray],
+             scores: np.ndarray) -> Tuple[np.ndarray, Optional[float], Optional[np.ndarray]]:
+    """Image anomaly scores, the good-group threshold (None without normal images) and the normal bank."""
+    if normals is None:
+        return image_scores(scores, topk=DEFAULT_IMAGE_TOPK), None, None
+    bank = normal_bank(normals, params.reference_size, params.seed)
+    if bank.shape[0] == normals.shape[0] and normals.dtype == np.float16:
+        anomaly = image_scores(scores, topk=DEFAULT_IMAGE_TOPK)  # scored against exactly this bank already
+    else:
+        anomaly = anomaly_against_bank(params, arr, bank)
+    return anomaly, good_threshold(params, bank, params.good_rate), bank
+
+
+def _clustered(params: Params, is_good: np.ndarray, on: bool) -> np.ndarray:
+    """Indices of the images to cluster (all, or those outside the good group)."""
+    idx = np.flatnonzero(~is_good) if on else np.arange(is_good.size)
+    if idx.size < 2 or (params.k is not None and params.k > idx.size):
+        raise ValueError(
+            f"only {idx.size} of the {is_good.size} images are outside the good group, too few to cluster "
+            f"into {params.k or 2} defect clusters; use good_group='off' (--good-group off)"
+        )
+    return idx
+
+
+def _expand(part: Partition, cen: Centres, idx: np.ndarray, embeddings: np.ndarray) -> Tuple[Partition, Centres]:
+    """Partition and centres of the clustered images ``idx`` as arrays over all images (good group: -1)."""
+    n = embeddings.shape[0]
+    if idx.size == n:
+        return part, cen
+    labels = np.full(n, GOOD_LABEL, dtype=np.int64)
+    labels[idx] = part.labels
+    nearest = np.sqrt(((embeddings[:, None, :] - cen.centers[None]) ** 2).sum(axis=2)).min(axis=1)
+    wa = nearest.copy()
+    wa[idx] = cen.wa_distances
+    reported = nearest.copy()
+    reported[idx] = cen.distances
+    return (Partition(labels, part.k, part.choice, part.linkage),
+            Centres(cen.centers, wa, idx[cen.medoids], reported))
+
+
 def fit_bags(
     params: Params,
     bags: np.ndarray,
@@ -107,6 +160,10 @@ def fit_bags(
     note("scoring")
     t0 = time.perf_counter()
     scores, weights, embeddings = _score_and_weigh(params, arr, normals)
+    anomaly, threshold, bank = _anomaly(params, arr, normals, scores)
+    is_good = anomaly <= threshold if threshold is not None else np.zeros(arr.shape[0], dtype=bool)
+    on = params.good_group == "auto" and threshold is not None
+    idx = _clustered(params, is_good, on)
     timings["scoring"] = time.perf_counter() - t0
 
     note("distances")
@@ -114,8 +171,13 @@ def fit_bags(
     dist = image_distances(params, arr, weights)
     timings["distances"] = time.perf_counter() - t0
 
-    partition = partition_images(params, embeddings, dist, note, timings)
-    centres = cluster_centres(embeddings, partition.labels, partition.k, dist, wa=params.distance == "wa")
-    reference, kind = build_reference(arr, normals, params.reference_size, params.seed)
+    sub_dist = dist if idx.size == arr.shape[0] else dist[np.ix_(idx, idx)]
+    part = partition_images(params, embeddings[idx], sub_dist, note, timings)
+    cen = cluster_centres(embeddings[idx], part.labels, part.k, sub_dist, wa=params.distance == "wa")
+    partition, centres = _expand(part, cen, idx, embeddings)
+    ref_idx = stratified_positions(partition.labels, params.reference_size, params.seed)
+    reference, kind = build_reference(arr, bank, params.reference_size, ref_idx, params.seed)
+    novelty = fit_novelty(params, arr, embeddings, partition.labels, partition.k, ref_idx, params.new_type_rate)
+    confidence, cohesion, weak = confidence_summary(embeddings, centres.centers, partition.labels)
     return Fit(scores, weights, embeddings, dist, partition, centres, reference, kind, bag_hashes(arr),
-               arr.shape[1], timings)
+               arr.shape[1], timings, anomaly, threshold, is_good, on, confidence, cohesion, weak, novelty)

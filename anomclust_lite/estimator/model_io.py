@@ -5,8 +5,13 @@ Arrays: ``header`` (UTF-8 JSON as uint8), ``centers`` (K, D) float64,
 (N, 16) uint8 and ``reference`` (R, M, D) float16 (see
 :mod:`anomclust_lite.estimator.reference`). The header holds the format and
 its version, the package version, the estimator's parameters, K and how it
-was chosen, the new-type threshold, the reference kind, the patch count and
-the caller's metadata. Reading treats the file as hostile: every array's
+was chosen, the new-type threshold (null: per cluster), the good-group threshold (null
+without normal images) and whether the good group was set apart, the
+reference kind, the patch count and the caller's metadata. Version 2 adds
+``anomaly_scores`` (N,), ``novelty_embeddings`` (N, D) float32,
+``novelty_scales`` (2,), ``novelty_thresholds`` (K,), ``novelty_fitted`` (N,)
+and, for semi-supervised models, ``novelty_reference`` (R, M, D) float16
+(unsupervised models use ``reference``); labels may be -1 (the good group). Reading treats the file as hostile: every array's
 shape, type and range is checked before anything is used.
 """
 
@@ -24,6 +29,7 @@ from ..cluster.auto_k import KChoice
 from ..files.atomic import atomic_save_npz
 from ..files.npz import NpzRefused, read_npz_checked
 from .assign import FittedState
+from .trust import NoveltyState
 from .reference import HASH_BYTES, REFERENCE_KINDS
 
 __all__ = ["MODEL_FORMAT", "MODEL_FORMAT_VERSION", "CORRUPT", "SavedModel", "write_model", "read_model"]
@@ -31,16 +37,19 @@ __all__ = ["MODEL_FORMAT", "MODEL_FORMAT_VERSION", "CORRUPT", "SavedModel", "wri
 #: ``format`` entry of a saved model's JSON header.
 MODEL_FORMAT = "anomclust_lite.AnomalyClusterer"
 #: Version of the saved-model layout; :func:`read_model` refuses others.
-MODEL_FORMAT_VERSION = 1
+MODEL_FORMAT_VERSION = 2
 #: Start of every message about a damaged or foreign model file.
 CORRUPT = "model.npz is corrupt or from an incompatible version"
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-_ARRAYS = ("header", "centers", "labels", "fitted_distances", "fitted_hashes", "reference")
+_ARRAYS = ("header", "centers", "labels", "fitted_distances", "fitted_hashes", "reference", "anomaly_scores",
+           "novelty_embeddings", "novelty_scales", "novelty_thresholds", "novelty_fitted", "novelty_reference")
 _DTYPES = {
     "header": np.uint8, "centers": np.float64, "labels": np.int64, "fitted_distances": np.float64,
-    "fitted_hashes": np.uint8, "reference": np.float16,
+    "fitted_hashes": np.uint8, "reference": np.float16, "anomaly_scores": np.float64,
+    "novelty_embeddings": np.float32, "novelty_scales": np.float64, "novelty_thresholds": np.float64,
+    "novelty_fitted": np.float64, "novelty_reference": np.float16,
 }
 #: Largest model.npz read, and largest total of its members once decompressed (4 GiB).
 MAX_MODEL_BYTES = 4 << 30
@@ -76,6 +85,8 @@ def write_model(path: PathLike, model: SavedModel) -> None:
         "k": model.k,
         "k_choice": model.choice.to_dict(),
         "new_type_threshold": model.state.threshold,
+        "good_threshold": model.state.good_threshold,
+        "good_group": model.state.good_group,
         "reference_kind": model.state.reference_kind,
         "n_patches": model.n_patches,
         "metadata": model.metadata,
@@ -93,6 +104,14 @@ def write_model(path: PathLike, model: SavedModel) -> None:
         fitted_distances=state.wa_distances.astype(np.float64),
         fitted_hashes=state.hashes,
         reference=state.reference,
+        anomaly_scores=state.anomaly_scores.astype(np.float64),
+        novelty_embeddings=state.novelty.embeddings.astype(np.float32),
+        novelty_scales=state.novelty.scales.astype(np.float64),
+        novelty_thresholds=state.novelty.thresholds.astype(np.float64),
+        novelty_fitted=state.novelty.fitted.astype(np.float64),
+        # unsupervised models score and measure novelty against the same images: stored once
+        novelty_reference=(state.novelty.reference if state.reference_kind != "images"
+                           else np.zeros((0,) + state.reference.shape[1:], dtype=np.float16)),
     )
 
 
@@ -147,17 +166,29 @@ def _from_arrays(arrays: Mapping[str, np.ndarray]) -> SavedModel:
         params = dict(header["params"])
         choice = KChoice.from_dict(header["k_choice"])
         k = int(header["k"])
-        threshold = float(header["new_type_threshold"])
+        threshold = _optional_float(header["new_type_threshold"])
+        good_threshold = _optional_float(header["good_threshold"])
+        good_group = header["good_group"]
+        if not isinstance(good_group, bool):
+            raise ValueError("good_group must be true or false")
         kind = str(header["reference_kind"])
         m = int(header["n_patches"])
         meta = dict(header["metadata"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{CORRUPT}: bad header ({exc})") from None
+    novelty_reference = arrays["novelty_reference"]
+    if novelty_reference.ndim == 3 and novelty_reference.shape[0] == 0:
+        novelty_reference = arrays["reference"]
+    novelty = NoveltyState(arrays["novelty_embeddings"], novelty_reference,
+                           arrays["novelty_scales"], arrays["novelty_thresholds"], arrays["novelty_fitted"])
     state = FittedState(
         centers=arrays["centers"], labels=arrays["labels"], wa_distances=arrays["fitted_distances"],
         hashes=arrays["fitted_hashes"], reference=arrays["reference"], reference_kind=kind, threshold=threshold,
+        anomaly_scores=arrays["anomaly_scores"], good_threshold=good_threshold, good_group=good_group,
+        novelty=novelty,
     )
-    problems = _array_problems(state, k) + _setting_problems(kind, threshold, m)
+    problems = (_array_problems(state, k) + _trust_problems(state, k)
+                + _setting_problems(kind, 0.0 if threshold is None else threshold, m))
     problems = problems or _consistency_problems(state, params, m)
     if problems:
         raise ValueError(f"{CORRUPT}: " + "; ".join(problems))
@@ -172,8 +203,8 @@ def _array_problems(state: FittedState, k: int) -> List[str]:
     problems = []
     if centers.ndim != 2 or centers.shape[0] != k or centers.dtype != np.float64 or not np.isfinite(centers).all():
         problems.append(f"centers has shape {centers.shape}, expected ({k}, D) finite float64")
-    if labels.ndim != 1 or labels.dtype != np.int64 or n < 2 or (n and (labels.min() < 0 or labels.max() >= k)):
-        problems.append("labels must be N >= 2 int64 cluster ids in 0..K-1")
+    if labels.ndim != 1 or labels.dtype != np.int64 or n < 2 or (n and (labels.min() < -1 or labels.max() >= k)):
+        problems.append("labels must be N >= 2 int64 cluster ids in 0..K-1 (or -1, the good group)")
     if dists.shape != (n,) or dists.dtype != np.float64:
         problems.append(f"fitted_distances has shape {dists.shape}, expected ({n},)")
     if hashes.shape != (n, HASH_BYTES) or hashes.dtype != np.uint8:
@@ -184,6 +215,32 @@ def _array_problems(state: FittedState, k: int) -> List[str]:
         or (centers.ndim == 2 and reference.shape[2] != centers.shape[1])
     ):
         problems.append(f"reference has shape {reference.shape} / dtype {reference.dtype}, expected (R, M, D) float16")
+    return problems
+
+
+def _optional_float(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"expected a finite number or null, got {value!r}")
+    return float(value)
+
+
+def _trust_problems(state: FittedState, k: int) -> List[str]:
+    """What is wrong with the anomaly-score and novelty arrays (nothing: an empty list)."""
+    nov, n = state.novelty, state.labels.shape[0]
+    d = state.centers.shape[1] if state.centers.ndim == 2 else -1
+    checks = [
+        ("anomaly_scores", state.anomaly_scores, (n,)), ("novelty_embeddings", nov.embeddings, (n, d)),
+        ("novelty_scales", nov.scales, (2,)), ("novelty_thresholds", nov.thresholds, (k,)),
+        ("novelty_fitted", nov.fitted, (n,)),
+    ]
+    problems = [f"{name} has shape {arr.shape}, expected {shape} finite numbers" for name, arr, shape in checks
+                if arr.shape != shape or arr.dtype.kind != "f" or not np.isfinite(arr).all()]
+    if nov.reference.ndim != 3 or nov.reference.dtype != np.float16 or nov.reference.shape[2] != d:
+        problems.append(f"novelty_reference has shape {nov.reference.shape}, expected (R, M, {d}) float16")
+    if not problems and (nov.scales <= 0).any():
+        problems.append("novelty_scales must be > 0")
     return problems
 
 

@@ -13,14 +13,18 @@ from typing import Any, Dict, Mapping, Optional
 from ..cluster.dispatch import METHODS
 from ..core.defaults import BAG_DTYPES, DEFAULT_TAU_SEMI, DEFAULT_TAU_UNSUPERVISED
 from ..core.scores import AGGREGATES
+from ..core.anomaly import DEFAULT_RATE, check_rate
 from ..core.validation import check_choice, check_int, check_memory_mb, check_n_threads, check_positive_float
 
-__all__ = ["WEIGHT_MODES", "DISTANCES", "DEFAULT_REFERENCE_SIZE", "Params", "validate_params"]
+__all__ = ["WEIGHT_MODES", "DISTANCES", "GOOD_GROUPS", "DEFAULT_RATE", "DEFAULT_REFERENCE_SIZE", "Params", "validate_params"]
 
 #: How patch weights are made (see :class:`~anomclust_lite.estimator.clusterer.AnomalyClusterer`).
 WEIGHT_MODES = ("unsupervised", "semi", "uniform", "topk")
 #: Image distances: Euclidean between WA embeddings, or a Hausdorff-family bag distance.
 DISTANCES = ("wa", "hausdorff-max-min", "hausdorff-mean-min", "hausdorff-min-min", "hausdorff-mean-mean")
+#: ``"off"``: every image is clustered (the paper's protocol); ``"auto"``: with labelled normal images,
+#: the likely-good images are set apart (label -1) and K counts the defect clusters only.
+GOOD_GROUPS = ("off", "auto")
 #: Images (or images' worth of normal patches) stored for assigning new images.
 DEFAULT_REFERENCE_SIZE = 64
 
@@ -45,6 +49,9 @@ class Params:
     reference_size: int
     new_type_threshold: Optional[float]
     bag_dtype: str
+    good_group: str
+    good_rate: float
+    new_type_rate: float
 
     @property
     def effective_tau(self) -> Optional[float]:
@@ -110,4 +117,7 @@ def validate_params(values: Mapping[str, Any]) -> Params:
         reference_size=check_int(v["reference_size"], "reference_size", low=1),
         new_type_threshold=_optional(check_positive_float, v["new_type_threshold"], "new_type_threshold"),
         bag_dtype=check_choice(v["bag_dtype"], "bag_dtype", BAG_DTYPES),
+        good_group=check_choice(v["good_group"], "good_group", GOOD_GROUPS),
+        good_rate=check_rate(v["good_rate"], "good_rate"),
+        new_type_rate=check_rate(v["new_type_rate"], "new_type_rate"),
     )

@@ -3,10 +3,11 @@
 The weights of a new image need anomaly scores, computed against what the
 model stores (float16):
 
-- unsupervised scoring: a seeded subsample of ``reference_size`` fitted
-  images' bags (all of them when fewer);
-- semi-supervised scoring: a seeded subsample of the labelled normal patches,
-  at most ``reference_size * M`` of them, grouped as bags of ``M`` patches.
+- unsupervised scoring and novelty: ``reference_size`` fitted images taken
+  round-robin over the clusters (all of them when fewer);
+- semi-supervised scoring: a seeded subsample of ``reference_size`` whole
+  labelled normal images (all of them when fewer), also the bank of the image
+  anomaly scores and the good group.
 
 An image whose float16 features hash like a fitted image's is that image.
 """
@@ -18,7 +19,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-__all__ = ["HASH_BYTES", "REFERENCE_KINDS", "bag_hashes", "build_reference"]
+__all__ = ["HASH_BYTES", "REFERENCE_KINDS", "bag_hashes", "build_reference", "normal_bank"]
 
 #: Bytes of every bag's BLAKE2b digest.
 HASH_BYTES = 16
@@ -36,22 +37,25 @@ def bag_hashes(bags: np.ndarray) -> np.ndarray:
 
 
 def build_reference(
-    bags: np.ndarray, normals: Optional[np.ndarray], reference_size: int, seed: int
+    bags: np.ndarray, normals: Optional[np.ndarray], reference_size: int, ref_idx: np.ndarray, seed: int
 ) -> Tuple[np.ndarray, str]:
-    """The float16 reference bags stored with a model, and their kind (one of :data:`REFERENCE_KINDS`)."""
-    rng = np.random.default_rng(seed)
+    """The float16 reference bags stored with a model, and their kind (one of :data:`REFERENCE_KINDS`).
+
+    ``ref_idx``: the fitted images kept for unsupervised scoring (taken
+    round-robin over the clusters, so every cluster is represented).
+    """
     if normals is None:
-        n = bags.shape[0]
-        ref_idx = np.sort(rng.choice(n, size=min(n, reference_size), replace=False))
         return bags[ref_idx].astype(np.float16), "images"
-    return _normal_bank(normals, bags.shape[1], reference_size, rng), "normal-patches"
+    return normal_bank(normals, reference_size, seed), "normal-patches"
 
 
-def _normal_bank(normals: np.ndarray, m: int, reference_size: int, rng: np.random.Generator) -> np.ndarray:
-    """At most ``reference_size * m`` normal patches, grouped as bags of ``m`` patches, float16."""
-    flat = normals.reshape(-1, normals.shape[2])
-    cap = reference_size * m
-    if flat.shape[0] > cap:
-        flat = flat[np.sort(rng.choice(flat.shape[0], size=cap, replace=False))]
-        return flat.reshape(reference_size, m, -1).astype(np.float16)
+def normal_bank(normals: np.ndarray, reference_size: int, seed: int) -> np.ndarray:
+    """At most ``reference_size`` whole normal images (a seeded subsample), float16.
+
+    Whole images, so that each one's score against the others (leave one
+    out) calibrates the good group's threshold.
+    """
+    if normals.shape[0] > reference_size:
+        rng = np.random.default_rng(seed)
+        normals = normals[np.sort(rng.choice(normals.shape[0], size=reference_size, replace=False))]
     return normals.astype(np.float16)

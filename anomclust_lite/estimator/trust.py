@@ -1,0 +1,149 @@
+"""Trust signals of a fitted model: image anomaly scores, the good group, confidence and novelty.
+
+- **Anomaly score** of an image: the mean of its ``DEFAULT_IMAGE_TOPK``
+  highest patch scores (:func:`anomclust_lite.core.anomaly.image_scores`);
+  against the stored normal bank when labelled normal images were given,
+  against the other images otherwise.
+- **Good group** (only with labelled normal images): an image is likely good
+  when its anomaly score is at most the threshold calibrated on the
+  leave-one-out scores of the normal bank's own images at ``good_rate`` (the
+  stated false-reject rate). With ``good_group="auto"`` such images are set
+  apart (label ``-1``) and K counts the defect clusters only; with ``"off"``
+  (the default, the paper's protocol) every image is clustered and
+  ``is_good_`` is reported only.
+- **Confidence** of an image: its centre margin
+  (:mod:`anomclust_lite.core.confidence`); a cluster's cohesion is its
+  members' mean confidence; a clustering is *weak* when the mean confidence is
+  below ``WEAK_MEAN_CONFIDENCE`` or one cluster holds more than
+  ``WEAK_LARGEST_FRACTION`` of the clustered images.
+- **Novelty** of an assigned image (:mod:`anomclust_lite.core.novelty`):
+  nearest fitted embedding x nearest fitted patch, each relative to the
+  fitted images; a *new type* when above its cluster's threshold calibrated
+  at ``new_type_rate`` on the fitted images' leave-one-out novelty.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from ..core.anomaly import DEFAULT_IMAGE_TOPK, calibrated_threshold, image_scores
+from ..core.confidence import WEAK_MEAN_CONFIDENCE, centre_margins, cluster_cohesion
+from ..core.novelty import cluster_thresholds, nearest_distances, novelty_scores
+from ..core.scores import cross_patch_scores, normal_scores, patch_scores
+from .params import GOOD_GROUPS, Params
+
+__all__ = [
+    "GOOD_GROUPS", "GOOD_LABEL", "WEAK_LARGEST_FRACTION", "NoveltyState", "good_threshold",
+    "anomaly_against_bank", "confidence_summary", "stratified_positions", "fit_novelty", "novelty_of",
+]
+
+#: Label of the images set apart as the good group.
+GOOD_LABEL = -1
+#: A clustering whose largest cluster holds more than this fraction of the clustered images is weak.
+WEAK_LARGEST_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class NoveltyState:
+    """What assigning needs to measure novelty (saved in model.npz).
+
+    Attributes
+    ----------
+    embeddings : (N, D) float32
+        WA embeddings of the fitted images.
+    reference : (R, M, D) float16
+        Bags of fitted images taken round-robin over the clusters.
+    scales : (2,) float64
+        Median leave-one-out embedding and patch parts among the fitted images.
+    thresholds : (K,) float64
+        New-type threshold of every cluster.
+    fitted : (N,) float64
+        Leave-one-out novelty of every fitted image.
+    """
+
+    embeddings: np.ndarray
+    reference: np.ndarray
+    scales: np.ndarray
+    thresholds: np.ndarray
+    fitted: np.ndarray
+
+
+def good_threshold(params: Params, bank: np.ndarray, rate: float) -> Optional[float]:
+    """Threshold calibrated on the leave-one-out anomaly scores of the bank's images (None below 2 images)."""
+    if bank.shape[0] < 2:
+        return None
+    loo = patch_scores(bank, aggregate="min", memory_mb=params.memory_mb, n_threads=params.n_threads)
+    return calibrated_threshold(image_scores(loo, topk=DEFAULT_IMAGE_TOPK), rate)
+
+
+def anomaly_against_bank(params: Params, arr: np.ndarray, bank: np.ndarray) -> np.ndarray:
+    """Anomaly score of every image against the normal bank."""
+    scores = normal_scores(arr, bank, memory_mb=params.memory_mb, n_threads=params.n_threads)
+    return image_scores(scores, topk=DEFAULT_IMAGE_TOPK)
+
+
+def confidence_summary(embeddings: np.ndarray, centers: np.ndarray, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray, List[str]]:
+    """Confidence of every image (NaN in the good group), cohesion of every cluster, reasons the run is weak."""
+    k = centers.shape[0]
+    clustered = labels >= 0
+    conf = np.full(labels.shape[0], np.nan)
+    conf[clustered] = centre_margins(embeddings[clustered], centers, labels[clustered])
+    cohesion = cluster_cohesion(conf[clustered], labels[clustered], k)
+    reasons = []
+    mean = float(conf[clustered].mean())
+    if mean < WEAK_MEAN_CONFIDENCE:
+        reasons.append(f"mean confidence {mean:.2f} < {WEAK_MEAN_CONFIDENCE}")
+    largest = np.bincount(labels[clustered], minlength=k).max() / max(int(clustered.sum()), 1)
+    if k > 1 and largest > WEAK_LARGEST_FRACTION:
+        reasons.append(f"one cluster holds {largest:.0%} of the images")
+    return conf, cohesion, reasons
+
+
+def stratified_positions(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Up to ``size`` image positions taken round-robin over the groups of ``labels`` (seeded order)."""
+    rng = np.random.default_rng(seed)
+    groups = [list(rng.permutation(np.flatnonzero(labels == g))) for g in np.unique(labels)]
+    chosen: List[int] = []
+    while len(chosen) < min(size, labels.size):
+        for g in groups:
+            if g and len(chosen) < size:
+                chosen.append(int(g.pop()))
+    return np.sort(np.array(chosen, dtype=np.int64))
+
+
+def _patch_part(params: Params, arr: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    scores = cross_patch_scores(arr, reference, aggregate="min", memory_mb=params.memory_mb, n_threads=params.n_threads)
+    return image_scores(scores, topk=DEFAULT_IMAGE_TOPK)
+
+
+def fit_novelty(params: Params, arr: np.ndarray, embeddings: np.ndarray, labels: np.ndarray, k: int,
+                ref_idx: np.ndarray, rate: float) -> NoveltyState:
+    """Leave-one-out novelty of the fitted images and the per-cluster thresholds."""
+    emb = embeddings.astype(np.float32)
+    emb_part = nearest_distances(emb, emb, leave_one_out=True) if arr.shape[0] > 1 else np.zeros(1)
+    if ref_idx.size > 1:
+        loo = patch_scores(arr, aggregate="min", reference=ref_idx, memory_mb=params.memory_mb,
+                           n_threads=params.n_threads)
+        patch_part = image_scores(loo, topk=DEFAULT_IMAGE_TOPK)
+    else:
+        patch_part = np.ones(arr.shape[0])
+    scales = np.array([np.median(emb_part), np.median(patch_part)], dtype=np.float64)
+    scales = np.where(scales > 0, scales, 1.0)
+    fitted = novelty_scores(emb_part, patch_part, *scales)
+    clustered = labels >= 0
+    thresholds = cluster_thresholds(fitted[clustered], labels[clustered], k, rate)
+    return NoveltyState(emb, arr[ref_idx].astype(np.float16), scales, thresholds, fitted)
+
+
+def novelty_of(params: Params, state: NoveltyState, arr: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+    """Novelty of new images (their embeddings and bags)."""
+    emb_part = nearest_distances(embeddings.astype(np.float64), state.embeddings.astype(np.float64))
+    return novelty_scores(emb_part, _patch_part(params, arr, state.reference), *state.scales)
+
+
+def finite_or_none(value: Optional[float]) -> Optional[float]:
+    return None if value is None or not math.isfinite(value) else float(value)
