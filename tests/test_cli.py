@@ -61,11 +61,14 @@ def test_end_to_end_with_k(capsys, folder: Path, model_path: Path, tmp_path: Pat
     assert "NMI 1.000" in stdout and "3 clusters" in stdout
     rows = read_csv(out / "clusters.csv")
     assert len(rows) == N_IMAGES
-    assert list(rows[0]) == ["path", "cluster", "distance", "top_score", "label"]
+    assert list(rows[0]) == ["path", "cluster", "name", "distance", "top_score", "anomaly_score", "is_good",
+                             "confidence", "label"]
     assert sorted(r["path"] for r in rows) == sorted(f"{c}/{i:03d}.png" for c in CLASSES for i in range(PER_CLASS))
     for r in rows:
         assert r["label"] == r["path"].split("/")[0]
         assert float(r["distance"]) >= 0 and float(r["top_score"]) > 0
+        assert r["name"] == r["label"]  # labels known: each pure cluster is named by its majority label
+        assert 0 <= float(r["confidence"]) <= 1 and float(r["anomaly_score"]) > 0 and r["is_good"] == "0"
     by_label: Dict[str, set] = {}
     for r in rows:
         by_label.setdefault(r["label"], set()).add(r["cluster"])
@@ -170,7 +173,8 @@ def test_semi_supervised_with_normal_folder(capsys, folder: Path, model_path: Pa
 def test_labels_none_and_flat_folder(capsys, folder: Path, model_path: Path, tmp_path: Path) -> None:
     rc, stdout, _ = run(capsys, folder, *model_args(model_path), "--k", "3", "--labels", "none", "--out", tmp_path / "a")
     assert rc == 0 and "NMI" not in stdout
-    assert list(read_csv(tmp_path / "a" / "clusters.csv")[0]) == ["path", "cluster", "distance", "top_score"]
+    assert list(read_csv(tmp_path / "a" / "clusters.csv")[0]) == [
+        "path", "cluster", "name", "distance", "top_score", "anomaly_score", "is_good", "confidence"]
     assert json.loads((tmp_path / "a" / "summary.json").read_text())["metrics"] is None
     (folder / "loose.png").write_bytes((folder / "good" / "000.png").read_bytes())  # not in a sub-folder
     rc, stdout, _ = run(capsys, folder, *model_args(model_path), "--k", "3", "--out", tmp_path / "b")
@@ -256,7 +260,8 @@ def test_assign_round_trip(capsys, folder: Path, model_path: Path, tmp_path: Pat
     assert rc == 0, err
     fitted = {r["path"]: r for r in read_csv(out / "clusters.csv")}
     assigned = read_csv(tmp_path / "a" / "assignments.csv")
-    assert list(assigned[0]) == ["path", "cluster", "distance", "new_type", "fitted"]
+    assert list(assigned[0]) == ["path", "cluster", "name", "distance", "anomaly_score", "is_good", "confidence",
+                                 "novelty", "new_type", "fitted"]
     assert len(assigned) == N_IMAGES
     for r in assigned:
         assert r["cluster"] == fitted[r["path"]]["cluster"]
@@ -498,3 +503,39 @@ def test_download_progress_lines(capsys) -> None:
     quiet = cli._download_progress(quiet=True)
     quiet(1 << 20, None)
     assert capsys.readouterr().err == ""
+
+
+def test_name_command_sets_names_in_the_model_and_the_csv(capsys, folder: Path, model_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    assert run(capsys, folder, *model_args(model_path), "--k", "3", "--labels", "none", "--out", out, "-q")[0] == 0
+    assert {r["name"] for r in read_csv(out / "clusters.csv")} == {""}  # no labels: no names yet
+    rc, stdout, err = run(capsys, "name", out, "0=scratch", "2=crack")
+    assert rc == 0, err
+    assert "0=scratch" in stdout and "1=-" in stdout
+    rows = read_csv(out / "clusters.csv")
+    assert {r["name"] for r in rows if r["cluster"] == "0"} == {"scratch"}
+    assert {r["name"] for r in rows if r["cluster"] == "1"} == {""}
+    assert AnomalyClusterer.load(out / "model.npz").metadata_["cluster_names"] == {"0": "scratch", "2": "crack"}
+    rc, _, err = run(capsys, "assign", out / "model.npz", folder, "--out", tmp_path / "a", "-q")
+    assert rc == 0, err
+    assigned = read_csv(tmp_path / "a" / "assignments.csv")
+    assert {r["name"] for r in assigned if r["cluster"] == "2"} == {"crack"}
+    for bad in (["7=x"], ["x"], ["1=a,b"]):
+        rc, _, err = run(capsys, "name", out, *bad)
+        assert rc == 1 and err.startswith("anomclust-lite: error:")
+    assert run(capsys, "name", out)[0] == 2  # no ID=NAME: usage error
+    assert run(capsys, "name", tmp_path / "nowhere", "0=a")[0] == 1
+
+
+def test_weak_clustering_is_warned_and_recorded(capsys, monkeypatch, folder: Path, model_path: Path,
+                                                tmp_path: Path) -> None:
+    from anomclust_lite.estimator import trust
+
+    with monkeypatch.context() as m:
+        m.setattr(trust, "WEAK_MEAN_CONFIDENCE", 1.01)  # every clustering falls below it
+        rc, _, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--out", tmp_path / "w")
+    summary = json.loads((tmp_path / "w" / "summary.json").read_text())
+    assert rc == 0 and summary["weak"] and "weak clustering: mean confidence" in err
+    assert 0 <= summary["confidence"]["mean"] <= 1 and len(summary["confidence"]["cohesion"]) == 3
+    rc, _, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--out", tmp_path / "s")
+    assert json.loads((tmp_path / "s" / "summary.json").read_text())["weak"] == [] and "weak clustering" not in err

@@ -330,6 +330,7 @@ def run_clustering(
         seed=args.seed,
         reference_size=args.reference_size,
         bag_dtype=args.bag_dtype,
+        good_group=args.good_group,
     )
     clusterer.validate_params()  # a bad combination fails now, before any feature is extracted
 
@@ -404,22 +405,30 @@ def run_clustering(
     console.info("writing results...")
     t0 = time.perf_counter()
     top_scores = clusterer.scores_.max(axis=1)
+    if labels_true is not None:
+        clusterer.metadata_ = dict(clusterer.metadata_, clusters=cluster_majorities(labels, k, labels_true))
+    names = cluster_names(clusterer)
     rows = []
     for i in range(n):
-        row: List[object] = [rel[i], int(labels[i]), f"{clusterer.center_distances_[i]:.6g}", f"{top_scores[i]:.6g}"]
+        row: List[object] = [rel[i], int(labels[i]), names.get(int(labels[i]), ""),
+                             f"{clusterer.center_distances_[i]:.6g}", f"{top_scores[i]:.6g}",
+                             f"{clusterer.anomaly_scores_[i]:.6g}", int(clusterer.is_good_[i]),
+                             _optional_number(clusterer.confidence_[i])]
         if labels_true is not None:
             row.append(labels_true[i])
         rows.append(row)
-    header = ["path", "cluster", "distance", "top_score"] + (["label"] if labels_true is not None else [])
+    header = ["path", "cluster", "name", "distance", "top_score", "anomaly_score", "is_good", "confidence"] + (
+        ["label"] if labels_true is not None else [])
     write_csv(out / "clusters.csv", header, rows)
 
     record = _extractor_record(extractor)
     from ..report.build import HEAT_RANGE_KEY, fit_heat_range  # the report's scale, reused by assign
 
-    clusterer.save(out / "model.npz", metadata={"extractor": record, "folder": display_path(folder), "n_images": n,
-                                                HEAT_RANGE_KEY: list(fit_heat_range(clusterer))})
+    clusterer.save(out / "model.npz", metadata=dict(clusterer.metadata_, extractor=record,
+                                                     folder=display_path(folder), n_images=n,
+                                                     **{HEAT_RANGE_KEY: list(fit_heat_range(clusterer))}))
 
-    sizes = np.bincount(labels, minlength=k).tolist()
+    sizes = np.bincount(labels[labels >= 0], minlength=k).tolist()
     choice = clusterer.k_choice_
     k_text = (
         f"chosen by the L-method (corner of the merge-cost graph) among 3..{max(choice.scores)}"
@@ -464,6 +473,11 @@ def run_clustering(
         "labels": None if labels_true is None else {
             "source": "first-level sub-folders", "counts": {c: labels_true.count(c) for c in sorted(set(labels_true))}},
         "new_type_threshold": clusterer.new_type_threshold_,
+        "good_group": {"on": clusterer.good_group_, "threshold": clusterer.good_threshold_,
+                       "rate": clusterer.good_rate, "n_good": int(clusterer.is_good_.sum())},
+        "confidence": {"mean": float(np.nanmean(clusterer.confidence_)),
+                       "cohesion": [float(v) for v in clusterer.cohesion_]},
+        "weak": clusterer.weak_,
         "parameters": params,
         "skipped": {
             "other_files": images.skipped_files,
@@ -482,7 +496,11 @@ def run_clustering(
     }
     write_json(out / "summary.json", summary)
 
-    console.result(f"{n} images -> {k} clusters (K {k_text}); sizes: {', '.join(map(str, sizes))}")
+    console.result(f"{n} images -> {k} clusters (K {k_text}); sizes: {', '.join(map(str, sizes))}"
+                   + (f"; {int((labels < 0).sum())} in the good group" if clusterer.good_group_ else ""))
+    if clusterer.weak_:
+        console.warn("weak clustering: " + "; ".join(clusterer.weak_)
+                     + " (see 'confidence' in clusters.csv; try another K or --normal)")
     note = _skipped_note(len(result.failures), n_found, len(images.problems))
     if note is not None:
         console.result(note)
@@ -493,6 +511,32 @@ def run_clustering(
         )
     console.result(f"results in {display_path(out)} (clusters.csv, summary.json, report.html, model.npz)")
     return summary
+
+
+def _optional_number(value: float) -> str:
+    """A CSV cell: the number, or empty for NaN (confidence of images in the good group)."""
+    return "" if not np.isfinite(value) else f"{value:.4f}"
+
+
+def cluster_majorities(labels: np.ndarray, k: int, labels_true: Sequence[str]) -> List[Dict[str, Any]]:
+    """Per cluster, its majority folder label and purity (the fraction of its images with that label)."""
+    out = []
+    truth = np.asarray(labels_true, dtype=object)
+    for c in range(k):
+        values, counts = np.unique(truth[labels == c].astype(str), return_counts=True)
+        best = int(np.argmax(counts))
+        out.append({"cluster": c, "majority": str(values[best]), "purity": float(counts[best] / counts.sum())})
+    return out
+
+
+def cluster_names(model: AnomalyClusterer) -> Dict[int, str]:
+    """Names of the clusters: set by hand ('name' command), else the majority label known at fit time."""
+    names = {int(e["cluster"]): str(e["majority"]) for e in model.metadata_.get("clusters", [])
+             if isinstance(e, dict) and "cluster" in e and "majority" in e}
+    names.update({int(c): str(v) for c, v in model.metadata_.get("cluster_names", {}).items()})
+    if model.good_group_:
+        names[-1] = "good"
+    return names
 
 
 def _assign_extractor_options(args: argparse.Namespace, record: Dict[str, Any]) -> argparse.Namespace:
@@ -556,17 +600,23 @@ def run_assign(
     console.info("assigning...")
     assignment = model.assign(result.bags, new_type_threshold=args.new_type_threshold)
     rel = [relative_name(p, folder) for p in result.paths]
+    names = cluster_names(model)
     rows = [
-        [rel[i], int(assignment.labels[i]), f"{assignment.distances[i]:.6g}", int(assignment.new_type[i]),
+        [rel[i], int(assignment.labels[i]), names.get(int(assignment.labels[i]), ""),
+         f"{assignment.distances[i]:.6g}", f"{assignment.anomaly_scores[i]:.6g}", int(assignment.is_good[i]),
+         _optional_number(assignment.confidence[i]), f"{assignment.novelty[i]:.6g}", int(assignment.new_type[i]),
          int(assignment.fitted[i])]
         for i in range(len(rel))
     ]
-    write_csv(out / "assignments.csv", ["path", "cluster", "distance", "new_type", "fitted"], rows)
+    write_csv(out / "assignments.csv", ["path", "cluster", "name", "distance", "anomaly_score", "is_good", "confidence",
+                                        "novelty", "new_type", "fitted"], rows)
+    threshold_text = (f"novelty > {assignment.threshold:.4g} (given)" if assignment.threshold is not None else
+                      f"novelty above its cluster's threshold (calibrated at {model.new_type_rate:.0%} false flags)")
     facts = {"model": display_path(os.path.abspath(args.cluster_model)), "folder": display_path(folder),
-             "new-type threshold": f"{assignment.threshold:.4g} (distance to the nearest centre)"}
+             "new-type threshold": threshold_text}
     write_assign_report(out, model, assignment, result.paths, rel, extractor, facts,
                         title=f"Images of {display_path(folder.name)} assigned to the fitted clusters")
-    sizes = np.bincount(assignment.labels, minlength=model.k_).tolist()
+    sizes = np.bincount(assignment.labels[assignment.labels >= 0], minlength=model.k_).tolist()
     summary = {
         "command": "assign",
         "model": display_path(os.path.abspath(args.cluster_model)),
@@ -574,13 +624,20 @@ def run_assign(
         "n_images": len(rel),
         "cluster_sizes": sizes,
         "new_type": int(assignment.new_type.sum()),
+        "is_good": int(assignment.is_good.sum()),
+        "good_group": int((assignment.labels < 0).sum()),
         "fitted": int(assignment.fitted.sum()),
         "new_type_threshold": assignment.threshold,
+        "new_type_thresholds": [float(v) for v in assignment.thresholds],
+        "new_type_rate": model.new_type_rate,
         "unreadable_images": _problem_dicts(result.failures, folder),
     }
     console.result(
         f"{len(rel)} images assigned to {model.k_} clusters; sizes: {', '.join(map(str, sizes))}; "
-        f"{summary['new_type']} possibly of a new type (distance > {assignment.threshold:.4g})"
+        f"{summary['new_type']} possibly of a new type ("
+        + (f"novelty > {assignment.threshold:.4g}" if assignment.threshold is not None else
+           f"novelty above its cluster's threshold, calibrated to flag {model.new_type_rate:.0%} of the fitted images")
+        + ")" + (f"; {summary['good_group']} in the good group" if model.good_group_ else "")
     )
     note = _skipped_note(len(result.failures), len(images.paths), len(images.problems))
     if note is not None:
@@ -633,9 +690,27 @@ def _pillow_pixel_limit(max_pixels: int) -> Any:
         Image.MAX_IMAGE_PIXELS = saved
 
 
+def _main_name(args_list: List[str]) -> int:
+    """``anomclust-lite name OUT ID=NAME ...``: exit 0, 1 (user error) or 2 (usage)."""
+    from .naming import build_name_parser, run_name
+
+    try:
+        args = build_name_parser().parse_args(args_list)
+    except SystemExit as exc:
+        return int(exc.code) if isinstance(exc.code, int) else 2
+    try:
+        run_name(args)
+        return 0
+    except (ValueError, OSError) as exc:
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``anomclust-lite`` / ``python -m anomclust_lite``; returns the exit status."""
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] == "name":
+        return _main_name(args_list[1:])
     assign = bool(args_list) and args_list[0] == "assign"
     parser = build_assign_parser() if assign else build_parser()
     try:

@@ -45,7 +45,9 @@ clustered; results go to --out.
 
 To assign new images to the clusters of an earlier run:
   %(prog)s assign OUT/model.npz NEW_FOLDER [--out DIR]
-(a FOLDER literally named 'assign' must be given as ./assign)."""
+To name clusters by hand (stored in model.npz, shown by assign):
+  %(prog)s name OUT 3=scratch 5=crack
+(a FOLDER literally named 'assign' or 'name' must be given as ./assign, ./name)."""
 
 _EPILOG = """\
 weights (how much each patch counts):
@@ -123,14 +125,16 @@ stderr), 2 bad option, 130 interrupted (Ctrl-C)."""
 _ASSIGN_DESCRIPTION = """\
 Assign the images in NEW_FOLDER to the clusters of an earlier run, saved in
 its model.npz. The same feature extractor (recorded in the model) is used;
-every image goes to the cluster whose centre is nearest. Images farther from
-it than the new-type threshold (default: the farthest any fitted image was
-from its own centre) are flagged new_type. Images that were part of the
-earlier run keep their cluster (column fitted = 1).
+every image goes to the cluster whose centre is nearest. Images unlike
+anything the model was fitted on (novelty above their cluster's threshold,
+set so that 5 percent of the fitted images would be flagged) are flagged new_type;
+images in the good group never are. Images that were part of the earlier run
+keep their cluster (column fitted = 1).
 
-Writes assignments.csv (path, cluster, distance, new_type, fitted) and
-report.html (the clusters and the possible new types, to review) to --out
-(default NEW_FOLDER/../<name>_assignments)."""
+Writes assignments.csv (path, cluster, name, distance, anomaly_score,
+is_good, confidence, novelty, new_type, fitted) and report.html (the clusters
+and the possible new types, to review) to --out (default
+NEW_FOLDER/../<name>_assignments)."""
 
 
 # ---------------------------------------------------------------------- arguments
@@ -286,6 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--reference-size", type=_positive_int, default=DEFAULT_REFERENCE_SIZE, metavar="N",
                    help="images (or images' worth of normal patches) kept in model.npz to weight new images "
                         f"in 'assign' (default {DEFAULT_REFERENCE_SIZE})")
+    g.add_argument("--good-group", choices=("off", "auto"), default="off",
+                   help="auto: with --normal, set the likely-good images apart (cluster -1, is_good = 1) and "
+                        "cluster the rest, K counting defect clusters only; off: cluster every image, the "
+                        "paper's protocol (default off: on pill it also sets apart many subtly defective "
+                        "images, see BENCHMARKS.md)")
     _add_extractor_options(p, for_assign=False)
     _add_common_options(p)
     return p
@@ -302,8 +311,8 @@ def build_assign_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", metavar="NEW_FOLDER", help="folder of new images (searched recursively)")
     p.add_argument("--out", metavar="DIR", help="output folder (default NEW_FOLDER/../<name>_assignments)")
     p.add_argument("--new-type-threshold", type=_positive_float, metavar="X",
-                   help="flag images farther than X from their cluster centre as new types "
-                        "(default: stored in the model)")
+                   help="flag images whose novelty exceeds X as new types, in every cluster "
+                        "(default: each cluster's threshold stored in the model)")
     _add_extractor_options(p, for_assign=True)
     _add_common_options(p)
     return p

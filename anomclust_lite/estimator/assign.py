@@ -75,6 +75,11 @@ class Assignment:
         How unlike the fitted images (about 1 for a typical fitted image).
     thresholds : (K,) float64
         Novelty threshold of every cluster.
+    scores : (N, M) float32, optional
+        Patch anomaly scores of every new image against the model's reference
+        (the report draws them as heat maps).
+    embeddings : (N, D) float64, optional
+        WA embeddings of the new images (the report's map and neighbours).
     """
 
     labels: np.ndarray
@@ -87,6 +92,8 @@ class Assignment:
     confidence: np.ndarray
     novelty: np.ndarray
     thresholds: np.ndarray
+    scores: Optional[np.ndarray] = None
+    embeddings: Optional[np.ndarray] = None
 
 
 @dataclass(frozen=True)
@@ -130,15 +137,15 @@ class FittedState:
     novelty: NoveltyState
 
 
-def _score_new(params: Params, state: FittedState, arr: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """WA embeddings of new images and their anomaly scores, both from their patch scores against the reference."""
+def _score_new(params: Params, state: FittedState, arr: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Patch scores of new images against the reference, their WA embeddings and image anomaly scores."""
     if state.reference_kind == "images":
         scores = cross_patch_scores(arr, state.reference, aggregate=params.aggregate, q=params.q,
                                     memory_mb=params.memory_mb, n_threads=params.n_threads)
     else:
         scores = normal_scores(arr, state.reference, memory_mb=params.memory_mb, n_threads=params.n_threads)
     emb = weighted_average(arr, patch_weights(params, scores))
-    return emb, image_scores(scores, topk=DEFAULT_IMAGE_TOPK)
+    return scores, emb, image_scores(scores, topk=DEFAULT_IMAGE_TOPK)
 
 
 def _recognise(state: FittedState, arr: np.ndarray) -> np.ndarray:
@@ -156,7 +163,7 @@ def assign_bags(
                  else check_positive_float(new_type_threshold, "new_type_threshold"))
     if params.weights == "topk":
         params.topk_for(arr.shape[1])
-    emb, anomaly = _score_new(params, state, arr)
+    scores, emb, anomaly = _score_new(params, state, arr)
     d2 = ((emb[:, None, :] - state.centers[None, :, :]) ** 2).sum(axis=2)
     labels = np.argmin(d2, axis=1).astype(np.int64)
     dist = np.sqrt(np.maximum(d2[np.arange(arr.shape[0]), labels], 0.0))
@@ -178,4 +185,4 @@ def assign_bags(
     new_type[clustered] = flag_new_types(novelty[clustered], labels[clustered], limits, is_good[clustered])
     new_type &= ~fitted
     return Assignment(labels, dist, new_type, fitted, threshold, anomaly, is_good, confidence, novelty,
-                      state.novelty.thresholds.copy())
+                      state.novelty.thresholds.copy(), scores=scores, embeddings=emb)
