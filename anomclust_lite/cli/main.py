@@ -449,7 +449,7 @@ def run_clustering(
         facts["normal images"] = f"{display_path(normal_folder)} ({normal_result.bags.shape[0]})"
     t1 = time.perf_counter()
     write_report(out, clusterer, paths, rel, labels_true, extractor, facts, metrics,
-            title=f"Anomaly clustering of {display_path(folder.name)}")
+            title=f"Anomaly clustering of {display_path(folder.name)}", names=names)
     timings["report"] = time.perf_counter() - t1
     if args.export != "none":
         export_clusters(out, folder, paths, labels, args.export)
@@ -615,7 +615,7 @@ def run_assign(
     facts = {"model": display_path(os.path.abspath(args.cluster_model)), "folder": display_path(folder),
              "new-type threshold": threshold_text}
     write_assign_report(out, model, assignment, result.paths, rel, extractor, facts,
-                        title=f"Images of {display_path(folder.name)} assigned to the fitted clusters")
+                        title=f"Images of {display_path(folder.name)} assigned to the fitted clusters", names=names)
     sizes = np.bincount(assignment.labels[assignment.labels >= 0], minlength=model.k_).tolist()
     summary = {
         "command": "assign",
