@@ -10,22 +10,29 @@ Two stages, public API only:
             (:func:`anomclust_lite.tiered_normal_scores`) the labelled-normal
             scores. Bags and scores are saved as ``.npy`` under
             ``--work/<backbone>/`` (outside the repository).
-``tables``  sweeps tau (absolute, or relative to the score spread) and the
-            aggregate over the saved scores with the paper's protocol (K known,
-            Ward, NMI / ARI / F1) and prints Markdown tables: the sweep, the
-            choice, and every category against the paper's WRN-50 numbers.
+``tables``  sweeps tau (absolute, or times the std / MAD of the set's patch
+            scores, or times each image's score std) and the aggregate over the
+            saved scores with the paper's protocol (K known, Ward, NMI / ARI /
+            F1) and prints Markdown tables: the best tau of each setting, the
+            neighbourhood of the package defaults, and every category at the
+            defaults against the paper's WRN-50 numbers. Results are memoised
+            in ``--work/sweep_memo.json``.
+
+``--mtd-fraction`` and ``--normal-cap`` shrink MTD and the labelled normal sets
+to fit a compute budget (BENCHMARKS.md says what the recorded run used).
 
 Usage::
 
     python tools/tune_defaults.py scores --backbone r50v2 \\
         --model ../shared/models/resnet50v2_layer2_fp32.onnx --output layer2 \\
-        --cache-dir /work/feats/r50v2_layer2 --work /work/feats/tuning
-    python tools/tune_defaults.py tables --work /work/feats/tuning --backbones r50v2 r18int8
+        --cache-dir /work/feats/r50v2_layer2 --work /work/feats/tuning --normal-cap 100 --mtd-fraction 0.35
+    python tools/tune_defaults.py tables --work /work/feats/tuning --backbones r50v2 r18int8 --subsamples 10
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -143,11 +150,12 @@ def cmd_scores(args: argparse.Namespace) -> int:
 #: The paper's WRN-50 NMI (unsupervised, semi-supervised), Table 1.
 PAPER_NMI = {"bottle": (0.495, 0.607), "pill": (0.469, 0.515), "mtd": (0.179, 0.390)}
 #: tau rules: the temperature is the value itself, or the value times a spread of the set's scores.
-RULES = ("abs", "std", "mad")
+RULES = ("abs", "std", "mad", "imgstd")
 GRIDS = {
     "abs": (0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2),
     "std": (0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5),
     "mad": (0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5),
+    "imgstd": (0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5),
 }
 METRICS = ("nmi", "ari", "acc", "f1")
 
@@ -171,19 +179,24 @@ def subsamples(n: int, count: int, seed: int) -> List[np.ndarray]:
 
 
 def load_set(folder: Path, name: str, n_sub: int) -> SetData:
-    scores = {"semi": np.load(folder / f"{name}_semi.npy")}
+    scores = {}
+    if (folder / f"{name}_semi.npy").exists():
+        scores["semi"] = np.load(folder / f"{name}_semi.npy")
     for f in sorted(folder.glob(f"{name}_unsup_*.npy")):
         scores[f.stem[len(name) + 1 :]] = np.load(f)
-    used, total = np.load(folder / f"{name}_semi_normals.npy")
+    used, total = np.load(folder / f"{name}_semi_normals.npy") if "semi" in scores else (0, 0)
     labels = np.load(folder / f"{name}_labels.npy")
     bags = np.load(folder / f"{name}_bags.npy")
     return SetData(name, bags, labels, scores, f"{used}/{total}", subsamples(len(labels), n_sub, 0))
 
 
-def spread(scores: np.ndarray, rule: str) -> float:
-    """The scale a relative tau multiplies: 1, the std, or the normal-consistent MAD of all patch scores."""
+def spread(scores: np.ndarray, rule: str) -> "float | np.ndarray":
+    """The scale a relative tau multiplies: 1, the std or the normal-consistent MAD of all patch scores,
+    or (``imgstd``) each image's own std, shape (N, 1)."""
     if rule == "abs":
         return 1.0
+    if rule == "imgstd":
+        return np.maximum(np.std(scores, axis=1, dtype=np.float64, keepdims=True), 1e-12)
     if rule == "std":
         return float(np.std(scores, dtype=np.float64))
     med = np.median(scores)
@@ -195,9 +208,13 @@ def weighted_average(bags: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.matmul(weights[:, None, :], bags)[:, 0]
 
 
-def evaluate(sd: SetData, key: str, tau: float) -> Dict[str, float]:
-    """Ward with K known on the weighted averages: metrics on all images, and NMI averaged over subsamples."""
-    x = weighted_average(sd.bags, ac.soft_weights(sd.scores[key], tau))
+def evaluate(sd: SetData, key: str, rule: str, value: float) -> Dict[str, float]:
+    """Ward with K known on the weighted averages: metrics on all images, and NMI averaged over subsamples.
+
+    The temperature is ``value * spread``; softmax(s / (value * spread)) = soft_weights(s / spread, value),
+    which also covers a per-image spread."""
+    s = sd.scores[key] / spread(sd.scores[key], rule)
+    x = weighted_average(sd.bags, ac.soft_weights(s.astype(np.float32), value))
     k = len(np.unique(sd.labels))
     pred = ac.cluster(x, k, method="ward")
     out = {
@@ -214,8 +231,11 @@ def evaluate(sd: SetData, key: str, tau: float) -> Dict[str, float]:
     return out
 
 
-def sweep(data: Dict[str, Dict[str, SetData]], keys: Optional[Sequence[str]]) -> Dict[tuple, Dict[str, float]]:
-    """Every (backbone, score key, rule, value, set)."""
+def sweep(
+    data: Dict[str, Dict[str, SetData]], keys: Optional[Sequence[str]], memo_path: Path
+) -> Dict[tuple, Dict[str, float]]:
+    """Every (backbone, score key, rule, value, set); ``memo`` holds results of earlier runs on the same scores."""
+    memo = json.loads(memo_path.read_text()) if memo_path.exists() else {}
     res: Dict[tuple, Dict[str, float]] = {}
     for bb, sets in data.items():
         saved = sorted(set.intersection(*(set(sd.scores) for sd in sets.values())))
@@ -223,8 +243,11 @@ def sweep(data: Dict[str, Dict[str, SetData]], keys: Optional[Sequence[str]]) ->
             for rule in RULES:
                 for v in GRIDS[rule]:
                     for name, sd in sets.items():
-                        tau = v * spread(sd.scores[key], rule)
-                        res[(bb, key, rule, v, name)] = evaluate(sd, key, tau)
+                        tag = f"{bb}|{key}|{rule}|{v}|{name}|{len(sd.labels)}|{len(sd.subsamples)}"
+                        if tag not in memo:
+                            memo[tag] = evaluate(sd, key, rule, v)
+                        res[(bb, key, rule, v, name)] = memo[tag]
+            memo_path.write_text(json.dumps(memo))
             _log(f"{bb} {key} done")
     return res
 
@@ -319,6 +342,8 @@ def paper_table(res: Dict[tuple, Dict[str, float]], choice: Dict[str, tuple], ba
     names = [n for n in SETS if any(k[4] == n for k in res)]
     body = []
     for mode, col in (("unsup", 0), ("semi", 1)):
+        if mode not in choice:
+            continue
         key, rule, v = choice[mode]
         for bb in backbones:
             cells = [f"{mode} {bb}"]
@@ -350,17 +375,18 @@ def cmd_tables(args: argparse.Namespace) -> int:
     data = {bb: {n: load_set(Path(args.work) / bb, n, args.subsamples) for n in args.sets} for bb in args.backbones}
     for bb, sets in data.items():
         print(f"{bb}: labelled normals used " + ", ".join(f"{n} {sd.normals}" for n, sd in sets.items()))
-    res = sweep(data, args.keys)
+    res = sweep(data, args.keys, Path(args.work) / "sweep_memo.json")
     rows = summarise(res)
-    for mode in ("unsup", "semi"):
+    modes = [m for m in ("unsup", "semi") if any(mode_of(k[1]) == m for k in rows)]
+    for mode in modes:
         print(f"\n### Best tau per score aggregate and tau rule, {mode}\n")
         print(summary_table(rows, args.backbones, mode))
     if args.detail:
         for (bb, key, rule) in sorted({(b, k, r) for (b, k, r, _) in rows}):
             print(f"\n#### {bb}, {key}, tau rule {rule}\n")
             print(grid_table(rows, bb, key, rule))
-    choice = default_choice()
-    for mode in ("unsup", "semi"):
+    choice = {m: c for m, c in default_choice().items() if m in modes}
+    for mode in modes:
         print(f"\n### Pick, {mode}: " + pick(rows, args.backbones, mode))
         key, rule, _ = choice[mode]
         for bb in args.backbones:
