@@ -8,9 +8,7 @@ import numpy as np
 import pytest
 
 import anomclust_lite as ac
-from conftest import load_tool
-
-T = load_tool("tune_defaults")
+import tune_defaults as T
 
 
 def test_spread_rules():

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,11 +41,9 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+import anomclust_lite as ac
 
-import anomclust_lite as ac  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 SETS = ("bottle", "pill", "mtd")
 #: q of the topk_mean aggregate measured (fraction of the other images).
