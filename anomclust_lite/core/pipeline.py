@@ -97,7 +97,7 @@ def effective_tau(weights: str, tau: Optional[float]) -> Optional[float]:
     Examples
     --------
     >>> effective_tau("semi", None), effective_tau("topk", None), effective_tau("unsupervised", 0.1)
-    (0.03, None, 0.1)
+    (0.04, None, 0.1)
     """
     if tau is not None or weights == "topk":
         return tau

@@ -1,0 +1,70 @@
+"""tools/tune_defaults.py: tau rules, the stratified subset, and the tables on saved synthetic scores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import anomclust_lite as ac
+import tune_defaults as T
+
+
+def test_spread_rules():
+    s = np.array([[0.0, 1.0, 2.0, 3.0, 100.0]], dtype=np.float32)
+    assert T.spread(s, "abs") == 1.0
+    assert T.spread(s, "std") == pytest.approx(float(np.std(s)))
+    # MAD ignores the outlier: median 2, absolute deviations 2, 1, 0, 1, 98 -> median 1
+    assert T.spread(s, "mad") == pytest.approx(1.4826)
+
+
+def test_stratified_keeps_every_class():
+    paths = tuple(Path(f"{i}.png") for i in range(30))
+    labels = tuple(["a"] * 20 + ["b"] * 6 + ["c"] * 4)
+    es = ac.EvalSet("x", paths, labels, (), (None,) * 30)
+    sub = T.stratified(es, 0.5, seed=0)
+    assert sub.class_counts() == {"a": 10, "b": 3, "c": 2}
+    assert set(sub.paths) <= set(paths)
+    assert T.stratified(es, 0.5, seed=0) == sub  # seeded
+    assert T.stratified(es, 1.0, seed=0) is es
+
+
+def _fake_set(folder: Path, name: str, rng: np.random.Generator) -> None:
+    """Two defect types: a few high-scoring patches point one of two ways."""
+    n, m, d = 12, 9, 4
+    labels = np.array(["a"] * 6 + ["b"] * 6)
+    bags = rng.normal(size=(n, m, d)) * 0.1
+    bags[:, :, 0] += 1.0
+    scores = rng.uniform(0, 0.1, size=(n, m)).astype(np.float32)
+    for i in range(n):
+        bags[i, 0, 1 + (labels[i] == "b")] += 3.0
+        scores[i, 0] = 1.0
+    np.save(folder / f"{name}_bags.npy", ac.normalize_patches(bags).astype(np.float32))
+    np.save(folder / f"{name}_labels.npy", labels)
+    for key in ("unsup_mean", "unsup_topk_mean0.3", "semi"):
+        np.save(folder / f"{name}_{key}.npy", scores)
+    np.save(folder / f"{name}_semi_normals.npy", np.array([5, 10]))
+
+
+def test_tables_on_saved_scores(tmp_path: Path, capsys):
+    rng = np.random.default_rng(0)
+    for bb in ("b1", "b2"):
+        (tmp_path / bb).mkdir()
+        for name in T.SETS:
+            _fake_set(tmp_path / bb, name, rng)
+    assert T.main(["tables", "--work", str(tmp_path), "--backbones", "b1", "b2", "--subsamples", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "labelled normals used bottle 5/10" in out
+    assert "| unsup_topk_mean0.3 | 0.3 x std |" in out or "unsup_topk_mean0.3" in out
+    # the defect patch carries the type: at small tau every set is clustered perfectly
+    row = [ln for ln in out.splitlines() if ln.startswith("| unsup b1 |")][0]
+    assert row.count("1.000") >= 3
+    assert "| unsup paper WRN-50 (NMI) | 0.495 | 0.469 | 0.179 |" in out
+
+
+def test_weighted_average_equals_the_package():
+    rng = np.random.default_rng(1)
+    bags = ac.normalize_patches(rng.normal(size=(5, 7, 3))).astype(np.float32)
+    w = ac.soft_weights(rng.uniform(size=(5, 7)), 0.1)
+    np.testing.assert_allclose(T.weighted_average(bags, w), ac.weighted_average(bags, w), atol=1e-6)
