@@ -38,6 +38,7 @@ from typing import Dict, Mapping, Optional, Union
 import numpy as np
 
 from ..files.atomic import atomic_write_bytes
+from ..files.user_cache import user_cache_dir
 from .resnet50v2 import build_resnet50v2_layer2_onnx, check_resnet50v2_weights
 
 __all__ = [
@@ -170,7 +171,7 @@ def embedded_model_path(cache_dir: "Optional[PathLike]" = None) -> Path:
     Parameters
     ----------
     cache_dir : str or os.PathLike, optional
-        Default: :func:`~anomclust_lite.backbones.wrn50.user_cache_dir`.
+        Default: :func:`~anomclust_lite.files.user_cache.user_cache_dir`.
         Created if missing.
 
     Returns
@@ -180,8 +181,6 @@ def embedded_model_path(cache_dir: "Optional[PathLike]" = None) -> Path:
         byte-identical to :func:`embedded_model_bytes`.
     """
     if cache_dir is None:
-        from .wrn50 import user_cache_dir
-
         cache_dir = user_cache_dir()
     data = embedded_model_bytes()
     target = Path(os.fspath(cache_dir)) / f"resnet50v2_layer2-{hashlib.sha256(data).hexdigest()[:16]}.onnx"
