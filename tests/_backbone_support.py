@@ -35,7 +35,8 @@ def relative_error(got: np.ndarray, want: np.ndarray) -> float:
 
 def real_images(shared_dir: Path, n_per_set: int = 3) -> np.ndarray:
     """A few MVTec and MTD images, preprocessed as the extractor does (resize 256, crop 224)."""
-    from anomclust_lite.features.images import load_image, preprocess
+    from anomclust_lite.features.images import load_image
+    from anomclust_lite.features.preprocess import preprocess
 
     data = shared_dir / "data"
     files = []

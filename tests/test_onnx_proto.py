@@ -184,8 +184,8 @@ def _tiny_model() -> Tuple[bytes, dict]:
     y = g.affine(x, "aff", *batchnorm_affine(*p["aff"]))
     y = g.conv(y, "c2", p["w2"], None, stride=1, pad=0)
     out = g.avg_pool(g.add(x, y, "add"), "out", kernel=3, stride=1, pad=1)
-    data = g.to_model(graph_name="tiny", input_name="image", output=out, output_channels=4,
-                      output_dims=("h", "w"), metadata={"anomclust_lite.pooled": "1"})
+    data = g.to_feature_model(graph_name="tiny", input_name="image", output=out, channels=4, stride=2,
+                              backbone_id="tiny", metadata={"extra": "x"})
     return data, p
 
 
@@ -202,7 +202,8 @@ def test_graph_builder_model_runs_and_matches_numpy(shape: Tuple[int, ...]) -> N
     data, p = _tiny_model()
     onnx.checker.check_model(onnx.ModelProto.FromString(data), full_check=True)
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    assert session.get_modelmeta().custom_metadata_map == {"anomclust_lite.pooled": "1"}
+    meta = session.get_modelmeta().custom_metadata_map
+    assert meta["anomclust_lite.pooled"] == "1" and meta["anomclust_lite.stride"] == "2" and meta["extra"] == "x"
     x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
     got = session.run(["out"], {"image": x})[0]
     want = _tiny_numpy(p, x)
@@ -216,5 +217,5 @@ def test_graph_builder_refuses_reused_names() -> None:
     with pytest.raises(ValueError, match="used twice"):
         g.relu("r", "r")
     with pytest.raises(ValueError, match="not a node"):
-        g.to_model(graph_name="g", input_name="image", output="nope", output_channels=1,
-                   output_dims=("h", "w"), metadata={})
+        g.to_feature_model(graph_name="g", input_name="image", output="nope", channels=1, stride=1,
+                           backbone_id="g")

@@ -8,14 +8,15 @@ no ``onnx`` package is needed. :func:`fold_batchnorm` and
 convolution weights or a per-channel scale and shift (float64 arithmetic).
 
 Every model has one float32 input ``(N, 3, H, W)`` and one float32 output
-``(N, C, h, w)`` with N, H and W dynamic; opset 17, IR version 8.
+``(N, C, h, w)`` with N, H and W dynamic, and the metadata the extractor
+reads (``anomclust_lite.pooled`` etc.); opset 17, IR version 8.
 
 Examples
 --------
 >>> g = GraphBuilder()
 >>> y = g.relu(g.conv("image", "c", np.ones((2, 3, 1, 1), np.float32), None, stride=1, pad=0), "feat")
->>> data = g.to_model(graph_name="tiny", input_name="image", output=y,
-...                   output_channels=2, output_dims=("h", "w"), metadata={"k": "v"})
+>>> data = g.to_feature_model(graph_name="tiny", input_name="image", output=y, channels=2, stride=1,
+...                           backbone_id="tiny", metadata={"k": "v"})
 >>> data[:2].hex()
 '0808'
 """
@@ -28,7 +29,7 @@ import numpy as np
 
 from . import onnx_proto as pb
 
-__all__ = ["OPSET", "IR_VERSION", "BN_EPS", "GraphBuilder", "fold_batchnorm", "batchnorm_affine"]
+__all__ = ["OPSET", "IR_VERSION", "BN_EPS", "GraphBuilder", "checked_tensor", "fold_batchnorm", "batchnorm_affine"]
 
 #: ONNX operator set of the built models.
 OPSET = 17
@@ -36,6 +37,25 @@ OPSET = 17
 IR_VERSION = 8
 #: BatchNorm epsilon of torchvision and MXNet Gluon models.
 BN_EPS = 1e-5
+
+
+def checked_tensor(array: object, where: str, *, variance: bool = False) -> np.ndarray:
+    """A weight tensor as float64, after checking it is numeric, finite and (``variance``) non-negative.
+
+    Examples
+    --------
+    >>> checked_tensor([1, 2], "w").dtype
+    dtype('float64')
+    """
+    arr = np.asarray(array)
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError(f"{where} must be a numeric array; got dtype {arr.dtype}")
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{where} contains NaN or inf values")
+    if variance and (arr < 0).any():
+        raise ValueError(f"{where} has negative variances; the weights are corrupt")
+    return arr
 
 
 def batchnorm_affine(
@@ -140,21 +160,24 @@ class GraphBuilder:
         }
         return self.op("AveragePool", [x], name, attrs)
 
-    def to_model(
+    def to_feature_model(
         self,
         *,
         graph_name: str,
         input_name: str,
         output: str,
-        output_channels: int,
-        output_dims: Tuple[str, str],
-        metadata: Mapping[str, str],
+        channels: int,
+        stride: int,
+        backbone_id: str,
+        metadata: "Optional[Mapping[str, str]]" = None,
         doc_string: str = "",
     ) -> bytes:
-        """Serialise the graph as an ``.onnx`` file's bytes.
+        """Serialise a feature extractor whose last node ``output`` is the already pooled feature map.
 
-        The input is ``input_name`` float32 ``[N, 3, H, W]``; the output is
-        node ``output``, float32 ``[N, output_channels, *output_dims]``.
+        The input is ``input_name`` float32 ``[N, 3, H, W]`` (ImageNet-normalised
+        RGB); the output float32 ``[N, channels, H_div_<stride>, W_div_<stride>]``.
+        Metadata: ``anomclust_lite.backbone`` (``backbone_id``), ``.pooled``
+        (``"1"``), ``.stride``, ``.input``, then ``metadata``.
         """
         if self._names.get(output) != "node":
             raise ValueError(f"output {output!r} is not a node of this graph")
@@ -162,19 +185,20 @@ class GraphBuilder:
             raise ValueError(f"input name {input_name!r} is also a node or tensor name")
         from .. import __version__
 
+        meta = {
+            "anomclust_lite.backbone": backbone_id,
+            "anomclust_lite.pooled": "1",
+            "anomclust_lite.stride": str(stride),
+            "anomclust_lite.input": "imagenet_normalized_rgb",
+            **(metadata or {}),
+        }
         graph = pb.graph_proto(
             graph_name,
             nodes=self._nodes,
             inputs=[pb.value_info_proto(input_name, pb.FLOAT, ["N", 3, "H", "W"])],
-            outputs=[pb.value_info_proto(output, pb.FLOAT, ["N", output_channels, *output_dims])],
+            outputs=[pb.value_info_proto(output, pb.FLOAT, ["N", channels, f"H_div_{stride}", f"W_div_{stride}"])],
             initializers=self._initializers,
             doc_string=doc_string,
         )
-        return pb.model_proto(
-            graph,
-            opset=OPSET,
-            ir_version=IR_VERSION,
-            producer_name="anomclust_lite",
-            producer_version=__version__,
-            metadata=metadata,
-        )
+        return pb.model_proto(graph, opset=OPSET, ir_version=IR_VERSION, producer_name="anomclust_lite",
+                              producer_version=__version__, metadata=meta)

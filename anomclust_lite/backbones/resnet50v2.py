@@ -42,7 +42,7 @@ from typing import Dict, Iterator, Mapping, NamedTuple, Tuple, Union
 import numpy as np
 
 from . import reference as ref
-from .graph import GraphBuilder, batchnorm_affine, fold_batchnorm
+from .graph import GraphBuilder, batchnorm_affine, checked_tensor, fold_batchnorm
 
 __all__ = [
     "R50V2_PREFIX",
@@ -145,14 +145,7 @@ def check_resnet50v2_weights(weights: object, name: str = "weights") -> Dict[str
         arr = np.asarray(weights[key])
         if arr.shape != shape:
             raise ValueError(f"{name}[{key!r}] has shape {arr.shape}; ResNet-50 v2 needs {shape}")
-        if not np.issubdtype(arr.dtype, np.floating):
-            raise ValueError(f"{name}[{key!r}] must be a floating-point array; got dtype {arr.dtype}")
-        arr = arr.astype(np.float64)
-        if not np.isfinite(arr).all():
-            raise ValueError(f"{name}[{key!r}] contains NaN or inf values")
-        if key.endswith("_running_var") and (arr < 0).any():
-            raise ValueError(f"{name}[{key!r}] has negative variances")
-        out[key] = arr
+        out[key] = checked_tensor(arr, f"{name}[{key!r}]", variance=key.endswith("_running_var"))
     return out
 
 
@@ -230,20 +223,14 @@ def build_resnet50v2_layer2_onnx(weights: Mapping[str, object], *, metadata: "Ma
         x = _onnx_block(g, w, block, x)
     x = g.relu(g.affine(x, "layer2.bn", *batchnorm_affine(*_bn(w, "stage3_batchnorm0"))), "layer2")
     out = g.avg_pool(x, R50V2_OUTPUT_NAME, kernel=3, stride=1, pad=1)
-    meta = {
-        "anomclust_lite.backbone": R50V2_BACKBONE_ID,
-        "anomclust_lite.pooled": "1",
-        "anomclust_lite.stride": str(_STRIDE),
-        "anomclust_lite.input": "imagenet_normalized_rgb",
-    }
-    meta.update(metadata or {})
-    return g.to_model(
+    return g.to_feature_model(
         graph_name="resnet50_v2_layer2",
         input_name=R50V2_INPUT_NAME,
         output=out,
-        output_channels=_CHANNELS,
-        output_dims=("H_div_8", "W_div_8"),
-        metadata=meta,
+        channels=_CHANNELS,
+        stride=_STRIDE,
+        backbone_id=R50V2_BACKBONE_ID,
+        metadata=metadata,
         doc_string="ResNet-50 v2 (ONNX Model Zoo resnet50-v2-7, Apache-2.0) stem + stages 1-2, "
         "ReLU(stage3_batchnorm0) + AveragePool 3x3/1/1",
     )
