@@ -209,7 +209,7 @@ def _record_problem(record: Any, name: str, model: Path) -> Optional[str]:
     if record.get("name") != name or record.get("model_file") != model.name:
         return "its provenance record names another model"
     if not isinstance(record.get("verified"), bool) or (name == WRN50_NAME and record["verified"] is not True):
-        return f"its provenance record does not say it was built from torchvision's verified checkpoint"
+        return "its provenance record does not say it was built from torchvision's verified checkpoint"
     if not model.is_file():
         return f"the model file {model.name} is missing"
     if sha256_file(model) != record.get("model_sha256"):
