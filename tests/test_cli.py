@@ -483,26 +483,37 @@ def test_collect_images_and_folder_labels(base_folder: Path) -> None:
     assert folder_labels(images.paths[:PER_CLASS], base_folder) is None  # one class only
 
 
-def test_no_model_offline_is_one_clear_line(capsys, folder: Path, tmp_path: Path, monkeypatch) -> None:
+def test_no_model_uses_the_embedded_backbone_offline(capsys, base_folder: Path, tmp_path: Path, monkeypatch) -> None:
+    """Issue 15: with no --model and an empty user cache, the built-in backbone runs; nothing is downloaded."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the run tried to use the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.delenv("ANOMCLUST_MODEL", raising=False)
     monkeypatch.setenv("ANOMCLUST_CACHE", str(tmp_path / "empty-cache"))
-    monkeypatch.setenv("ANOMCLUST_OFFLINE", "1")
-    code, _, err = run(capsys, folder, "--out", tmp_path / "out", "--k", "2")
+    out = tmp_path / "out"
+    code, stdout, err = run(capsys, base_folder, "--out", out, "--k", "3", "--resize", "64", "--crop", "64")
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["backbone"]["name"] == "resnet50v2" and "resnet50-v2-7" in summary["backbone"]["origin"]
+    assert summary["extractor"]["dim"] == 512 and summary["extractor"]["pooling_in_graph"] is True
+    assert "backbone: resnet50v2" in err + stdout
+    assert "resnet50v2" in (out / "report.html").read_text(encoding="utf-8")
+    assert [p.suffix for p in (tmp_path / "empty-cache").iterdir()] == [".onnx"]
+
+
+def test_named_backbone_not_built_is_one_clear_line(capsys, folder: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("ANOMCLUST_CACHE", str(tmp_path / "empty-cache"))
+    code, _, err = run(capsys, folder, "--out", tmp_path / "out", "--backbone", "wrn50")
     assert code == 1
-    assert_one_error_line(err, "--model")
-
-
-def test_download_progress_lines(capsys) -> None:
-    progress = cli._download_progress(quiet=False)
-    for done in range(0, 40 << 20, 1 << 20):
-        progress(done, 40 << 20)
-    progress(40 << 20, 40 << 20)
-    lines = capsys.readouterr().err.splitlines()
-    assert lines[0].endswith("0 of 40 MB") and lines[-1].endswith("40 of 40 MB")
-    assert len(lines) <= 5  # every 16 MB, plus the end
-    quiet = cli._download_progress(quiet=True)
-    quiet(1 << 20, None)
-    assert capsys.readouterr().err == ""
+    assert_one_error_line(err, "anomclust-lite backbones build wrn50")
+    code, _, err = run(capsys, folder, "--out", tmp_path / "out", "--backbone", "nope")
+    assert code == 1
+    assert_one_error_line(err, "no backbone named 'nope'", "anomclust-lite backbones")
+    code, _, err = run(capsys, folder, "--backbone", "wrn50", "--model", "m.onnx")
+    assert code == 2 and "not allowed with" in err
 
 
 def test_name_command_sets_names_in_the_model_and_the_csv(capsys, folder: Path, model_path: Path, tmp_path: Path) -> None:

@@ -245,7 +245,7 @@ def test_cuda_without_provider(model: Path) -> None:
 
 def test_missing_onnxruntime_is_a_clear_import_error(model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    with pytest.raises(ImportError, match="pip install onnxruntime"):
+    with pytest.raises(ImportError, match=r'^feature extraction needs onnxruntime: pip install "anomclust_lite\[onnx\]"$'):
         Extractor(model, **SMALL)
 
 

@@ -19,7 +19,7 @@ from anomclust_lite.features.extractor import Extractor  # noqa: E402
 from anomclust_lite.features.onnx_external import external_data_locations  # noqa: E402
 from anomclust_lite.features.onnx_session import ModelRunError  # noqa: E402
 
-SMALL = dict(resize=32, crop=32, allow_download=False)
+SMALL = dict(resize=32, crop=32)
 
 
 def _with_external_weights(folder: Path, location: str, payload_at: "Path | None" = None) -> Path:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from _torch_writer import save_legacy, save_zip
-from anomclust_lite.backbones.wrn50 import reference
+from anomclust_lite.backbones import reference
 from anomclust_lite.backbones.torch_checkpoint import UnsafeCheckpointError
 from anomclust_lite.backbones.wrn50 import (
     WRN50_CHECKPOINT_FILENAME,
@@ -22,7 +22,6 @@ from anomclust_lite.backbones.wrn50 import (
     ChecksumError,
     DownloadError,
     build_wrn50_layer2_onnx,
-    cache_wrn50_onnx,
     download_checkpoint,
     export_wrn50_onnx,
     random_wrn50_state_dict,
@@ -46,7 +45,7 @@ def close(a: np.ndarray, b: np.ndarray) -> bool:
 def session(model_or_path) -> "ort.InferenceSession":
     so = ort.SessionOptions()
     so.intra_op_num_threads = 2
-    src = model_or_path.SerializeToString() if hasattr(model_or_path, "SerializeToString") else str(model_or_path)
+    src = model_or_path if isinstance(model_or_path, bytes) else str(model_or_path)
     return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
 
 
@@ -113,6 +112,8 @@ def test_random_state_dict_deterministic_and_complete():
 
 
 def test_model_interface_and_metadata(model):
+    onnx.checker.check_model(onnx.ModelProto.FromString(model), full_check=True)
+    model = onnx.ModelProto.FromString(model)
     assert model.opset_import[0].version == 17 and model.ir_version == 8
     (inp,) = model.graph.input
     (out,) = model.graph.output
@@ -158,7 +159,7 @@ def test_numpy_conv_matches_direct_loops(rng):
     x = rng.standard_normal((2, 3, 7, 6))
     w = rng.standard_normal((4, 3, 3, 3))
     for stride, pad in [(1, 1), (2, 1), (2, 0), (3, 2)]:
-        got = reference._conv2d(x, w, stride, pad)
+        got = reference.conv2d(x, w, stride=stride, pad=pad)
         xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
         ho, wo = (7 + 2 * pad - 3) // stride + 1, (6 + 2 * pad - 3) // stride + 1
         want = np.zeros((2, 4, ho, wo))
@@ -171,9 +172,9 @@ def test_numpy_conv_matches_direct_loops(rng):
 
 def test_numpy_pools_match_torch_semantics():
     x = np.arange(16, dtype=np.float64).reshape(1, 1, 4, 4) - 8
-    avg = reference._pool(x, 3, 1, 1, "avg")
+    avg = reference.pool2d(x, 3, stride=1, pad=1, mode="avg")
     assert avg[0, 0, 0, 0] == (x[0, 0, :2, :2].sum()) / 9  # count_include_pad: corner divides by 9
-    mx = reference._pool(x, 3, 2, 1, "max")
+    mx = reference.pool2d(x, 3, stride=2, pad=1, mode="max")
     np.testing.assert_array_equal(mx[0, 0], [[-3, -1], [5, 7]])  # padding never wins (all-negative corner)
 
 
@@ -225,10 +226,10 @@ def test_bad_values_and_types(state_dict):
         wrn50_layer2_numpy(state_dict, np.zeros((3, 8, 8)))
 
 
-def test_missing_onnx_gives_install_hint(state_dict, monkeypatch):
+def test_build_needs_no_onnx_package(state_dict, model, monkeypatch):
+    """The graph is written by the package's own protobuf writer: importing onnx is never needed."""
     monkeypatch.setitem(sys.modules, "onnx", None)
-    with pytest.raises(ImportError, match=r"pip install anomclust_lite\[export\]"):
-        build_wrn50_layer2_onnx(state_dict)
+    assert build_wrn50_layer2_onnx(state_dict) == model
 
 
 # --------------------------------------------------------------------------- files
@@ -265,6 +266,7 @@ def test_export_round_trip(fmt, checkpoints, sess, tmp_path):
     assert out == tmp_path / "sub" / "wrn.onnx" and out.is_file()
     assert [p.name for p in out.parent.iterdir()] == ["wrn.onnx"]  # no temporary files left
     props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert onnx.load(str(out)).graph.output[0].name == WRN50_OUTPUT_NAME
     assert props["anomclust_lite.checkpoint_sha256"] == sha256(checkpoints[fmt])
     assert props["anomclust_lite.checkpoint_verified"] == "0"
     assert props["anomclust_lite.pooled"] == "1"
@@ -295,16 +297,6 @@ def test_cache_dir_precedence(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert user_cache_dir() == tmp_path / "home" / ".cache" / "anomclust_lite"
-
-
-def test_cache_wrn50_onnx(tmp_path):
-    src = tmp_path / "m.onnx"
-    src.write_bytes(b"model bytes")
-    dest = cache_wrn50_onnx(src)
-    assert dest == tmp_path / "cache" / "wrn50_layer2.onnx" and dest.read_bytes() == b"model bytes"
-    assert cache_wrn50_onnx(dest) == dest
-    with pytest.raises(FileNotFoundError, match="onnx_path"):
-        cache_wrn50_onnx(tmp_path / "missing.onnx")
 
 
 def test_download_from_file_url(tmp_path):
@@ -351,26 +343,27 @@ def load_tool():
     return mod
 
 
-def test_cli_success_and_cache_copy(checkpoints, tmp_path, capsys):
+def test_cli_unverified_goes_to_out_only(checkpoints, tmp_path, capsys):
+    """Issue 19: an --allow-unverified export is written where --out says and nowhere else."""
     tool = load_tool()
     out = tmp_path / "m.onnx"
     assert tool.main(["--checkpoint", str(checkpoints["zip"]), "--out", str(out), "--allow-unverified"]) == 0
-    cached = tmp_path / "cache" / "wrn50_layer2.onnx"
-    assert out.is_file() and cached.read_bytes() == out.read_bytes()
-    assert "wrote" in capsys.readouterr().out
+    assert out.is_file()
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.onnx"))
+    printed = capsys.readouterr().out
+    assert "wrote" in printed and "not cached" in printed
     out2 = tmp_path / "m2.onnx"
-    cached.unlink()
     assert tool.main(["--checkpoint", str(checkpoints["legacy"]), "--out", str(out2), "--allow-unverified", "--no-cache"]) == 0
-    assert out2.is_file() and not cached.exists()
+    assert out2.is_file()
 
 
-def test_cli_uses_cached_checkpoint_when_none_given(checkpoints, tmp_path, capsys):
+def test_cli_uses_cached_checkpoint_when_none_given(checkpoints, tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / WRN50_CHECKPOINT_FILENAME).write_bytes(checkpoints["legacy"].read_bytes())
     tool = load_tool()
     assert tool.main(["--out", str(tmp_path / "m.onnx"), "--allow-unverified", "--no-cache"]) == 0
-    assert "using cached checkpoint" in capsys.readouterr().err
+    assert (tmp_path / "m.onnx").is_file()
 
 
 def test_cli_user_errors_exit_1(checkpoints, tmp_path, capsys):

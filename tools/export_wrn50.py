@@ -7,8 +7,11 @@ Usage::
 Without ``--checkpoint`` the official checkpoint is downloaded (263 MB) to the
 per-user cache (``$ANOMCLUST_CACHE``, else ``$XDG_CACHE_HOME/anomclust_lite``,
 else ``~/.cache/anomclust_lite``), or taken from there if already present.
-After export the model is also copied to the cache as ``wrn50_layer2.onnx``
-unless ``--no-cache`` is given.
+A model built from torchvision's verified checkpoint is also kept in the cache
+as backbone ``wrn50`` (``--backbone wrn50``) unless ``--no-cache`` is given; a
+model from any other checkpoint (``--allow-unverified``) is written to
+``--out`` only. The installed command ``anomclust-lite backbones build wrn50``
+does the same, and can keep an unverified model under a name (``--name``).
 
 Exit status: 0 on success, 1 on a bad checkpoint / file / network error
 (one line on stderr), 2 on a usage error.
@@ -64,27 +67,25 @@ def main(argv: Optional[List[str]] = None) -> int:
         return int(exc.code) if isinstance(exc.code, int) else 2
 
     from anomclust_lite.backbones import wrn50
-    from anomclust_lite.files.user_cache import user_cache_dir
 
     progress = _Progress()
     try:
-        if args.checkpoint is not None:
-            checkpoint = Path(args.checkpoint)
-        else:
-            checkpoint = user_cache_dir() / wrn50.WRN50_CHECKPOINT_FILENAME
-            if checkpoint.is_file():
-                print(f"using cached checkpoint {checkpoint}", file=sys.stderr)
-            else:
-                wrn50.download_checkpoint(checkpoint, progress=progress)
-                progress.end_line()
-        out = wrn50.export_wrn50_onnx(checkpoint, args.out, allow_unverified=args.allow_unverified)
-        print(f"wrote {out}")
-        if not args.no_cache:
-            print(f"cached {wrn50.cache_wrn50_onnx(out)}")
-    except (ValueError, OSError, ImportError) as exc:
+        built = wrn50.build_wrn50_backbone(
+            args.checkpoint, allow_unverified=args.allow_unverified, out=args.out, store=not args.no_cache,
+            progress=progress,
+        )
+    except (ValueError, OSError) as exc:
         progress.end_line()
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
+    progress.end_line()
+    print(f"wrote {built.out}")
+    if built.stored is not None:
+        print(f"cached as backbone {built.name!r}: {built.stored} (use it with --backbone {built.name})")
+    elif not built.verified and not args.no_cache:
+        print("not cached: the checkpoint is not torchvision's verified one; use it with --model "
+              f"{built.out}, or keep it by name: anomclust-lite backbones build wrn50 --checkpoint PATH "
+              "--allow-unverified --name NAME")
     return 0
 
 

@@ -164,14 +164,11 @@ def _check_folder(text: str, what: str) -> Path:
 def make_extractor(args: argparse.Namespace, cache_dir: Optional[Path]) -> Any:
     """The real :class:`~anomclust_lite.features.extractor.Extractor` for the parsed options."""
     from ..features.extractor import Extractor
-    from ..features.models import resolve_model
 
-    # With no --model, the WRN-50 model may have to be built, or its checkpoint
-    # downloaded first: show that progress on stderr (unless -q).
     check_input_size(args)
-    model = args.model if args.model is not None else resolve_model(None, progress=_download_progress(args.quiet))
     extractor = Extractor(
-        model,
+        args.model,
+        backbone=getattr(args, "backbone", None),
         output=args.model_output,
         resize=args.resize,
         crop=args.crop,
@@ -209,21 +206,6 @@ def check_patch_grid(args: argparse.Namespace, h: int, w: int, d: int) -> None:
             f"scoring one image pair needs {need / 2**20:.0f} MiB, more than --memory-mb {_memory_mb(args):g}; "
             "use smaller sizes or raise --memory-mb"
         )
-
-
-def _download_progress(quiet: bool) -> Callable[[int, Optional[int]], None]:
-    """``progress(bytes_done, bytes_total)`` for the checkpoint download, in MB steps."""
-    state = {"last": -1}
-
-    def progress(done: int, total: Optional[int]) -> None:
-        mb = done >> 20
-        if quiet or (mb == state["last"] and done != total) or (mb % 16 and done != total):
-            return
-        state["last"] = mb
-        of = f" of {total >> 20} MB" if total else " MB"
-        print(f"downloading the WRN-50 checkpoint: {mb}{of}", file=sys.stderr, flush=True)
-
-    return progress
 
 
 ExtractorFactory = Callable[[argparse.Namespace, Optional[Path]], Any]
@@ -279,9 +261,25 @@ def _versions() -> Dict[str, Optional[str]]:
     }
 
 
+def _backbone_dict(extractor: Any) -> Optional[Dict[str, Any]]:
+    backbone = getattr(extractor, "backbone_info", None)
+    return None if backbone is None else backbone.as_dict()
+
+
+def _backbone_line(extractor: Any) -> str:
+    """Which backbone ran and where it came from, in one line."""
+    backbone = getattr(extractor, "backbone_info", None)
+    if backbone is None:
+        return f"model {display_path(extractor.model_path)}"
+    name = "" if backbone.name == "model" else f"{backbone.name}, "
+    return f"{name}{backbone.description}; {backbone.origin}; file {display_path(backbone.path)}"
+
+
 def _extractor_record(extractor: Any) -> Dict[str, Any]:
     """What ``assign`` needs to rebuild the same extractor (stored in model.npz)."""
+    backbone = getattr(extractor, "backbone_info", None)
     return {
+        "backbone": None if backbone is None or backbone.name == "model" else backbone.name,
         "model_path": display_path(os.path.abspath(extractor.model_path)),
         "model_sha256": extractor.model_hash,
         "output": extractor.output,
@@ -369,6 +367,7 @@ def run_clustering(
     )
 
     extractor = extractor_factory(args, cache_dir)
+    console.info(f"backbone: {_backbone_line(extractor)}")
     t0 = time.perf_counter()
     result = _extract(extractor, images.paths, args, console, "extracting features")
     timings["extraction"] = time.perf_counter() - t0
@@ -443,6 +442,7 @@ def run_clustering(
         "K": f"{k} ({k_text})",
         "weights": f"{weights_mode}" + (f", tau = {clusterer.effective_tau:g}" if clusterer.effective_tau else ""),
         "distance / method": f"{args.distance} / {args.method}",
+        "backbone": _backbone_line(extractor),
         "model": f"{record['model_path']} ({record['output']}, grid {record['grid'][0]}x{record['grid'][1]})",
     }
     if normal_folder is not None:
@@ -490,6 +490,7 @@ def run_clustering(
         "extraction": {"cache_hits": int(result.cache_hits), "computed": int(result.computed),
                        "cache_dir": None if cache_dir is None else display_path(cache_dir),
                        "timings": {key: float(v) for key, v in result.timings.items()}},
+        "backbone": _backbone_dict(extractor),
         "extractor": extractor.describe(),
         "timings": {key: float(v) for key, v in timings.items()},
         "versions": _versions(),
@@ -542,13 +543,17 @@ def cluster_names(model: AnomalyClusterer) -> Dict[int, str]:
 def _assign_extractor_options(args: argparse.Namespace, record: Dict[str, Any]) -> argparse.Namespace:
     """Extractor options rebuilt from the settings recorded in model.npz (``record``)."""
     model_path = args.model or record["model_path"]
-    if not os.path.isfile(model_path):
+    backbone = record.get("backbone")
+    if args.model is None and isinstance(backbone, str) and not os.path.isfile(model_path):
+        model_path = None  # a named backbone: found again by name (same model bytes, checked by SHA-256)
+    elif not os.path.isfile(model_path):
         raise FileNotFoundError(
             f"the ONNX model the clusters were made with, {display_path(model_path)}, does not exist; "
             "pass it with --model PATH"
         )
     return argparse.Namespace(
-        model=model_path, model_output=record["output"], resize=record["resize"], crop=record["crop"],
+        model=model_path, backbone=backbone if model_path is None else None, model_output=record["output"],
+        resize=record["resize"], crop=record["crop"],
         device=args.device, threads=args.threads, max_pixels=args.max_pixels,
     )
 
@@ -709,6 +714,10 @@ def _main_name(args_list: List[str]) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``anomclust-lite`` / ``python -m anomclust_lite``; returns the exit status."""
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["backbones"]:
+        from .backbones import run_backbones
+
+        return run_backbones(args_list[1:])
     if args_list and args_list[0] == "name":
         return _main_name(args_list[1:])
     assign = bool(args_list) and args_list[0] == "assign"

@@ -47,7 +47,9 @@ To assign new images to the clusters of an earlier run:
   %(prog)s assign OUT/model.npz NEW_FOLDER [--out DIR]
 To name clusters by hand (stored in model.npz, shown by assign):
   %(prog)s name OUT 3=scratch 5=crack
-(a FOLDER literally named 'assign' or 'name' must be given as ./assign, ./name)."""
+To list the backbones (feature extractors), or build the paper's WideResNet-50-2:
+  %(prog)s backbones [build wrn50 [--checkpoint PATH]]
+(a FOLDER literally named 'assign', 'name' or 'backbones' must be given as ./assign, ./name, ./backbones)."""
 
 _EPILOG = """\
 weights (how much each patch counts):
@@ -204,9 +206,14 @@ def _add_extractor_options(p: argparse.ArgumentParser, *, for_assign: bool) -> N
         g.add_argument("--model", metavar="PATH",
                        help="ONNX model file; default: the one recorded in the model.npz (it must be the same file)")
     else:
-        g.add_argument("--model", metavar="PATH",
-                       help="ONNX feature-extractor model; default: $ANOMCLUST_MODEL, else the WideResNet-50-2 "
-                            "model in the user cache (built or downloaded on first use)")
+        which = g.add_mutually_exclusive_group()
+        which.add_argument("--model", metavar="PATH",
+                           help="an ONNX feature-extractor model file; default: --backbone, else $ANOMCLUST_MODEL, "
+                                "else the built-in ResNet-50 v2 backbone (no download)")
+        which.add_argument("--backbone", metavar="NAME",
+                           help="a backbone by name: resnet50v2 (built in, the default), wrn50 (the paper's "
+                                f"WideResNet-50-2, once built with '{PROG} backbones build wrn50'), or a name given "
+                                f"at that build; '{PROG} backbones' lists them")
         g.add_argument("--model-output", metavar="NAME",
                        help="which output of the model to use, when it has several (e.g. relu_43)")
         g.add_argument("--resize", type=_positive_int, default=256, metavar="PIXELS",

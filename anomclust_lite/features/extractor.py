@@ -30,7 +30,7 @@ from ..core.defaults import BAG_DTYPES
 from ..core.validation import check_choice, check_int
 from .cache import CACHE_FORMAT_VERSION, FeatureCache
 from .images import DEFAULT_MAX_PIXELS, display_path
-from .models import resolve_model
+from .models import resolve_backbone
 from .onnx_session import POOLED_METADATA_KEY, BackboneSession
 from .pipeline import ExtractionResult, ExtractionRun, Preparation, prepared_in_order
 from .postprocess import bags_of_feature_maps
@@ -50,9 +50,9 @@ class Extractor:
     Parameters
     ----------
     model : str or os.PathLike, optional
-        ONNX model file. None: :func:`anomclust_lite.features.models.resolve_model`
-        (``$ANOMCLUST_MODEL``, then the user cache, then a build or download
-        of WideResNet-50-2).
+        ONNX model file. None: ``backbone`` if given, else ``$ANOMCLUST_MODEL``,
+        else the embedded ResNet-50 v2 backbone
+        (:func:`anomclust_lite.features.models.resolve_backbone`).
     output : str, optional
         Name of the model output to use; needed when the model has several.
         It must be a 4-D NCHW feature map.
@@ -77,14 +77,16 @@ class Extractor:
         Threads decoding images; default ``min(4, os.cpu_count())``.
     max_pixels : int, default DEFAULT_MAX_PIXELS
         Larger images are refused (see :mod:`anomclust_lite.features.images`).
-    allow_download : bool, default True
-        Only with ``model=None``: allow downloading the WideResNet-50-2
-        checkpoint.
+    backbone : str, optional
+        A backbone name instead of ``model``: ``"resnet50v2"`` (embedded),
+        ``"wrn50"`` or a name given at ``anomclust-lite backbones build``.
+        Which one ran, and where it came from, is :attr:`backbone_info`.
 
     Raises
     ------
     ModelNotFoundError
-        No model given and none could be found.
+        ``model`` does not exist, or ``backbone`` is not ready (the message
+        names the command that builds it).
     FileNotFoundError
         ``model`` does not exist.
     ValueError
@@ -126,7 +128,7 @@ class Extractor:
         cache_dir: "Optional[PathLike]" = None,
         decode_workers: "Optional[int]" = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
-        allow_download: bool = True,
+        backbone: "Optional[str]" = None,
     ) -> None:
         self.resize, self.crop = check_resize_crop(resize, crop)
         if pool is not None and (isinstance(pool, bool) or pool not in (1, 3)):
@@ -142,7 +144,8 @@ class Extractor:
         if output is not None and not isinstance(output, str):
             raise ValueError(f"output must be the name of a model output (a string); got {output!r}")
 
-        self.model_path = resolve_model(model, allow_download=allow_download)
+        self.backbone_info = resolve_backbone(model, backbone=backbone)
+        self.model_path: Path = self.backbone_info.path  # type: ignore[assignment]  # ready: has a file
         self.backbone = BackboneSession(
             self.model_path,
             output=output,
@@ -218,6 +221,7 @@ class Extractor:
     def describe(self) -> Dict[str, object]:
         """JSON-serialisable summary: :attr:`settings`, then how the model runs (for ``summary.json``)."""
         return {
+            "backbone": self.backbone_info.as_dict(),
             "model": display_path(self.model_path),
             **self.settings,
             "input": self.backbone.input_name,

@@ -35,8 +35,7 @@ def _import_onnxruntime() -> Any:
         import onnxruntime as ort
     except ImportError as exc:
         raise ImportError(
-            "feature extraction needs onnxruntime; install it with `pip install onnxruntime` "
-            "(or `pip install anomclust_lite[onnx]`)"
+            'feature extraction needs onnxruntime: pip install "anomclust_lite[onnx]"'
         ) from exc
     return ort
 

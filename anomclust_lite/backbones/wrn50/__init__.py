@@ -10,10 +10,12 @@ pool. This package turns torchvision's checkpoint into that ONNX model:
 2. :func:`~anomclust_lite.backbones.torch_checkpoint.load_state_dict` reads the
    tensors with a data-only reader;
 3. :mod:`.onnx_graph`: :func:`build_wrn50_layer2_onnx` writes the graph with
-   ``onnx.helper``, BatchNorm folded into the convolutions (the layer
+   the package's own ONNX writer (no ``onnx`` package), BatchNorm folded into the convolutions (the layer
    layout and parameter shapes are in :mod:`.architecture`);
 4. :mod:`.export`: :func:`export_wrn50_onnx` does 1-3 and saves the model
-   atomically; :func:`cache_wrn50_onnx` copies it into the user cache.
+   atomically; :func:`build_wrn50_backbone` also keeps it in the user cache as
+   a named backbone (:mod:`anomclust_lite.backbones.store`), ``wrn50`` only
+   from the verified checkpoint.
 
 The model's input ``"image"`` is float32 ``(N, 3, H, W)`` RGB normalised
 with the ImageNet mean/std; its output ``"layer2_pooled"`` is float32
@@ -52,7 +54,7 @@ from .download import (
     download_checkpoint,
     verify_checkpoint,
 )
-from .export import WRN50_ONNX_FILENAME, cache_wrn50_onnx, export_wrn50_onnx
+from .export import WRN50_ONNX_FILENAME, Wrn50Build, build_wrn50_backbone, export_wrn50_onnx
 from .onnx_graph import build_wrn50_layer2_onnx
 from .random_weights import random_wrn50_state_dict
 from .reference import wrn50_layer2_numpy
@@ -74,6 +76,7 @@ __all__ = [
     "random_wrn50_state_dict",
     "build_wrn50_layer2_onnx",
     "export_wrn50_onnx",
-    "cache_wrn50_onnx",
+    "Wrn50Build",
+    "build_wrn50_backbone",
     "wrn50_layer2_numpy",
 ]

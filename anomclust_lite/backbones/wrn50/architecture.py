@@ -1,8 +1,7 @@
 """The architecture of torchvision's ``wide_resnet50_2`` up to ``layer2``.
 
 Parameter names and shapes (torchvision's ``state_dict`` layout), the
-Bottleneck blocks in order, checking a state dict against them, and folding
-a BatchNorm into the convolution before it. Shared by the ONNX build
+Bottleneck blocks in order, and checking a state dict against them. Shared by the ONNX build
 (:mod:`.onnx_graph`), the NumPy reference (:mod:`.reference`) and the random
 weights (:mod:`.random_weights`).
 
@@ -22,6 +21,8 @@ from typing import Dict, Iterator, Mapping, Tuple
 
 import numpy as np
 
+from ..graph import checked_tensor
+
 __all__ = [
     "WRN50_INPUT_NAME",
     "WRN50_OUTPUT_NAME",
@@ -31,7 +32,6 @@ __all__ = [
     "bottleneck_blocks",
     "wrn50_layer2_shapes",
     "check_state_dict",
-    "fold_bn",
 ]
 
 logger = logging.getLogger(__name__)
@@ -135,36 +135,8 @@ def check_state_dict(state_dict: object, name: str = "state_dict") -> Dict[str, 
         if arr.shape != shape:
             raise ValueError(f"{name}[{key!r}] has shape {arr.shape} but wide_resnet50_2 needs {shape}")
         if not optional:
-            out[key] = _checked_tensor(arr, f"{name}[{key!r}]", key)
+            out[key] = checked_tensor(arr, f"{name}[{key!r}]", variance=key.endswith(".running_var"))
     ignored = len(state_dict) - sum(1 for k in wrn50_layer2_shapes() if k in state_dict)
     if ignored:
         logger.debug("ignoring %d state_dict entries beyond layer2 (layer3, layer4, fc)", ignored)
     return out
-
-
-def _checked_tensor(arr: np.ndarray, where: str, key: str) -> np.ndarray:
-    """``arr`` as float64 after checking it is numeric, finite and (for variances) non-negative."""
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-        raise ValueError(f"{where} must be a numeric array; got dtype {arr.dtype}")
-    arr = arr.astype(np.float64)
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{where} contains NaN or inf values")
-    if key.endswith(".running_var") and (arr < 0).any():
-        raise ValueError(f"{where} has negative variances; the checkpoint is corrupt")
-    return arr
-
-
-def fold_bn(weights: Mapping[str, np.ndarray], conv: str, bn: str) -> Tuple[np.ndarray, np.ndarray]:
-    """Fold BatchNorm ``bn`` into convolution ``conv``; float64 in, float32 (weight, bias) out.
-
-    Examples
-    --------
-    >>> w = {"c.weight": np.ones((1, 1, 1, 1)), "b.weight": np.array([2.0]), "b.bias": np.array([1.0]),
-    ...      "b.running_mean": np.array([0.5]), "b.running_var": np.array([1.0 - BN_EPS])}
-    >>> [a.ravel().tolist() for a in fold_bn(w, "c", "b")]
-    [[2.0], [0.0]]
-    """
-    scale = weights[f"{bn}.weight"] / np.sqrt(weights[f"{bn}.running_var"] + BN_EPS)
-    w = weights[f"{conv}.weight"] * scale[:, None, None, None]
-    b = weights[f"{bn}.bias"] - weights[f"{bn}.running_mean"] * scale
-    return w.astype(np.float32), b.astype(np.float32)

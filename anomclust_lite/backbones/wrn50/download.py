@@ -197,7 +197,7 @@ def _fetch(url: str, out: BinaryIO, timeout: float, progress: Optional[ProgressC
         reason = getattr(exc, "reason", exc)
         raise DownloadError(
             f"could not download {url}: {reason}. Download the file by hand and pass its path "
-            "(--checkpoint / export_wrn50_onnx(checkpoint=...))"
+            "(anomclust-lite backbones build wrn50 --checkpoint PATH)"
         ) from exc
     if sink.total is not None and sink.done != sink.total:
         raise DownloadError(f"download of {url} stopped after {sink.done} of {sink.total} bytes; try again")

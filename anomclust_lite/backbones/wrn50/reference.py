@@ -1,7 +1,8 @@
 """An independent NumPy forward pass of the WRN-50-2 layer-2 graph (float64), to test the ONNX build.
 
-BatchNorm is applied *unfolded* after each convolution, convolutions are
-im2col + matmul, pooling uses sliding windows. Slow; for tests on small
+BatchNorm is applied *unfolded* after each convolution; the layers are
+those of :mod:`anomclust_lite.backbones.reference` (im2col + matmul, sliding
+windows). Slow; for tests on small
 inputs.
 """
 
@@ -12,39 +13,10 @@ from typing import Mapping
 import numpy as np
 
 from ...core.validation import check_finite_array
-from .architecture import BN_EPS, bottleneck_blocks, check_state_dict
+from .. import reference as ref
+from .architecture import bottleneck_blocks, check_state_dict
 
 __all__ = ["wrn50_layer2_numpy"]
-
-
-def _conv2d(x: np.ndarray, w: np.ndarray, stride: int, pad: int) -> np.ndarray:
-    """Convolution by im2col + matmul. x (N, C, H, W), w (O, C, k, k) -> (N, O, Ho, Wo)."""
-    n, c, h, wd = x.shape
-    o, _, kh, kw = w.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    ho = (h + 2 * pad - kh) // stride + 1
-    wo = (wd + 2 * pad - kw) // stride + 1
-    win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))
-    win = win[:, :, : (ho - 1) * stride + 1 : stride, : (wo - 1) * stride + 1 : stride]  # (N, C, Ho, Wo, kh, kw)
-    cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * kh * kw)
-    out = cols @ w.reshape(o, c * kh * kw).T
-    return out.reshape(n, ho, wo, o).transpose(0, 3, 1, 2)
-
-
-def _batchnorm(x: np.ndarray, weights: Mapping[str, np.ndarray], bn: str) -> np.ndarray:
-    def per_channel(v: np.ndarray) -> np.ndarray:
-        return v[None, :, None, None]
-
-    mean = per_channel(weights[f"{bn}.running_mean"])
-    std = per_channel(np.sqrt(weights[f"{bn}.running_var"] + BN_EPS))
-    return (x - mean) / std * per_channel(weights[f"{bn}.weight"]) + per_channel(weights[f"{bn}.bias"])
-
-
-def _pool(x: np.ndarray, kernel: int, stride: int, pad: int, mode: str) -> np.ndarray:
-    fill = -np.inf if mode == "max" else 0.0
-    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=fill)
-    win = np.lib.stride_tricks.sliding_window_view(xp, (kernel, kernel), axis=(2, 3))[:, :, ::stride, ::stride]
-    return win.max(axis=(-2, -1)) if mode == "max" else win.mean(axis=(-2, -1))
 
 
 def wrn50_layer2_numpy(state_dict: Mapping[str, object], images: object) -> np.ndarray:
@@ -79,14 +51,15 @@ def wrn50_layer2_numpy(state_dict: Mapping[str, object], images: object) -> np.n
         raise ValueError(f"images must have shape (N>=1, 3, H>=1, W>=1); got {x.shape}")
 
     def conv_bn(h: np.ndarray, conv: str, bn: str, stride: int, pad: int) -> np.ndarray:
-        return _batchnorm(_conv2d(h, weights[f"{conv}.weight"], stride, pad), weights, bn)
+        bn_params = [weights[f"{bn}.{p}"] for p in ("weight", "bias", "running_mean", "running_var")]
+        return ref.batchnorm(ref.conv2d(h, weights[f"{conv}.weight"], stride=stride, pad=pad), *bn_params)
 
     x = np.maximum(conv_bn(x, "conv1", "bn1", 2, 3), 0.0)
-    x = _pool(x, 3, 2, 1, "max")
+    x = ref.pool2d(x, 3, stride=2, pad=1, mode="max")
     for prefix, _in, _width, _out, stride, down in bottleneck_blocks():
         h = np.maximum(conv_bn(x, f"{prefix}.conv1", f"{prefix}.bn1", 1, 0), 0.0)
         h = np.maximum(conv_bn(h, f"{prefix}.conv2", f"{prefix}.bn2", stride, 1), 0.0)
         h = conv_bn(h, f"{prefix}.conv3", f"{prefix}.bn3", 1, 0)
         identity = conv_bn(x, f"{prefix}.downsample.0", f"{prefix}.downsample.1", stride, 0) if down else x
         x = np.maximum(h + identity, 0.0)
-    return _pool(x, 3, 1, 1, "avg")
+    return ref.pool2d(x, 3, stride=1, pad=1, mode="avg")
