@@ -16,7 +16,7 @@ PUBLIC_MODULES = ("anomclust_lite", "anomclust_lite.core.defaults", "anomclust_l
                   "anomclust_lite.report.charts")
 #: Not yet converted, by their owners: export_wrn50.py (backbone work, issue 15) and bench_report.py (report
 #: work, issue 17: private cluster/report imports, and tests/ on sys.path for the browser driver).
-NOT_YET = ("export_wrn50.py", "bench_report.py")
+NOT_YET = ("export_wrn50.py", "bench_report.py", "build_embedded_backbone.py")  # maintainer tools still on internals (issue 13, open)
 
 
 def private_uses(source: str, where: str) -> List[str]:
