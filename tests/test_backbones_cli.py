@@ -103,9 +103,7 @@ def test_verified_checkpoint_becomes_wrn50(capsys: pytest.CaptureFixture, preten
 
 def test_export_tool_keeps_working(pretend_verified: Path, private_cache: Path, tmp_path: Path,
                                    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    from conftest import load_tool
-
-    tool = load_tool("export_wrn50")
+    import export_wrn50 as tool  # tools/ is on the test path
     assert tool.main(["--checkpoint", str(pretend_verified), "--out", str(tmp_path / "w.onnx")]) == 0
     assert "cached as backbone 'wrn50'" in capsys.readouterr().out
     assert (tmp_path / "w.onnx").read_bytes() == (private_cache / "backbones" / "wrn50.onnx").read_bytes()
