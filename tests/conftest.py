@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from anomclust_lite import normalize_patches
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -46,3 +48,27 @@ def make_bags(rng: np.random.Generator, n: int, m: int, d: int, dtype=np.float32
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+def defect_bags(
+    rng: np.random.Generator, sizes: "tuple[int, ...]", *, defect_dims: "tuple[int, ...] | None" = None,
+    normal: int = 0, m: int = 16, d: int = 24,
+) -> "tuple[np.ndarray, np.ndarray]":
+    """``normal`` defect-free images, then images of normal texture with 3 patches of a type-specific defect.
+
+    Normal texture mixes 4 shared prototypes; type ``t`` has its defect along axis ``defect_dims[t]``
+    (default ``d - 1 - t``). Returns unit-norm bags (N, m, d) float32 and the types (-1 for normal images).
+    """
+    dims = defect_dims if defect_dims is not None else tuple(d - 1 - t for t in range(len(sizes)))
+    protos = np.eye(d)[:4]
+    bags, types = [], []
+    for t, n in [(-1, normal)] + list(enumerate(sizes)):
+        for _ in range(n):
+            x = protos[rng.integers(0, 4, m)] + rng.normal(scale=0.15, size=(m, d))
+            if t >= 0:
+                where = rng.choice(m, 3, replace=False)
+                x[where] = rng.normal(scale=0.15, size=(3, d))
+                x[where, dims[t]] += 1.0
+            bags.append(x)
+            types.append(t)
+    return normalize_patches(np.asarray(bags)).astype(np.float32), np.asarray(types)

@@ -17,31 +17,9 @@ from anomclust_lite.estimator.params import DISTANCES
 from anomclust_lite.cluster.dispatch import METHODS
 from anomclust_lite.core.defaults import DEFAULT_TAU_SEMI, DEFAULT_TAU_UNSUPERVISED
 from anomclust_lite.metrics import nmi
+from conftest import defect_bags
 
 M, D = 16, 24
-
-
-def defect_bags(
-    rng: np.random.Generator, sizes: "tuple[int, ...]", *, defect_dims: "tuple[int, ...] | None" = None
-) -> "tuple[np.ndarray, np.ndarray]":
-    """Images of normal texture (shared prototypes) with 3 patches of a type-specific defect.
-
-    Type ``t`` has its defect along axis ``defect_dims[t]`` (default ``D - 1 - t``);
-    returns unit-norm bags (N, M, D) float32 and the types.
-    """
-    dims = defect_dims if defect_dims is not None else tuple(D - 1 - t for t in range(len(sizes)))
-    protos = np.zeros((4, D))
-    protos[np.arange(4), np.arange(4)] = 1.0
-    bags, types = [], []
-    for t, n in enumerate(sizes):
-        for _ in range(n):
-            x = protos[rng.integers(0, 4, M)] + rng.normal(scale=0.15, size=(M, D))
-            where = rng.choice(M, 3, replace=False)
-            x[where] = rng.normal(scale=0.15, size=(3, D))
-            x[where, dims[t]] += 1.0
-            bags.append(x)
-            types.append(t)
-    return normalize_patches(np.asarray(bags)).astype(np.float32), np.asarray(types)
 
 
 @pytest.fixture(scope="module")

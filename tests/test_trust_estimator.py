@@ -5,34 +5,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from anomclust_lite import AnomalyClusterer, normalize_patches
+from anomclust_lite import AnomalyClusterer
 from anomclust_lite.metrics import nmi
-
-M, D = 16, 24
-
-
-def images(rng: np.random.Generator, sizes, defect_dims=None, normal=0):
-    """``normal`` defect-free images, then images of normal texture with 3 patches of a type-specific defect."""
-    dims = defect_dims if defect_dims is not None else tuple(D - 1 - t for t in range(len(sizes)))
-    protos = np.eye(D)[:4]
-    bags, types = [], []
-    for t, n in [(-1, normal)] + list(enumerate(sizes)):
-        for _ in range(n):
-            x = protos[rng.integers(0, 4, M)] + rng.normal(scale=0.15, size=(M, D))
-            if t >= 0:
-                where = rng.choice(M, 3, replace=False)
-                x[where] = rng.normal(scale=0.15, size=(3, D))
-                x[where, dims[t]] += 1.0
-            bags.append(x)
-            types.append(t)
-    return normalize_patches(np.asarray(bags)).astype(np.float32), np.asarray(types)
+from conftest import defect_bags
 
 
 @pytest.fixture(scope="module")
 def sets():
     rng = np.random.default_rng(3)
-    bags, types = images(rng, (6, 5, 4), normal=6)
-    normals, _ = images(rng, (), normal=12)
+    bags, types = defect_bags(rng, (6, 5, 4), normal=6)
+    normals, _ = defect_bags(rng, (), normal=12)
     return bags, types, normals
 
 
@@ -56,7 +38,7 @@ def test_good_group_auto_sets_good_images_apart_and_counts_defect_clusters(sets)
     assert np.isnan(model.confidence_[good]).all() and (model.confidence_[~good] >= 0).all()
     a = model.assign(bags[:3] + 0)  # fitted images keep their group
     assert (a.labels == -1).all() and a.is_good.all() and not a.new_type.any()
-    fresh, _ = images(np.random.default_rng(9), (), normal=4)
+    fresh, _ = defect_bags(np.random.default_rng(9), (), normal=4)
     b = model.assign(fresh)
     assert b.is_good.all() and (b.labels == -1).all() and not b.new_type.any()  # good parts are not new types
 
@@ -94,7 +76,7 @@ def test_scores_do_not_depend_on_image_order_or_memory_budget(sets) -> None:
     other = AnomalyClusterer(4, weights="semi", memory_mb=0.05).fit(bags[perm], normal_bags=normals)
     np.testing.assert_allclose(other.anomaly_scores_, base.anomaly_scores_[perm], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(other.confidence_, base.confidence_[perm], rtol=1e-4, atol=1e-5)
-    new, _ = images(np.random.default_rng(5), (2,), defect_dims=(9,))
+    new, _ = defect_bags(np.random.default_rng(5), (2,), defect_dims=(9,))
     a, b = base.assign(new), other.assign(new)
     np.testing.assert_allclose(a.anomaly_scores, b.anomaly_scores, rtol=1e-5, atol=1e-6)
 
@@ -117,8 +99,8 @@ def test_new_type_is_flagged_and_seen_types_are_not(sets) -> None:
     bags, types, _ = sets
     model = AnomalyClusterer(4).fit(bags)
     rng = np.random.default_rng(21)
-    seen, _ = images(rng, (2, 2, 2))
-    novel, _ = images(rng, (4,), defect_dims=(10,))
+    seen, _ = defect_bags(rng, (2, 2, 2))
+    novel, _ = defect_bags(rng, (4,), defect_dims=(10,))
     a_seen, a_new = model.assign(seen), model.assign(novel)
     assert a_new.novelty.min() > np.median(a_seen.novelty)
     assert a_new.new_type.mean() > a_seen.new_type.mean()
