@@ -47,8 +47,11 @@ def browser() -> Iterator[Browser]:
         yield b
 
 
-def open_page(browser: Browser, report: Path, fragment: str = "") -> Page:
+def open_page(browser: Browser, report: Path, fragment: str = "", *, keep_edits: bool = False) -> Page:
+    """A new tab on ``report``; unless ``keep_edits``, without the names and moves earlier tests saved."""
     page = browser.new_page()
+    if not keep_edits:
+        page.call("Storage.clearDataForOrigin", origin="file://", storageTypes="local_storage")
     page.open(report.as_uri() + fragment)
     return page
 
@@ -250,3 +253,44 @@ def test_heat_maps_on_thumbnails_toggle(browser: Browser, report: Path) -> None:
     shown = page.evaluate("document.querySelectorAll('section.cluster figure.thumb').length")
     assert page.evaluate("document.querySelectorAll('figure.thumb canvas.heat').length") == shown > 0
     assert_clean(page, report)
+
+
+def test_names_and_moves_survive_a_reload_until_reset(browser: Browser, report: Path) -> None:
+    page = open_page(browser, report, "#k=3")
+    page.evaluate("(() => { const i = document.querySelector('section.cluster[data-cluster=\"1\"] input.name');"
+                  " i.value = 'dent'; i.dispatchEvent(new Event('input')); })()")
+    moved = section_paths(page, "0")[0]
+    page.evaluate("document.querySelector('section.cluster[data-cluster=\"0\"] figure.thumb').click()")
+    page.evaluate("(() => { const s = document.getElementById('move-to'); s.value = '2';"
+                  " s.dispatchEvent(new Event('change')); })()")
+    again = open_page(browser, report, "#k=3", keep_edits=True)
+    assert again.evaluate("document.querySelector('section.cluster[data-cluster=\"1\"] input.name').value") == "dent"
+    assert moved in section_paths(again, "2") and moved not in section_paths(again, "0")
+    assert ",dent,cluster," in again.evaluate("window.anomclustReport.buildCsv()")
+    again.evaluate("localStorage.setItem('probe', '1')")
+    fresh = open_page(browser, report, "#k=3")  # the tests' clean start really forgets
+    assert fresh.evaluate("localStorage.getItem('probe')") is None
+    again.evaluate("(() => { const i = document.querySelector('section.cluster[data-cluster=\"1\"] input.name');"
+                   " i.value = 'dent 2'; i.dispatchEvent(new Event('input')); })()")  # saved again, move included
+    assert open_page(browser, report, "#k=3", keep_edits=True).evaluate(
+        "document.querySelector('section.cluster[data-cluster=\"1\"] input.name').value") == "dent 2"
+    again.evaluate("document.getElementById('forget-edits').click()")
+    assert moved in section_paths(again, "0")
+    third = open_page(browser, report, "#k=3", keep_edits=True)
+    assert third.evaluate("document.querySelector('section.cluster[data-cluster=\"1\"] input.name').value") == ""
+    assert moved in section_paths(third, "0")
+    assert_clean(third, report)
+
+
+@pytest.mark.parametrize("stored", ['not json', '[1, 2]', '{"names": {"3": {"0": 5, "99": "x"}, "x": 1},'
+                                    ' "moves": {"3": {"0": "2", "100000": 1, "1": 99}, "-1": {}}}'])
+def test_hostile_saved_edits_are_ignored(browser: Browser, report: Path, stored: str) -> None:
+    data = parse(report.read_text(encoding="utf-8")).data
+    page = open_page(browser, report, "#k=3")
+    page.evaluate(f"localStorage.setItem('anomclust_lite.review.{data['run_id']}', {stored!r})")
+    again = open_page(browser, report, "#k=3", keep_edits=True)
+    cut = data["cuts"][3 - data["k_min"]]
+    expected = sorted(p for p, c, g in zip(data["paths"], cut, data["is_good"]) if c == 0 and not g)
+    assert sorted(section_paths(again, "0")) == expected
+    assert again.evaluate("document.querySelector('section.cluster[data-cluster=\"0\"] input.name').value") == ""
+    assert_clean(again, report)

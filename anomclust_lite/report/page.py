@@ -49,6 +49,7 @@ _TEMPLATE = """<!DOCTYPE html>
 <input type="range" id="k-slider" step="1" aria-label="number of clusters K">
 <button type="button" id="export-csv">export CSV</button>
 <button type="button" id="export-json">export JSON</button>
+<button type="button" id="forget-edits" title="names and moves are kept in this browser until reset">reset names and moves</button>
 <label><input type="checkbox" id="gallery-heat"> heat maps on thumbnails</label>
 <div id="colour-bar" class="colour-bar"></div>
 </div>

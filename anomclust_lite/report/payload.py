@@ -10,11 +10,13 @@ page writes strings into the DOM as text, never as markup.
 from __future__ import annotations
 
 import base64
+import json
 import math
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..files.hashing import sha256_chunks
 from .charts import PALETTE
 from .data import ReportImage, ReportRun
 from .heatmap import OVERLAY_OPACITY, colormap, default_heat_range, heat_levels
@@ -22,7 +24,7 @@ from .review import REVIEW_COLUMNS, REVIEW_CSV_NAME, REVIEW_FORMAT, REVIEW_JSON_
 from .thumbs import image_data_uri
 from .views import cut_view, cuts, k_range, map_coordinates, neighbours, rounded
 
-__all__ = ["PAYLOAD_FORMAT", "LOW_CONFIDENCE", "display_text", "build_payload"]
+__all__ = ["PAYLOAD_FORMAT", "LOW_CONFIDENCE", "display_text", "run_id", "build_payload"]
 
 #: ``format`` entry of the embedded data.
 PAYLOAD_FORMAT = "anomclust_lite.report"
@@ -96,6 +98,16 @@ def _table(mapping: Optional[Dict[str, object]]) -> List[List[object]]:
     return out
 
 
+def run_id(data: Dict[str, Any]) -> str:
+    """Identity of a report's run: the page keeps an inspector's names and moves under it.
+
+    A hash of the title, command, fitted K, image paths and the cut at every K,
+    so two reports share edits only when they show the same grouping of the same images.
+    """
+    key = [data["title"], data["command"], data["k_fit"], data["paths"], data["cuts"]]
+    return sha256_chunks([json.dumps(key, separators=(",", ":")).encode("utf-8")])[:20]
+
+
 def build_payload(run: ReportRun) -> Dict[str, Any]:
     """The page's data for a validated ``run`` (see :func:`anomclust_lite.report.data.check_run`)."""
     images = list(run.images)
@@ -125,4 +137,5 @@ def build_payload(run: ReportRun) -> Dict[str, Any]:
     }
     data.update(_views(run))
     data.update(_geometry(run))
+    data["run_id"] = run_id(data)
     return data

@@ -9,6 +9,7 @@
                 galleryHeat: false,
                 zoomList: [], zoomPos: -1 };
   state.names[D.k_fit] = Object.assign({}, D.names || {});
+  var STORE = "anomclust_lite.review." + D.run_id;
 
   // ------------------------------------------------------------------ helpers
   function el(tag, attrs) {
@@ -122,7 +123,7 @@
     if (typeof key === "number") {
       var input = el("input", { type: "text", "class": "name", placeholder: "name this cluster",
                                 "aria-label": "Name of cluster " + key, value: clusterName(key) });
-      input.addEventListener("input", function () { namesAt()[key] = input.value; renderNav(); });
+      input.addEventListener("input", function () { namesAt()[key] = input.value; saveEdits(); renderNav(); });
       head.appendChild(input);
     }
     head.appendChild(el("span", { "class": "muted meta", text: facts(key, list) }));
@@ -331,6 +332,7 @@
     select.addEventListener("change", function () {
       if (select.value === "") return;
       movesAt()[i] = parseInt(select.value, 10);
+      saveEdits();
       render();
       fillZoom(i);
     });
@@ -407,6 +409,54 @@
     });
   }
 
+  // ------------------------------------------------------------------ edits kept in this browser
+  // Names and moves are saved in localStorage under the run's id, so a reload (or reopening the file) keeps them.
+  // What is read back is checked like any input: another page of the same origin could have written it.
+  function intKey(key, low, high) {
+    var n = parseInt(key, 10);
+    return String(n) === String(key) && n >= low && n < high ? n : null;
+  }
+  function restoreNames(saved) {
+    Object.keys(saved || {}).forEach(function (k) {
+      var kk = intKey(k, D.k_min, D.k_max + 1), given = saved[k], out = {};
+      if (kk === null || !given || typeof given !== "object") return;
+      Object.keys(given).forEach(function (c) {
+        var ci = intKey(c, 0, kk);
+        if (ci !== null && typeof given[c] === "string" && given[c].length <= 200) out[ci] = given[c];
+      });
+      state.names[kk] = out;
+    });
+  }
+  function restoreMoves(saved) {
+    Object.keys(saved || {}).forEach(function (k) {
+      var kk = intKey(k, D.k_min, D.k_max + 1), given = saved[k], out = {};
+      if (kk === null || !given || typeof given !== "object") return;
+      Object.keys(given).forEach(function (i) {
+        var ii = intKey(i, 0, D.n), to = given[i];
+        if (ii !== null && typeof to === "number" && intKey(to, 0, kk) !== null) out[ii] = to;
+      });
+      state.moves[kk] = out;
+    });
+  }
+  function loadEdits() {
+    var saved = null;
+    try { saved = JSON.parse(window.localStorage.getItem(STORE) || "null"); } catch (e) { return; }
+    if (!saved || typeof saved !== "object") return;
+    restoreNames(saved.names);
+    restoreMoves(saved.moves);
+  }
+  function saveEdits() {
+    // storage switched off or full: the edits live until the page is closed
+    try { window.localStorage.setItem(STORE, JSON.stringify({ names: state.names, moves: state.moves })); } catch (e) { return; }
+  }
+  function forgetEdits() {
+    try { window.localStorage.removeItem(STORE); } catch (e) { /* nothing stored */ }
+    state.names = {};
+    state.names[D.k_fit] = Object.assign({}, D.names || {});
+    state.moves = {};
+    render();
+  }
+
   // ------------------------------------------------------------------ export
   function csvField(v) {
     var s = v === null || v === undefined ? "" : String(v);
@@ -450,6 +500,7 @@
   function setupExport() {
     document.getElementById("export-csv").addEventListener("click", function () { download(buildCsv(), D.review.csv_name, "text/csv"); });
     document.getElementById("export-json").addEventListener("click", function () { download(buildJson(), D.review.json_name, "application/json"); });
+    document.getElementById("forget-edits").addEventListener("click", forgetEdits);
   }
 
   // ------------------------------------------------------------------ header
@@ -486,6 +537,7 @@
     colourBar();
   }
 
+  loadEdits();
   header();
   setupMap();
   setupZoom();
