@@ -538,6 +538,32 @@ def test_name_command_sets_names_in_the_model_and_the_csv(capsys, folder: Path, 
     assert run(capsys, "name", tmp_path / "nowhere", "0=a")[0] == 1
 
 
+def test_name_command_reads_the_reports_review(capsys, folder: Path, model_path: Path, tmp_path: Path) -> None:
+    from anomclust_lite.report import read_review
+    from anomclust_lite.report.review import Review, ReviewImage, write_review
+
+    out = tmp_path / "o"
+    assert run(capsys, folder, *model_args(model_path), "--k", "3", "--labels", "none", "--out", out, "-q")[0] == 0
+    rows = read_csv(out / "clusters.csv")
+    images = tuple(ReviewImage(r["path"], int(r["cluster"])) for r in rows)
+    moved = next(r["path"] for r in rows if r["cluster"] == "0")  # a move by hand: one image, not a majority
+    images = tuple(ReviewImage(im.path, 1, moved=True) if im.path == moved else im for im in images)
+    write_review(tmp_path / "review.json", Review(3, {0: "scratch", 1: "=dent"}, images))
+    rc, stdout, err = run(capsys, "name", out, "--review", tmp_path / "review.json", "2=crack")
+    assert rc == 0, err
+    stored = AnomalyClusterer.load(out / "model.npz").metadata_["cluster_names"]
+    n0 = sum(r["cluster"] == "0" for r in rows)
+    assert stored == ({"0": "scratch", "1": "=dent", "2": "crack"} if n0 > 2 else {"1": "=dent", "2": "crack"})
+    after = read_csv(out / "clusters.csv")
+    assert {r["name"] for r in after if r["cluster"] == "1"} == {"'=dent"}  # kept safe for spreadsheets
+    write_review(tmp_path / "review.csv", read_review(tmp_path / "review.json"))
+    assert run(capsys, "name", out, "--review", tmp_path / "review.csv", "-q")[0] == 0
+    write_review(tmp_path / "other.csv", Review(1, {0: "x"}, (ReviewImage("elsewhere.png", 0),)))
+    rc, _, err = run(capsys, "name", out, "--review", tmp_path / "other.csv")
+    assert rc == 1 and "shares no image path" in err
+    assert run(capsys, "name", out, "--review", tmp_path / "missing.csv")[0] == 1
+
+
 def test_weak_clustering_is_warned_and_recorded(capsys, monkeypatch, folder: Path, model_path: Path,
                                                 tmp_path: Path) -> None:
     from anomclust_lite.estimator import trust

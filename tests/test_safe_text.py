@@ -13,7 +13,7 @@ from _cli_support import fixture_folder, fixture_model_path  # noqa: F401 (fixtu
 from _cli_support import fixture_base_folder  # noqa: F401 (needed by folder)
 from _cli_support import model_args, read_csv, run
 
-from anomclust_lite.files.safe_text import FORMULA_PREFIXES, csv_cell, terminal_text
+from anomclust_lite.files.safe_text import FORMULA_PREFIXES, csv_cell, csv_text, terminal_text
 
 
 @given(st.text())
@@ -23,6 +23,11 @@ def test_csv_cell_never_starts_a_formula(text: str) -> None:
         assert cell == "'" + text
     elif text.startswith(FORMULA_PREFIXES):
         float(text)  # only a plain number keeps its sign
+
+
+@given(st.text())
+def test_csv_text_reads_back_what_csv_cell_wrote(text: str) -> None:
+    assert csv_text(csv_cell(text)) == text
 
 
 def test_csv_cell_examples() -> None:

@@ -2,6 +2,10 @@
 
 The names are kept in the run's model.npz (so ``assign`` writes them into
 assignments.csv) and written into the ``name`` column of its clusters.csv.
+``--review FILE`` reads the names from the report's export (review.csv or
+review.json): each cluster takes the name most of its images carry in the
+review (:func:`anomclust_lite.report.review.carry_names`); ``ID=NAME`` given
+on the command line win over the review's.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Dict, List, Sequence
 
 from ..estimator.clusterer import AnomalyClusterer
 from ..features.images import display_path
+from ..files.safe_text import csv_text
 from .outputs import PROG, write_csv
 
 __all__ = ["build_name_parser", "parse_names", "run_name"]
@@ -21,16 +26,29 @@ __all__ = ["build_name_parser", "parse_names", "run_name"]
 MAX_NAME_LENGTH = 80
 
 
+class _NameParser(argparse.ArgumentParser):
+    """Options and ``ID=NAME`` in any order; neither ``ID=NAME`` nor ``--review`` is a usage error (exit 2)."""
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed = super().parse_intermixed_args(args, namespace)
+        if not parsed.names and parsed.review is None:
+            self.error("give ID=NAME pairs, --review FILE, or both")
+        return parsed
+
+
 def build_name_parser() -> argparse.ArgumentParser:
-    """The parser of ``anomclust-lite name OUT ID=NAME [ID=NAME ...]``."""
-    p = argparse.ArgumentParser(
+    """The parser of ``anomclust-lite name OUT [ID=NAME ...] [--review FILE]``."""
+    p = _NameParser(
         prog=f"{PROG} name",
         description="Name the clusters of an earlier run: the names are stored in OUT/model.npz (assign writes "
                     "them into assignments.csv) and in the name column of OUT/clusters.csv. An empty name "
                     "(3=) removes a name.",
     )
     p.add_argument("out", metavar="OUT", help="output folder of a clustering run (holding model.npz)")
-    p.add_argument("names", nargs="+", metavar="ID=NAME", help="cluster id and its name, e.g. 3=scratch")
+    p.add_argument("names", nargs="*", metavar="ID=NAME", help="cluster id and its name, e.g. 3=scratch")
+    p.add_argument("--review", metavar="FILE",
+                   help="review.csv or review.json exported from the run's report: each cluster takes the name "
+                        "most of its images carry there (ID=NAME arguments win)")
     p.add_argument("-q", "--quiet", action="store_true", help="no messages on stdout")
     return p
 
@@ -52,11 +70,33 @@ def parse_names(items: Sequence[str], k: int) -> Dict[int, str]:
     return names
 
 
-def _rewrite_clusters_csv(path: Path, names: Dict[int, str]) -> None:
-    """Put the clusters' names into the ``name`` column of clusters.csv (if the file has one)."""
+def _read_clusters_csv(path: Path) -> List[List[str]]:
+    """Rows of a run's clusters.csv (header first); an empty list when it has no cluster column."""
     with open(path, newline="", encoding="utf-8") as fh:
         rows: List[List[str]] = list(csv.reader(fh))
-    if not rows or "name" not in rows[0] or "cluster" not in rows[0]:
+    return rows if rows and "name" in rows[0] and "cluster" in rows[0] and "path" in rows[0] else []
+
+
+def review_names(review_file: str, clusters_csv: Path, k: int) -> Dict[int, str]:
+    """The names a review gives the run's clusters, matched through the paths in clusters.csv."""
+    from ..report.review import carry_names, read_review  # the report stack only when a review is read
+
+    review = read_review(review_file)
+    if not clusters_csv.is_file():
+        raise ValueError(f"{display_path(clusters_csv)} is missing: the review's images cannot be matched to clusters")
+    rows = _read_clusters_csv(clusters_csv)
+    if not rows:
+        raise ValueError(f"{display_path(clusters_csv)} has no path and cluster columns; not a run's clusters.csv")
+    pi, ci = rows[0].index("path"), rows[0].index("cluster")
+    clusters = {csv_text(r[pi]): int(r[ci]) for r in rows[1:]
+                if len(r) > max(pi, ci) and r[ci].lstrip("-").isdigit()}
+    return carry_names(review, clusters, k)
+
+
+def _rewrite_clusters_csv(path: Path, names: Dict[int, str]) -> None:
+    """Put the clusters' names into the ``name`` column of clusters.csv (if the file has one)."""
+    rows = _read_clusters_csv(path)
+    if not rows:
         return
     ci, ni = rows[0].index("cluster"), rows[0].index("name")
     for row in rows[1:]:
@@ -72,6 +112,8 @@ def run_name(args: argparse.Namespace) -> Dict[int, str]:
     model = AnomalyClusterer.load(path)
     given = parse_names(args.names, model.k_)
     stored = {int(c): str(v) for c, v in model.metadata_.get("cluster_names", {}).items()}
+    if args.review is not None:
+        stored.update(review_names(args.review, path.parent / "clusters.csv", model.k_))
     stored.update(given)
     stored = {c: v for c, v in stored.items() if v}
     model.metadata_ = dict(model.metadata_, cluster_names={str(c): v for c, v in sorted(stored.items())})

@@ -6,7 +6,9 @@ hostile text:
 - :func:`csv_cell`: a spreadsheet runs a cell that starts with ``=``, ``+``,
   ``-``, ``@``, TAB or CR as a formula (``=HYPERLINK(...)``, DDE); such a
   text cell gets a leading ``'`` (the usual neutralisation, shown by
-  spreadsheets as text). A plain number (``-0.5``) is left as it is.
+  spreadsheets as text). A plain number (``-0.5``) is left as it is. Text
+  that itself starts with ``'`` gets one too, so :func:`csv_text` (reading a
+  cell back) undoes it exactly.
 - :func:`terminal_text`: control characters (C0, DEL, C1) would
   move the cursor, rewrite earlier lines or set the window title; each is
   shown as a ``\\xNN`` / ``\\uNNNN`` escape instead, and so are the Unicode
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["FORMULA_PREFIXES", "csv_cell", "terminal_text"]
+__all__ = ["FORMULA_PREFIXES", "csv_cell", "csv_text", "terminal_text"]
 
 #: First characters that make a spreadsheet read a cell as a formula.
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -31,12 +33,21 @@ def csv_cell(value: object) -> object:
 
     >>> csv_cell("=HYPERLINK(\\"http://x\\")")
     '\\'=HYPERLINK("http://x")'
-    >>> csv_cell("-0.5"), csv_cell("good/000.png"), csv_cell(3)
-    ('-0.5', 'good/000.png', 3)
+    >>> csv_cell("-0.5"), csv_cell("good/000.png"), csv_cell(3), csv_cell("'quoted")
+    ('-0.5', 'good/000.png', 3, "''quoted")
     """
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES) and not _NUMBER.match(value):
+    if isinstance(value, str) and (value.startswith(FORMULA_PREFIXES + ("'",)) and not _NUMBER.match(value)):
         return "'" + value
     return value
+
+
+def csv_text(cell: str) -> str:
+    """The text :func:`csv_cell` was given, from the cell it wrote (one leading ``'`` removed).
+
+    >>> csv_text("'=1+1"), csv_text("''quoted"), csv_text("good/000.png")
+    ('=1+1', "'quoted", 'good/000.png')
+    """
+    return cell[1:] if cell.startswith("'") else cell
 
 
 def terminal_text(text: str) -> str:

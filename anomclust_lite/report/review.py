@@ -59,6 +59,7 @@ __all__ = [
     "review_csv",
     "review_json",
     "write_review",
+    "carry_names",
 ]
 
 #: ``format`` entry of a review JSON file.
@@ -304,3 +305,43 @@ def write_review(path: "str | os.PathLike[str]", review: Review) -> None:
     """Write ``review`` as JSON when ``path`` ends in ``.json``, else as CSV (atomically)."""
     text = review_json(review) if os.fspath(path).endswith(".json") else review_csv(review)
     atomic_write_text(path, text)
+
+
+def carry_names(review: Review, clusters: Mapping[str, int], k: int) -> Dict[int, str]:
+    """Names of a review carried over to a run's clusters by the images they share.
+
+    Each cluster ``c`` of the run (``clusters``: path -> cluster id ``0..k-1``,
+    negative for images in no cluster) takes the name that more than half of
+    its reviewed images carry in ``review`` (the name of the review cluster the
+    inspector left them in, moves included). A cluster without such a majority
+    gets no name. Works for the run the review was exported from (names by
+    cluster, at the exported K) and for a later run of overlapping images.
+
+    Raises
+    ------
+    ValueError
+        The review and the run share no image.
+
+    Examples
+    --------
+    >>> review = Review(2, {0: "scratch"}, (ReviewImage("a.png", 0), ReviewImage("b.png", 0), ReviewImage("c.png", 1)))
+    >>> carry_names(review, {"a.png": 1, "b.png": 1, "c.png": 0}, 2)
+    {1: 'scratch'}
+    """
+    shared = [im for im in review.images if im.path in clusters]
+    if not shared:
+        raise ValueError("the review shares no image path with this run; was it exported from another folder?")
+    votes: List[Dict[str, int]] = [{} for _ in range(k)]
+    for im in shared:
+        c = clusters[im.path]
+        if not 0 <= c < k:
+            continue
+        name = review.names.get(im.cluster, "") if im.group == "cluster" and im.cluster is not None else ""
+        votes[c][name] = votes[c].get(name, 0) + 1
+    names: Dict[int, str] = {}
+    for c, counted in enumerate(votes):
+        total = sum(counted.values())
+        best = max(counted.items(), key=lambda kv: (kv[1], kv[0]), default=("", 0))
+        if best[0] and 2 * best[1] > total:
+            names[c] = best[0]
+    return names
