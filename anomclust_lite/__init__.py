@@ -11,8 +11,6 @@ Pillow or ONNX Runtime.
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import Any, List
 
 __version__ = "0.1.0"
@@ -168,19 +166,19 @@ _EXPORTS = {
     "hausdorff_distances": ".core.hausdorff",
     "AnomalyClusterer": ".estimator.clusterer",
     "Assignment": ".estimator.assign",
-    "KChoice": ".cluster.auto_k",
-    "choose_k": ".cluster.auto_k",
-    "cut_linkage": ".cluster.auto_k",
-    "l_method": ".cluster.auto_k",
-    "merge_costs": ".cluster.auto_k",
-    "within_cluster_dispersion": ".cluster.auto_k",
-    "silhouette_score": ".cluster.auto_k",
-    "METHODS": ".cluster.dispatch",
-    "HIERARCHICAL_METHODS": ".cluster.dispatch",
-    "ClusteringWarning": ".cluster.dispatch",
-    "cluster": ".cluster.dispatch",
-    "linkage_matrix": ".cluster.dispatch",
-    "mds_embedding": ".cluster.dispatch",
+    "KChoice": ".clustering.auto_k",
+    "choose_k": ".clustering.auto_k",
+    "cut_linkage": ".clustering.auto_k",
+    "l_method": ".clustering.auto_k",
+    "merge_costs": ".clustering.auto_k",
+    "within_cluster_dispersion": ".clustering.auto_k",
+    "silhouette_score": ".clustering.auto_k",
+    "METHODS": ".clustering.dispatch",
+    "HIERARCHICAL_METHODS": ".clustering.dispatch",
+    "ClusteringWarning": ".clustering.dispatch",
+    "cluster": ".clustering.dispatch",
+    "linkage_matrix": ".clustering.dispatch",
+    "mds_embedding": ".clustering.dispatch",
     "metrics": ".metrics",
     "contingency_matrix": ".metrics",
     "nmi": ".metrics",
@@ -237,20 +235,3 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> List[str]:
     return sorted(set(globals()) | set(__all__))
 
-
-class _Package(types.ModuleType):
-    """This package's module type: the subpackage ``cluster`` never hides the function ``cluster``.
-
-    The import system binds every subpackage on its parent as it loads it
-    (``setattr(anomclust_lite, "cluster", <module>)``); the public name
-    ``anomclust_lite.cluster`` is the function :func:`~anomclust_lite.cluster.dispatch.cluster`,
-    so that binding is skipped (the subpackage stays in ``sys.modules``).
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, types.ModuleType) and name in _EXPORTS and _EXPORTS[name] != f".{name}":
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

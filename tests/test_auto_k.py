@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import cdist
 
-from anomclust_lite.cluster.auto_k import (
+from anomclust_lite.clustering.auto_k import (
     L_METHOD_MIN_POINTS,
     KChoice,
     _tree_dispersions,
@@ -25,7 +25,7 @@ from anomclust_lite.cluster.auto_k import (
     silhouette_score,
     within_cluster_dispersion,
 )
-from anomclust_lite.cluster.dispatch import cluster, linkage_matrix
+from anomclust_lite.clustering.dispatch import cluster, linkage_matrix
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 

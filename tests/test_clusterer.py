@@ -14,7 +14,7 @@ from anomclust_lite.estimator.assign import Assignment
 from anomclust_lite.estimator.clusterer import AnomalyClusterer
 from anomclust_lite.estimator.model_io import MODEL_FORMAT_VERSION
 from anomclust_lite.estimator.params import DISTANCES
-from anomclust_lite.cluster.dispatch import METHODS
+from anomclust_lite.clustering.dispatch import METHODS
 from anomclust_lite.core.defaults import DEFAULT_TAU_SEMI, DEFAULT_TAU_UNSUPERVISED
 from anomclust_lite.metrics import nmi
 from conftest import defect_bags

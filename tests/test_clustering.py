@@ -1,4 +1,4 @@
-"""Tests for anomclust_lite.cluster.dispatch (and its private algorithm modules)."""
+"""Tests for anomclust_lite.clustering.dispatch (and its private algorithm modules)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ from sklearn.cluster import AgglomerativeClustering, KMeans
 from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture
 
-from anomclust_lite.cluster.gmm import component_log_densities, gaussian_mixture
-from anomclust_lite.cluster.kmedoids import pam
-from anomclust_lite.cluster.spectral import gaussian_affinity
-from anomclust_lite.cluster.auto_k import cut_linkage
-from anomclust_lite.cluster.dispatch import (
+from anomclust_lite.clustering.gmm import component_log_densities, gaussian_mixture
+from anomclust_lite.clustering.kmedoids import pam
+from anomclust_lite.clustering.spectral import gaussian_affinity
+from anomclust_lite.clustering.auto_k import cut_linkage
+from anomclust_lite.clustering.dispatch import (
     HIERARCHICAL_METHODS,
     METHODS,
     METRICS,
@@ -445,7 +445,7 @@ def naive_renumber(labels, by):
 @settings(max_examples=50, deadline=None)
 @given(labels=st.lists(st.integers(-3, 5), min_size=1, max_size=30), by=st.sampled_from(["appearance", "size"]))
 def test_renumber_labels_matches_naive(labels, by):
-    from anomclust_lite.cluster.labels import renumber_labels
+    from anomclust_lite.clustering.labels import renumber_labels
 
     got = renumber_labels(np.array(labels), by=by)
     assert got.dtype == np.int64

@@ -24,12 +24,12 @@ PACKAGE = REPO_ROOT / "anomclust_lite"
 MAX_MODULE_LINES = 500
 MAX_BODY_LINES = 60
 #: Packages (or modules) of anomclust_lite that meet the size rule.
-SIZED = ("core", "cluster", "metrics", "estimator", "features", "backbones", "files", "report", "datasets.py",
+SIZED = ("core", "clustering", "metrics", "estimator", "features", "backbones", "files", "report", "datasets.py",
          "__init__.py", "__main__.py")
 #: Layers that import only the standard library, NumPy, SciPy and the layers listed.
-PURE_LAYERS = {"core": ("core",), "cluster": ("core", "cluster"), "metrics": ("core", "metrics")}
+PURE_LAYERS = {"core": ("core",), "clustering": ("core", "clustering"), "metrics": ("core", "metrics")}
 #: Layers above the core that must still not load the feature stack (of the root only __version__).
-NUMERIC_LAYERS = {"estimator": ("core", "cluster", "metrics", "files", "estimator", "__version__")}
+NUMERIC_LAYERS = {"estimator": ("core", "clustering", "metrics", "files", "estimator", "__version__")}
 THIRD_PARTY_ALLOWED = ("numpy", "scipy")
 #: Named exceptions: the blocked kernel limits the BLAS thread count while its own threads run
 #: (threadpoolctl, a declared runtime dependency, imported on first use; no numerics).
@@ -144,9 +144,25 @@ def test_lazy_exports_match_all():
 
 
 def test_cluster_is_the_function_after_the_subpackage_loads():
-    out = _run("import anomclust_lite, anomclust_lite.cluster.auto_k, anomclust_lite.metrics.supervised\n"
-               "print(callable(anomclust_lite.cluster), anomclust_lite.metrics.__name__)")
+    """Loading ``anomclust_lite.clustering`` (bound on the root by the import system) hides no public name."""
+    out = _run("import anomclust_lite, anomclust_lite.clustering.kmeans, anomclust_lite.clustering.auto_k\n"
+               "import anomclust_lite.metrics.supervised\n"
+               "from anomclust_lite.clustering.dispatch import cluster\n"
+               "print(anomclust_lite.cluster is cluster, anomclust_lite.metrics.__name__)")
     assert out == "True anomclust_lite.metrics"
+    out = _run("import anomclust_lite\n"
+               "f = anomclust_lite.cluster\n"
+               "import anomclust_lite.clustering.kmeans\n"
+               "print(anomclust_lite.cluster is f, callable(f))")
+    assert out == "True True"
+
+
+def test_no_subpackage_shares_a_name_with_a_public_function():
+    """A submodule named like an exported function would replace it on the root once imported."""
+    children = {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir()
+                if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").is_file()}
+    clashes = {name for name, module in anomclust_lite._EXPORTS.items() if name in children and module != f".{name}"}
+    assert "clustering" in children and clashes == set()
 
 
 @pytest.mark.parametrize("layer", sorted(PURE_LAYERS))

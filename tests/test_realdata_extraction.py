@@ -61,7 +61,7 @@ def test_four_bottle_images(shared_model: Path, bottle_test: "list[Path]", tmp_p
 @pytest.mark.slow
 def test_bottle_unsupervised_wa_ward_nmi(shared_model: Path, bottle_test: "list[Path]") -> None:
     """Issue integration test: bottle/test (good included, 83 images, K=4), unsupervised WA + Ward."""
-    from anomclust_lite.cluster.dispatch import cluster
+    from anomclust_lite.clustering.dispatch import cluster
     from anomclust_lite.core.distances import wa_distances
     from anomclust_lite.metrics import nmi
     from anomclust_lite.core.scores import patch_scores

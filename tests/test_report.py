@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from scipy.cluster.hierarchy import linkage
 
-from anomclust_lite.cluster.auto_k import cut_linkage
+from anomclust_lite.clustering.auto_k import cut_linkage
 from anomclust_lite.features.preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess
 from anomclust_lite.report.charts import cluster_colour, cluster_size_chart, dendrogram_image
 from anomclust_lite.report.heatmap import colormap, default_heat_range, heat_levels, model_view, overlay_weights

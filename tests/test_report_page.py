@@ -13,7 +13,7 @@ from PIL import Image
 from scipy.cluster.hierarchy import linkage
 from scipy.spatial.distance import cdist
 
-from anomclust_lite.cluster.auto_k import cut_linkage
+from anomclust_lite.clustering.auto_k import cut_linkage
 from anomclust_lite.report import ReportImage, ReportRun, render_report
 from anomclust_lite.report.masks import mask_outline, mask_outline_uri, mask_path
 from anomclust_lite.report.page import embed_json

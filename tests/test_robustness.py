@@ -44,7 +44,7 @@ from PIL import Image, ImageDraw
 from anomclust_lite.core import kernel as _kernel
 from anomclust_lite.cli.main import main
 from anomclust_lite.estimator.clusterer import AnomalyClusterer
-from anomclust_lite.cluster.dispatch import ClusteringWarning
+from anomclust_lite.clustering.dispatch import ClusteringWarning
 from anomclust_lite.features.images import ImageLoadError, load_image
 from conftest import make_bags
 from _cli_support import fixture_base_folder, fixture_folder, fixture_model_path  # noqa: F401 (pytest fixtures)

@@ -15,7 +15,7 @@ TOOLS = REPO_ROOT / "tools"
 PUBLIC_MODULES = ("anomclust_lite", "anomclust_lite.core.defaults", "anomclust_lite.datasets",
                   "anomclust_lite.report.charts")
 #: Not yet converted, by their owners: export_wrn50.py (backbone work, issue 15) and bench_report.py (report
-#: work, issue 17: private cluster/report imports, and tests/ on sys.path for the browser driver).
+#: work, issue 17: private clustering/report imports, and tests/ on sys.path for the browser driver).
 NOT_YET = ("export_wrn50.py", "bench_report.py", "build_embedded_backbone.py")  # maintainer tools still on internals (issue 13, open)
 
 

@@ -8,7 +8,7 @@ the weighted-average (WA) distances, the Ward tree, and lets each candidate
 criterion choose K among ``2 .. --k-max``:
 
 - ``L-method``: the knee of the merge-cost graph (Salvador and Chan 2004,
-  with their refinement) — what :func:`anomclust_lite.cluster.auto_k.choose_k` does;
+  with their refinement) — what :func:`anomclust_lite.clustering.auto_k.choose_k` does;
 - ``gap``: the gap statistic (Tibshirani, Walther and Hastie 2001) with 50
   uniform reference sets in the principal-axis box, each clustered by Ward,
   and the one-standard-error rule;

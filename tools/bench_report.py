@@ -36,8 +36,8 @@ for extra in (REPO_ROOT, REPO_ROOT / "tests"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
-from anomclust_lite.cluster.auto_k import cut_linkage  # noqa: E402
-from anomclust_lite.cluster.dispatch import linkage_matrix  # noqa: E402
+from anomclust_lite.clustering.auto_k import cut_linkage  # noqa: E402
+from anomclust_lite.clustering.dispatch import linkage_matrix  # noqa: E402
 from anomclust_lite.report import ReportImage, ReportRun, render_report  # noqa: E402
 from anomclust_lite.report.thumbs import image_data_uri  # noqa: E402
 

@@ -11,9 +11,9 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..cluster.auto_k import DEFAULT_K_MAX
+from ..clustering.auto_k import DEFAULT_K_MAX
 from ..estimator.params import DEFAULT_REFERENCE_SIZE, DISTANCES, WEIGHT_MODES
-from ..cluster.dispatch import METHODS
+from ..clustering.dispatch import METHODS
 from ..core.kernel import available_cpus
 from ..core.defaults import (
     BAG_DTYPES,

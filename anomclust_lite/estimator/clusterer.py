@@ -5,7 +5,7 @@ Fitting follows the paper (Sohn et al., WACV 2023): per-patch anomaly scores
 normal images) -> per-patch weights (softmax with temperature ``tau``, top-k
 or uniform) -> weighted-average (WA) embeddings -> distances (Euclidean
 between WA embeddings, or a Hausdorff-family bag distance) -> clustering into
-K groups (K given, or chosen by the L-method, see :mod:`anomclust_lite.cluster.auto_k`).
+K groups (K given, or chosen by the L-method, see :mod:`anomclust_lite.clustering.auto_k`).
 
 The class is thin; each concept lives in its own module of this package:
 
@@ -31,8 +31,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from ..cluster.auto_k import DEFAULT_K_MAX
-from ..cluster.dispatch import ClusteringWarning
+from ..clustering.auto_k import DEFAULT_K_MAX
+from ..clustering.dispatch import ClusteringWarning
 from ..core.defaults import DEFAULT_AGGREGATE, DEFAULT_MEMORY_MB, DEFAULT_METHOD, DEFAULT_TOPK_FRACTION
 from ..core.anomaly import DEFAULT_RATE
 from ..core.kernel import limit_blas
@@ -59,7 +59,7 @@ class AnomalyClusterer(ParamsMixin):
     ----------
     k : int, optional
         Number of clusters; ``None`` chooses it by the L-method
-        (:func:`anomclust_lite.cluster.auto_k.choose_k`, candidates ``3..k_max``).
+        (:func:`anomclust_lite.clustering.auto_k.choose_k`, candidates ``3..k_max``).
     weights : {"unsupervised", "semi", "uniform", "topk"}, default "unsupervised"
         ``"unsupervised"``: softmax of each image's patch scores against the
         other images (Eq. 5), so the patches unlike those of any other image
@@ -90,7 +90,7 @@ class AnomalyClusterer(ParamsMixin):
         How the two directed Hausdorff distances are combined.
     method : str, default "ward"
         ``ward``, ``complete``, ``average``, ``single``, ``kmeans``, ``gmm``,
-        ``spectral`` or ``kmedoids`` (see :func:`anomclust_lite.cluster.dispatch.cluster`).
+        ``spectral`` or ``kmedoids`` (see :func:`anomclust_lite.clustering.dispatch.cluster`).
     k_max : int, default 15
         Largest K tried when choosing K automatically.
     memory_mb : float, default 512

@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Mapping, Union
 
 import numpy as np
 
-from ..cluster.auto_k import KChoice
+from ..clustering.auto_k import KChoice
 from ..files.atomic import atomic_save_npz
 from ..files.npz import NpzRefused, read_npz_checked
 from .assign import FittedState

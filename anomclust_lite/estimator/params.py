@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Mapping, Optional
 
-from ..cluster.dispatch import METHODS
+from ..clustering.dispatch import METHODS
 from ..core.defaults import BAG_DTYPES, DEFAULT_TAU_SEMI, DEFAULT_TAU_UNSUPERVISED
 from ..core.scores import AGGREGATES
 from ..core.anomaly import DEFAULT_RATE, check_rate

@@ -13,8 +13,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..cluster.auto_k import KChoice, choose_k, cut_linkage
-from ..cluster.dispatch import HIERARCHICAL_METHODS, ClusteringWarning, cluster, linkage_matrix
+from ..clustering.auto_k import KChoice, choose_k, cut_linkage
+from ..clustering.dispatch import HIERARCHICAL_METHODS, ClusteringWarning, cluster, linkage_matrix
 from .params import Params
 
 __all__ = ["Partition", "canonical_labels", "partition_images"]

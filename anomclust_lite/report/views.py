@@ -19,8 +19,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..cluster.auto_k import DEFAULT_K_MAX, cut_linkage
-from ..cluster.dispatch import mds_embedding
+from ..clustering.auto_k import DEFAULT_K_MAX, cut_linkage
+from ..clustering.dispatch import mds_embedding
 from .data import ReportRun
 
 __all__ = ["N_NEIGHBOURS", "k_range", "cuts", "cut_view", "neighbours", "map_coordinates", "rounded"]

@@ -2,7 +2,7 @@
 
 Clusterings return arbitrary ids; the package shows ``0 .. K-1`` in a fixed
 order so that results are reproducible and comparable: by first appearance
-(:func:`anomclust_lite.cluster`, :func:`anomclust_lite.cluster.auto_k.cut_linkage`)
+(:func:`anomclust_lite.cluster`, :func:`anomclust_lite.clustering.auto_k.cut_linkage`)
 or by cluster size (the fitted estimator: cluster 0 is the largest).
 """
 

@@ -1,6 +1,6 @@
 """Gaussian mixture with full covariances fitted by EM, initialised by k-means.
 
-Private module: :func:`anomclust_lite.cluster.dispatch.cluster` validates its inputs and
+Private module: :func:`anomclust_lite.clustering.dispatch.cluster` validates its inputs and
 calls :func:`gaussian_mixture`; the helpers here trust theirs.
 
 Everything is float64; responsibilities use a max-subtracted log-sum-exp.  Each
@@ -158,7 +158,7 @@ def gaussian_mixture(
 ) -> GaussianMixtureResult:
     """Fit a full-covariance Gaussian mixture by EM; best of ``n_init`` initialisations.
 
-    Each initialisation runs one k-means++/Lloyd pass (:func:`anomclust_lite.cluster.kmeans.kmeans`
+    Each initialisation runs one k-means++/Lloyd pass (:func:`anomclust_lite.clustering.kmeans.kmeans`
     with ``n_init=1``) and starts EM from its hard assignment.  EM stops when the mean
     log-likelihood per point changes by less than ``tol`` or after ``max_iter`` M-steps.
     The initialisation with the highest final log-likelihood wins (the first on ties).

@@ -1,6 +1,6 @@
 """Spectral clustering (Ng–Jordan–Weiss) on a Gaussian affinity built from distances.
 
-Private module: :func:`anomclust_lite.cluster.dispatch.cluster` validates its inputs and
+Private module: :func:`anomclust_lite.clustering.dispatch.cluster` validates its inputs and
 calls :func:`spectral_clustering`; the helpers here trust theirs.
 
 Affinity ``A_ij = exp(−d_ij² / (2σ²))`` with ``σ`` the median of the non-zero pairwise

@@ -1,4 +1,4 @@
-"""anomclust_lite.cluster: off-the-shelf clustering of images from embeddings or distances.
+"""anomclust_lite.clustering: off-the-shelf clustering of images from embeddings or distances.
 
 - :mod:`.dispatch` -- :func:`~.dispatch.cluster` (one entry for every
   method) and :func:`~.dispatch.linkage_matrix` (hierarchical methods).

@@ -1,6 +1,6 @@
 """k-medoids by PAM (Kaufman & Rousseeuw): greedy BUILD, then best-improvement SWAP.
 
-Private module: :func:`anomclust_lite.cluster.dispatch.cluster` validates its inputs and
+Private module: :func:`anomclust_lite.clustering.dispatch.cluster` validates its inputs and
 calls :func:`pam`; the helpers here trust theirs.
 
 PAM is deterministic (no random draws): ties go to the lowest index.  Each SWAP

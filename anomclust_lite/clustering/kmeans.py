@@ -1,6 +1,6 @@
 """Lloyd's k-means with greedy k-means++ seeding, in float64, best of several restarts.
 
-Private module: :func:`anomclust_lite.cluster.dispatch.cluster` validates its inputs and
+Private module: :func:`anomclust_lite.clustering.dispatch.cluster` validates its inputs and
 calls :func:`kmeans`; the helpers here trust theirs.
 """
 
