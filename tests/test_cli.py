@@ -170,6 +170,31 @@ def test_semi_supervised_with_normal_folder(capsys, folder: Path, model_path: Pa
     assert_one_error_line(err, "--normal")
 
 
+def test_good_group_is_a_group_of_its_own_in_both_reports(capsys, folder: Path, model_path: Path,
+                                                           tmp_path: Path) -> None:
+    normal = tmp_path / "normal"
+    normal.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(8):
+        draw_image("good", rng).save(normal / f"n{i}.png")
+    rc, _, err = run(capsys, folder, *model_args(model_path), "--k", "2", "--normal", normal, "--good-group", "auto",
+                     "--out", tmp_path / "o", "-q")
+    assert rc == 0, err
+    good = {r["path"] for r in read_csv(tmp_path / "o" / "clusters.csv") if r["is_good"] == "1"}
+    assert good and all(p.startswith("good/") for p in good)
+    data = parse((tmp_path / "o" / "report.html").read_text(encoding="utf-8")).data
+    assert data["k_fit"] == 2 and data["k_min"] < data["k_max"]  # no extra cluster; the slider has the tree
+    for cut in data["cuts"]:
+        assert {p for p, c in zip(data["paths"], cut) if c < 0} == good
+    assert all(c is None for p, c in zip(data["paths"], data["confidence"]) if p in good)
+    rc, _, err = run(capsys, "assign", tmp_path / "o" / "model.npz", folder, "--out", tmp_path / "a", "-q")
+    assert rc == 0, err
+    assigned = parse((tmp_path / "a" / "report.html").read_text(encoding="utf-8")).data
+    assert assigned["k_fit"] == 2 and assigned["heat"] is not None
+    assert assigned["heat"]["range"] == data["heat"]["range"]  # the fit's scale, also with a good group
+    assert {c for c, g in zip(assigned["cuts"][0], assigned["is_good"]) if g} == {-1}
+
+
 def test_labels_none_and_flat_folder(capsys, folder: Path, model_path: Path, tmp_path: Path) -> None:
     rc, stdout, _ = run(capsys, folder, *model_args(model_path), "--k", "3", "--labels", "none", "--out", tmp_path / "a")
     assert rc == 0 and "NMI" not in stdout

@@ -65,8 +65,18 @@ def test_confidence_cohesion_and_weak_verdict(sets) -> None:
     for c in range(model.k_):
         assert model.cohesion_[c] == pytest.approx(model.confidence_[model.labels_ == c].mean())
     assert model.weak_ == []
-    weak = AnomalyClusterer(2).fit(bags)  # 4 groups forced into 2: one holds more than half
-    assert any("one cluster holds" in r for r in weak.weak_)
+
+
+@pytest.mark.parametrize("sizes, k, weak", [((60, 40), 2, False), ((76, 24), 2, True), ((50, 25, 25), 3, False),
+                                            ((51, 25, 24), 3, True), ((40, 20, 20, 20), 4, False)])
+def test_weak_when_one_cluster_holds_too_much(sizes, k, weak) -> None:
+    from anomclust_lite.estimator.trust import confidence_summary
+
+    labels = np.repeat(np.arange(k), sizes)
+    centers = np.eye(k, 3) * 10.0
+    embeddings = centers[labels] + np.random.default_rng(0).normal(scale=0.01, size=(labels.size, 3))
+    _, _, reasons = confidence_summary(embeddings, centers, labels)
+    assert any("one cluster holds" in r for r in reasons) == weak
 
 
 def test_scores_do_not_depend_on_image_order_or_memory_budget(sets) -> None:

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -92,26 +91,6 @@ def _export_one(path: Path, target_dir: Path, name: str, mode: str) -> None:
         shutil.copymode(path, target)
 
 
-def _good_group_view(model: AnomalyClusterer, labels: np.ndarray, names: Dict[int, str]) -> Tuple[Any, np.ndarray, Dict[int, str]]:
-    """The report's view of a run with the good group set apart: shown as cluster K, without the tree.
-
-    The tree (and the page's choice of K from it) covers the clustered images
-    only, so it is left out when some images are in the good group (label -1).
-    """
-    if not (labels < 0).any():
-        return model, labels, names
-    k = model.k_
-    shown = np.where(labels < 0, k, labels)
-    view = SimpleNamespace(**{key: getattr(model, key, None) for key in (
-        "k_max", "distances_", "embeddings_", "distance", "center_distances_", "scores_")})
-    view.labels_, view.k_, view.linkage_ = shown, k + 1, None
-    medoids = getattr(model, "medoids_", None)
-    if medoids is not None:
-        view.medoids_ = np.append(medoids, np.flatnonzero(labels < 0)[0])
-    renamed = {(k if c < 0 else c): v for c, v in names.items()}
-    return view, shown, renamed
-
-
 def write_report(
     out: Path,
     model: AnomalyClusterer,
@@ -128,13 +107,11 @@ def write_report(
     from ..report import render_report
     from ..report.build import ImageOptions, TrustFields, fit_run
 
-    view, _, shown_names = _good_group_view(model, model.labels_, names or {})
-    # the good group has no cluster to be confident about (NaN); the page shows it as sure
-    trust = TrustFields(anomaly_score=model.anomaly_scores_, confidence=np.nan_to_num(model.confidence_, nan=1.0),
-                        is_good=model.is_good_,
-                        cluster_names=shown_names or None)
+    # the good group (label -1) is a group of its own in the page; it has no cluster to be confident about (NaN)
+    trust = TrustFields(anomaly_score=model.anomaly_scores_, confidence=model.confidence_, is_good=model.is_good_,
+                        cluster_names=names or None)
     warnings = tuple(f"weak clustering: {reason}" for reason in model.weak_)
-    run = fit_run(view, paths, rel, ImageOptions.of(extractor), labels=labels_true, trust=trust, facts=facts,
+    run = fit_run(model, paths, rel, ImageOptions.of(extractor), labels=labels_true, trust=trust, facts=facts,
                   metrics=metrics, title=title, warnings=warnings)
     atomic_write_text(out / "report.html", render_report(run))
 
@@ -154,13 +131,9 @@ def write_assign_report(
     from ..report import render_report
     from ..report.build import ImageOptions, TrustFields, assign_run
 
-    _, shown, shown_names = _good_group_view(model, assignment.labels, names or {})
-    view = model if not (assignment.labels < 0).any() else SimpleNamespace(k_=model.k_ + 1)
-    shown_assignment = SimpleNamespace(labels=shown, distances=assignment.distances, new_type=assignment.new_type,
-                                       scores=assignment.scores, embeddings=assignment.embeddings)
-    trust = TrustFields(anomaly_score=assignment.anomaly_scores, confidence=np.nan_to_num(assignment.confidence, nan=1.0),
+    trust = TrustFields(anomaly_score=assignment.anomaly_scores, confidence=assignment.confidence,
                         novelty=assignment.novelty, is_good=assignment.is_good, new_type=assignment.new_type,
-                        cluster_names=shown_names or None)
-    run = assign_run(view, shown_assignment, paths, rel, ImageOptions.of(extractor), trust=trust, facts=facts,
+                        cluster_names=names or None)
+    run = assign_run(model, assignment, paths, rel, ImageOptions.of(extractor), trust=trust, facts=facts,
                      title=title)
     atomic_write_text(out / "report.html", render_report(run))

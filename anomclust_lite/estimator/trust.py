@@ -14,8 +14,9 @@
 - **Confidence** of an image: its centre margin
   (:mod:`anomclust_lite.core.confidence`); a cluster's cohesion is its
   members' mean confidence; a clustering is *weak* when the mean confidence is
-  below ``WEAK_MEAN_CONFIDENCE`` or one cluster holds more than
-  ``WEAK_LARGEST_FRACTION`` of the clustered images.
+  below ``WEAK_MEAN_CONFIDENCE`` or one cluster holds more than half of the
+  clustered images and more than ``WEAK_LARGEST_SHARE`` times its fair share
+  ``1/K`` (so two clusters of 60 % and 40 % are not weak; at K >= 3, half is).
 - **Novelty** of an assigned image (:mod:`anomclust_lite.core.novelty`):
   nearest fitted embedding x nearest fitted patch, each relative to the
   fitted images; a *new type* when above its cluster's threshold calibrated
@@ -37,14 +38,15 @@ from ..core.scores import cross_patch_scores, normal_scores, patch_scores
 from .params import GOOD_GROUPS, Params
 
 __all__ = [
-    "GOOD_GROUPS", "GOOD_LABEL", "WEAK_LARGEST_FRACTION", "NoveltyState", "good_threshold",
+    "GOOD_GROUPS", "GOOD_LABEL", "WEAK_LARGEST_SHARE", "NoveltyState", "good_threshold",
     "anomaly_against_bank", "confidence_summary", "stratified_positions", "fit_novelty", "novelty_of",
 ]
 
 #: Label of the images set apart as the good group.
 GOOD_LABEL = -1
-#: A clustering whose largest cluster holds more than this fraction of the clustered images is weak.
-WEAK_LARGEST_FRACTION = 0.5
+#: A clustering is weak when its largest cluster holds more than half of the clustered images and more
+#: than this many times the fair share 1/K (at K = 2: more than 75 %).
+WEAK_LARGEST_SHARE = 1.5
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ def confidence_summary(embeddings: np.ndarray, centers: np.ndarray, labels: np.n
     if mean < WEAK_MEAN_CONFIDENCE:
         reasons.append(f"mean confidence {mean:.2f} < {WEAK_MEAN_CONFIDENCE}")
     largest = np.bincount(labels[clustered], minlength=k).max() / max(int(clustered.sum()), 1)
-    if k > 1 and largest > WEAK_LARGEST_FRACTION:
+    if k > 1 and largest > max(0.5, WEAK_LARGEST_SHARE / k):
         reasons.append(f"one cluster holds {largest:.0%} of the images")
     return conf, cohesion, reasons
 

@@ -56,11 +56,14 @@ class TrustFields:
         self.is_good, self.new_type, self.cluster_names = is_good, new_type, cluster_names
 
     def at(self, field: str, i: int) -> Any:
+        """Image ``i``'s value of ``field``; None when not given or NaN (e.g. no confidence in the good group)."""
         values = getattr(self, field)
         if values is None:
             return None
         v = values[i]
-        return bool(v) if field in ("is_good", "new_type") else float(v)
+        if field in ("is_good", "new_type"):
+            return bool(v)
+        return float(v) if math.isfinite(float(v)) else None
 
 
 def _thumb_and_mask(path: PathLike, opts: ImageOptions) -> Tuple[str, Optional[str]]:
@@ -119,10 +122,11 @@ def fit_run(model: Any, paths: Sequence[PathLike], names: Sequence[str], opts: I
     trust = trust or TrustFields()
     images = report_images(paths, names, model.labels_, model.center_distances_, opts, labels=labels,
                            scores=model.scores_, trust=trust)
+    clustered = model.labels_[model.labels_ >= 0]  # the good group (-1) is outside the tree
     if model.linkage_ is not None:
-        overview = dendrogram_image(model.linkage_, model.labels_, k=model.k_)
+        overview = dendrogram_image(model.linkage_, clustered, k=model.k_)
     else:
-        overview = cluster_size_chart(np.bincount(model.labels_, minlength=model.k_).tolist())
+        overview = cluster_size_chart(np.bincount(clustered, minlength=model.k_).tolist())
     return ReportRun(
         images=images, k=model.k_, title=title, command="fit", linkage=model.linkage_,
         k_max=getattr(model, "k_max", None), distances=model.distances_,
