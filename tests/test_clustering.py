@@ -296,6 +296,18 @@ def test_mds_reproduces_euclidean_distances(tie_free):
     np.testing.assert_allclose(mds_embedding(dist, n_components=2), emb[:, :2])
 
 
+@pytest.mark.parametrize("metric", ["euclidean", "cityblock"])
+def test_mds_few_components_of_many_points_match_the_full_decomposition(metric):
+    from anomclust_lite.clustering import dispatch
+
+    points = np.random.default_rng(3).normal(size=(dispatch.MDS_PARTIAL_MIN_POINTS + 50, 6)) * [5, 3, 1, 1, 1, 1]
+    dist = cdist(points, points, metric)
+    fast = mds_embedding(dist, n_components=2)
+    full = mds_embedding(dist)[:, :2]  # every eigenpair (the partial path is not taken without n_components)
+    np.testing.assert_allclose(np.abs(fast), np.abs(full), atol=1e-8 * np.abs(full).max())
+    np.testing.assert_array_equal(fast, mds_embedding(dist, n_components=2))  # deterministic
+
+
 def test_mds_keeps_the_positive_part_of_a_non_euclidean_matrix():
     rng = np.random.default_rng(7)
     points = rng.normal(size=(12, 3))

@@ -33,6 +33,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.linalg import eigh
+from scipy.sparse.linalg import eigsh
 from scipy.spatial.distance import cdist, squareform
 
 from .auto_k import cut_linkage
@@ -68,6 +69,9 @@ METRICS = ("euclidean", "precomputed")
 DISTANCE_RTOL = 1e-5
 #: MDS keeps eigenvalues above this fraction of the largest absolute eigenvalue.
 MDS_EIGENVALUE_RTOL = 1e-10
+#: With a few components asked of more points than this, MDS finds only those eigenpairs (Lanczos)
+#: instead of all N: a 2-D map of thousands of images in seconds instead of minutes.
+MDS_PARTIAL_MIN_POINTS = 400
 
 SeedLike = Union[int, np.random.Generator]
 
@@ -146,15 +150,41 @@ def _hierarchical_labels(z: np.ndarray, k: int) -> np.ndarray:
     return labels
 
 
-def _classical_mds(dist: np.ndarray, n_components: Optional[int]) -> np.ndarray:
-    n = dist.shape[0]
+def _double_centred(dist: np.ndarray) -> np.ndarray:
+    """``B = −½ J D² J`` of classical MDS, symmetric."""
     squared = dist**2
     row_mean = squared.mean(axis=1)
     gram = -0.5 * (squared - row_mean[:, None] - row_mean[None, :] + row_mean.mean())
-    gram = 0.5 * (gram + gram.T)
-    values, vectors = eigh(gram)
-    values, vectors = values[::-1], vectors[:, ::-1]
-    keep = np.flatnonzero(values > MDS_EIGENVALUE_RTOL * float(np.abs(values).max()))
+    return 0.5 * (gram + gram.T)
+
+
+def _leading_eigenpairs(gram: np.ndarray, count: int) -> "tuple[np.ndarray, np.ndarray, float]":
+    """The ``count`` largest eigenpairs of ``gram`` (largest first) and its largest absolute eigenvalue.
+
+    Lanczos from a fixed start vector (not the constant vector, which double
+    centring puts in the null space), so the result is deterministic; each
+    vector's sign is fixed by its largest coordinate.
+    """
+    n = gram.shape[0]
+    start = np.cos(np.arange(n) * 1.2345 + 0.5)
+    values, vectors = eigsh(gram, k=count, which="LA", v0=start)
+    top = float(np.abs(eigsh(gram, k=1, which="LM", v0=start, return_eigenvectors=False)).max())
+    order = np.argsort(values)[::-1]
+    values, vectors = values[order], vectors[:, order]
+    signs = np.sign(vectors[np.argmax(np.abs(vectors), axis=0), np.arange(count)])
+    return values, vectors * np.where(signs == 0, 1.0, signs), top
+
+
+def _classical_mds(dist: np.ndarray, n_components: Optional[int]) -> np.ndarray:
+    n = dist.shape[0]
+    gram = _double_centred(dist)
+    if n_components is not None and n >= MDS_PARTIAL_MIN_POINTS and n_components < n // 4:
+        values, vectors, top = _leading_eigenpairs(gram, n_components)
+    else:
+        values, vectors = eigh(gram)
+        values, vectors = values[::-1], vectors[:, ::-1]
+        top = float(np.abs(values).max())
+    keep = np.flatnonzero(values > MDS_EIGENVALUE_RTOL * top)
     if n_components is not None:
         keep = keep[:n_components]
     if keep.size == 0:
