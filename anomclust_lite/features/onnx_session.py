@@ -1,6 +1,10 @@
 """The ONNX backbone: an onnxruntime session checked for a feature extractor's inputs and outputs.
 
-:class:`BackboneSession` opens a model file, checks that it takes one
+:class:`BackboneSession` reads a model file once (regular file, at most
+:data:`MAX_MODEL_BYTES`), checks and reads its external data
+(:mod:`~anomclust_lite.features.onnx_external`), and gives onnxruntime those
+bytes and arrays, never the path: what was checked and hashed is what runs,
+whatever happens to the files afterwards. It checks that the model takes one
 ``(batch, 3, H, W)`` float32 image input of the preprocessed size and has the
 chosen 4-D ``(N, C, h, w)`` output, and runs it on batches (padding the last
 batch of a model with a fixed batch size). onnxruntime is imported when a
@@ -9,16 +13,16 @@ session is opened.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..files.hashing import sha256_file
-from ..files.safe_open import UnsafeFileError, open_regular
+from ..files.safe_open import UnsafeFileError, read_regular
 from .images import display_path
-from .onnx_external import check_external_data
+from .onnx_external import ExternalData, load_external_data
 
 __all__ = ["MAX_MODEL_BYTES", "POOLED_METADATA_KEY", "BackboneSession", "ModelRunError"]
 
@@ -89,13 +93,14 @@ class BackboneSession:
         self.model_path = model_path
         self.resize, self.crop = resize, crop
         self.device = device
+        self._model_hash = ""
+        self._external = ExternalData()
         self.ort_session = self._open(threads)
         self.input_name, self.model_batch = self._check_input()
         self.output = self._choose_output(output)
         self.step = self.model_batch or batch_size
         meta = self.ort_session.get_modelmeta().custom_metadata_map
         self.pooling_in_graph = meta.get(POOLED_METADATA_KEY) == "1"
-        self._model_hash: Optional[str] = None
         self._feature_shape: Optional[Tuple[int, int, int]] = None
 
     @property
@@ -103,17 +108,20 @@ class BackboneSession:
         return f"model {display_path(self.model_path)}"
 
     def _open(self, threads: Optional[int]) -> Any:
-        """Check the file and the device, then create the onnxruntime session."""
+        """Read and check the model, then create the onnxruntime session from its bytes."""
         ort = _import_onnxruntime()
         providers = self._providers(ort)
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
         options.log_severity_level = 3
-        path = self.model_path
-        self._check_file()
+        data = self._read_model()
+        if self._external.names:
+            # onnxruntime keeps pointers into these: they stay referenced by the session object.
+            self._ort_values = [ort.OrtValue.ortvalue_from_numpy(a) for a in self._external.arrays]
+            options.add_external_initializers(list(self._external.names), self._ort_values)
         try:
-            session = ort.InferenceSession(os.fspath(path), sess_options=options, providers=providers)
+            session = ort.InferenceSession(data, sess_options=options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             reason = " ".join(str(exc).split())[:300]
             raise ValueError(
@@ -126,17 +134,25 @@ class BackboneSession:
             )
         return session
 
-    def _check_file(self) -> None:
-        """A regular, non-empty file of at most MAX_MODEL_BYTES whose external data stay in its folder."""
+    def _read_model(self) -> bytes:
+        """The model's bytes (a regular, non-empty file of at most MAX_MODEL_BYTES), its external data read too.
+
+        Sets the model hash from exactly these bytes (and the external data's).
+        """
         try:
-            with open_regular(self.model_path, MAX_MODEL_BYTES) as fh:
-                if os.fstat(fh.fileno()).st_size == 0:
-                    raise ValueError(f"{self._where} is an empty file, not an ONNX model")
-                check_external_data(fh, self.model_path, self._where)
+            data = read_regular(self.model_path, MAX_MODEL_BYTES)
         except UnsafeFileError as exc:
             raise ValueError(f"{self._where} cannot be used: {exc.reason}") from None
         except OSError as exc:
             raise FileNotFoundError(f"{self._where} cannot be read ({exc})") from exc
+        if not data:
+            raise ValueError(f"{self._where} is an empty file, not an ONNX model")
+        self._external = load_external_data(data, self.model_path, self._where)
+        digest = hashlib.sha256(data).hexdigest()
+        if self._external.digest:
+            digest = hashlib.sha256(f"{digest}+external:{self._external.digest}".encode()).hexdigest()
+        self._model_hash = digest
+        return data
 
     def _providers(self, ort: Any) -> List[str]:
         if self.device != "cuda":
@@ -193,9 +209,12 @@ class BackboneSession:
 
     @property
     def model_hash(self) -> str:
-        """Hex sha256 of the model file (computed once)."""
-        if self._model_hash is None:
-            self._model_hash = sha256_file(self.model_path)
+        """Hex SHA-256 of the model bytes that run (read once, when the session opened).
+
+        For a model with external data, the SHA-256 of that hash and the
+        external tensors' digest (:class:`~anomclust_lite.features.onnx_external.ExternalData`),
+        so changed external weights change it too.
+        """
         return self._model_hash
 
     @property

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import BinaryIO, Union
+from typing import BinaryIO, Callable, Optional, Union
 
-__all__ = ["UnsafeFileError", "open_regular", "read_regular", "file_kind"]
+__all__ = ["UnsafeFileError", "open_regular", "read_regular", "read_capped", "file_kind"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -99,8 +99,15 @@ def open_regular(path: PathLike, max_bytes: int) -> BinaryIO:
         raise
 
 
-def read_regular(path: PathLike, max_bytes: int) -> bytes:
+def read_regular(
+    path: PathLike, max_bytes: int, *, cap_for_head: "Optional[Callable[[bytes], int]]" = None, head_size: int = 16
+) -> bytes:
     """The bytes of the regular file ``path``, refused if it is (or grows) beyond ``max_bytes``.
+
+    ``cap_for_head``, when given, is called with the file's first
+    ``head_size`` bytes and returns a tighter limit for this file (e.g. by
+    format); the file's size is checked against it before the rest is read.
+    It may raise to refuse the file from its head alone.
 
     Examples
     --------
@@ -114,16 +121,35 @@ def read_regular(path: PathLike, max_bytes: int) -> bytes:
     Traceback (most recent call last):
     ...
     anomclust_lite.files.safe_open.UnsafeFileError: file is 5 bytes, more than the limit of 4 bytes; refused without reading it
+    >>> read_regular(p, 10, cap_for_head=lambda head: 3, head_size=2)
+    Traceback (most recent call last):
+    ...
+    anomclust_lite.files.safe_open.UnsafeFileError: file is 5 bytes, more than the limit of 3 bytes; refused without reading it
     """
     with open_regular(path, max_bytes) as fh:
-        parts = []
-        total = 0
-        while total <= max_bytes:
-            chunk = fh.read(min(_CHUNK, max_bytes + 1 - total))
-            if not chunk:
-                break
-            parts.append(chunk)
-            total += len(chunk)
+        if cap_for_head is None:
+            return read_capped(fh, path, max_bytes)
+        head = fh.read(head_size)
+        max_bytes = min(max_bytes, int(cap_for_head(head)))
+        size = os.fstat(fh.fileno()).st_size
+        if size > max_bytes:
+            raise UnsafeFileError(path, _size_reason(size, max_bytes), too_large=True)
+        return read_capped(fh, path, max_bytes, head=head)
+
+
+def read_capped(fh: BinaryIO, path: PathLike, max_bytes: int, *, head: bytes = b"") -> bytes:
+    """``head`` + the rest of the open file ``fh``, refused once the total passes ``max_bytes``.
+
+    ``path`` names the file in the refusal.
+    """
+    parts = [head]
+    total = len(head)
+    while total <= max_bytes:
+        chunk = fh.read(min(_CHUNK, max_bytes + 1 - total))
+        if not chunk:
+            break
+        parts.append(chunk)
+        total += len(chunk)
     if total > max_bytes:
         raise UnsafeFileError(
             path, f"file grew beyond the limit of {max_bytes} bytes while it was read; refused", too_large=True

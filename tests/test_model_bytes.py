@@ -1,0 +1,162 @@
+"""The ONNX model that runs is the one that was checked (issue 14, time of check vs time of use).
+
+onnxruntime is given the model's bytes and its external tensors as arrays,
+read once by the library; a file swapped afterwards (the model, its external
+data, or a link to a file outside the folder) changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ort = pytest.importorskip("onnxruntime")
+from _tiny_onnx import conv_weights, make_model  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+import onnx  # noqa: E402
+from anomclust_lite.features.onnx_session import BackboneSession  # noqa: E402
+
+KWARGS = dict(output=None, resize=32, crop=32, device="cpu", threads=1, batch_size=1)
+IMAGE = np.random.default_rng(0).normal(size=(1, 3, 32, 32)).astype(np.float32)
+
+
+def _external(folder: Path, location: str = "w.bin", *, length_delta: int = 0, seed: int = 0) -> Path:
+    """A tiny model whose conv weights live in ``folder/location``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model = onnx.load(str(make_model(folder / "base.onnx", seed=seed)))
+    weights = next(t for t in model.graph.initializer if t.name == "w")
+    raw = numpy_helper.to_array(weights).tobytes()
+    (folder / location).write_bytes(raw)
+    weights.ClearField("raw_data")
+    weights.ClearField("float_data")
+    weights.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", str(len(raw) + length_delta))):
+        entry = weights.external_data.add()
+        entry.key, entry.value = key, value
+    path = folder / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+@pytest.fixture
+def swap_before_onnxruntime(monkeypatch):
+    """Run ``swap()`` just before onnxruntime builds the session; record what it was given."""
+    real = ort.InferenceSession
+    given = []
+
+    def install(swap):
+        def session(model, *args, **kwargs):
+            swap()
+            given.append(model)
+            return real(model, *args, **kwargs)
+
+        monkeypatch.setattr(ort, "InferenceSession", session)
+        return given
+
+    return install
+
+
+def _features(session: BackboneSession) -> np.ndarray:
+    return session.run(IMAGE)
+
+
+def test_model_file_swapped_after_the_check_is_not_what_runs(tmp_path, swap_before_onnxruntime):
+    path = make_model(tmp_path / "m.onnx", channels=4)
+    other = make_model(tmp_path / "other.onnx", channels=8, seed=5)
+    checked = path.read_bytes()
+    given = swap_before_onnxruntime(lambda: os.replace(other, path))
+    session = BackboneSession(path, **KWARGS)
+    assert isinstance(given[0], bytes) and given[0] == checked
+    assert session.feature_map_shape()[0] == 4  # the swapped-in model has 8 channels
+    assert session.model_hash == hashlib.sha256(checked).hexdigest()
+
+
+def test_external_data_swapped_after_the_check_is_not_what_runs(tmp_path, swap_before_onnxruntime):
+    path = _external(tmp_path / "m")
+    reference = BackboneSession(make_model(tmp_path / "inline.onnx"), **KWARGS)
+    outside = tmp_path / "secret.bin"
+    outside.write_bytes(conv_weights(seed=9).tobytes())
+
+    def swap():
+        (tmp_path / "m" / "w.bin").unlink()
+        (tmp_path / "m" / "w.bin").symlink_to(outside)
+
+    swap_before_onnxruntime(swap)
+    session = BackboneSession(path, **KWARGS)
+    np.testing.assert_array_equal(_features(session), _features(reference))
+
+
+def test_external_data_link_swapped_in_while_opening_is_refused(tmp_path, monkeypatch):
+    """The location is checked again with the file open: a link to a file outside, swapped in, is refused."""
+    from anomclust_lite.features import onnx_external
+
+    path = _external(tmp_path / "m")
+    outside = tmp_path / "secret.bin"
+    outside.write_bytes(conv_weights(seed=9).tobytes())
+    real_open = onnx_external.open_regular
+
+    def open_then_swap(target, max_bytes):
+        (tmp_path / "m" / "w.bin").unlink()
+        (tmp_path / "m" / "w.bin").symlink_to(outside)
+        return real_open(target, max_bytes)
+
+    monkeypatch.setattr(onnx_external, "open_regular", open_then_swap)
+    with pytest.raises(ValueError, match="leads out of the model's folder"):
+        BackboneSession(path, **KWARGS)
+
+
+def test_external_data_replaced_by_another_file_while_opening_is_refused(tmp_path, monkeypatch):
+    from anomclust_lite.features import onnx_external
+
+    path = _external(tmp_path / "m")
+    real_open = onnx_external.open_regular
+
+    def open_then_replace(target, max_bytes):
+        fh = real_open(target, max_bytes)
+        replacement = tmp_path / "m" / "new.bin"
+        replacement.write_bytes(conv_weights(seed=9).tobytes())
+        os.replace(replacement, target)
+        return fh
+
+    monkeypatch.setattr(onnx_external, "open_regular", open_then_replace)
+    with pytest.raises(ValueError, match="replaced while it was opened"):
+        BackboneSession(path, **KWARGS)
+
+
+def test_external_data_runs_and_its_bytes_key_the_model_hash(tmp_path):
+    inline = BackboneSession(make_model(tmp_path / "inline.onnx"), **KWARGS)
+    first = BackboneSession(_external(tmp_path / "a"), **KWARGS)
+    np.testing.assert_array_equal(_features(first), _features(inline))
+    changed = _external(tmp_path / "b")
+    (tmp_path / "b" / "w.bin").write_bytes(conv_weights(seed=3).tobytes())
+    second = BackboneSession(changed, **KWARGS)
+    assert changed.read_bytes() == (tmp_path / "a" / "model.onnx").read_bytes()  # same model file ...
+    assert second.model_hash != first.model_hash  # ... other weights: another hash (the feature cache key)
+    assert not np.array_equal(_features(second), _features(first))
+
+
+def test_external_tensor_that_does_not_fit_its_file_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="needs 3072 bytes .* length 3076"):
+        BackboneSession(_external(tmp_path / "m", length_delta=4), **KWARGS)
+
+
+def test_external_data_outside_the_main_initializers_is_refused(tmp_path, monkeypatch):
+    """A Constant node's external tensor would be opened by onnxruntime by name: refused before it runs."""
+    (tmp_path / "c.bin").write_bytes(np.float32(2.0).tobytes())
+    tensor = helper.make_tensor("c", TensorProto.FLOAT, [1], [0.0])
+    tensor.ClearField("float_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "location", "c.bin"
+    model = onnx.load(str(make_model(tmp_path / "base.onnx")))
+    model.graph.node.insert(0, helper.make_node("Constant", [], ["c"], value=tensor))
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    monkeypatch.setattr(ort, "InferenceSession", lambda *a, **k: pytest.fail("onnxruntime was given the model"))
+    with pytest.raises(ValueError, match="outside the main graph's initializers"):
+        BackboneSession(path, **KWARGS)
