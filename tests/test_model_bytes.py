@@ -141,7 +141,7 @@ def test_external_data_runs_and_its_bytes_key_the_model_hash(tmp_path):
 
 
 def test_external_tensor_that_does_not_fit_its_file_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="needs 3072 bytes .* length 3076"):
+    with pytest.raises(ValueError, match="needs 3072 bytes .*length 3076"):
         BackboneSession(_external(tmp_path / "m", length_delta=4), **KWARGS)
 
 
