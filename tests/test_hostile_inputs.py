@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import logging
 import os
+import struct
 import threading
+import zlib
 
 import numpy as np
 import pytest
@@ -151,7 +153,52 @@ def test_image_byte_cap_follows_max_pixels(tmp_path):
     assert read_image_file(path, max_bytes=10**6) == path.read_bytes()
     with pytest.raises(ImageLoadError, match="more than the limit of 10 bytes"):
         read_image_file(path, max_bytes=10)
-    assert max_image_bytes(1000) == 4000 + (16 << 20)
+    assert max_image_bytes(1000, "PNG") == 9000 + (16 << 20)
+
+
+@pytest.mark.parametrize(
+    "magic,refused_as", [(b"\x89PNG\r\n\x1a\n", "PNG"), (b"BM", "BMP"), (b"II*\x00", None)]
+)
+def test_image_byte_cap_follows_the_format(tmp_path, magic, refused_as):
+    """Between PNG's bound (9 B/pixel) and TIFF's (12 B/pixel): PNG and BMP refused from their size, TIFF read."""
+    max_pixels = 10**6
+    size = (max_image_bytes(max_pixels, "PNG") + max_image_bytes(max_pixels, "TIFF")) // 2
+    path = tmp_path / "x.img"
+    with open(path, "wb") as fh:
+        fh.write(magic)
+        fh.truncate(size)  # sparse
+    if refused_as:
+        with pytest.raises(ImageLoadError, match=f"more than the limit of {max_image_bytes(max_pixels, refused_as)} bytes"):
+            read_image_file(path, max_pixels=max_pixels)
+    else:
+        assert len(read_image_file(path, max_pixels=max_pixels)) == size
+
+
+def test_file_of_no_image_format_is_refused_from_its_first_bytes(tmp_path, monkeypatch):
+    from anomclust_lite.files import safe_open
+
+    path = tmp_path / "x.png"
+    path.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n" + b"x" * (4 << 20))
+    monkeypatch.setattr(safe_open, "read_capped", _fail_if_called)  # only the 16-byte head is read
+    with pytest.raises(ImageLoadError, match="not a recognised image format"):
+        read_image_file(path)
+
+
+def test_sixteen_bit_rgba_png_near_max_pixels_is_within_the_png_bound():
+    """The bound is the format's worst legitimate encoding: 16-bit RGBA noise, one pixel per row, stored."""
+    rows = np.random.default_rng(0).integers(0, 65535, size=(4096, 1, 4), dtype=np.uint16)
+    buf = io.BytesIO()
+    raw = b"".join(b"\x00" + r.astype(">u2").tobytes() for r in rows)
+    header = b"\x89PNG\r\n\x1a\n"
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    buf.write(header + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 4096, 16, 6, 0, 0, 0)))
+    buf.write(chunk(b"IDAT", zlib.compress(raw, 0)) + chunk(b"IEND", b""))
+    # More than twice the old flat 4 B/pixel, within 9 B/pixel plus the headers' bytes (covered by the 16 MiB).
+    assert 8.9 * 4096 < len(buf.getvalue()) <= 9 * 4096 + 128
+    assert load_image_bytes(buf.getvalue(), "x.png").size == (1, 4096)
 
 
 def test_read_regular_stops_at_the_cap_when_the_file_grows(tmp_path, monkeypatch):

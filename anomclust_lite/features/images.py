@@ -24,9 +24,18 @@ Image policy (what :func:`load_image` does with each file):
   extreme aspect ratio, e.g. 1 x 1,000,000, would otherwise be upsampled to
   billions of pixels).
 - **File size**: only regular files are read (a FIFO, device or socket is
-  refused when opened, never read, see :mod:`anomclust_lite.files.safe_open`),
-  and a file larger than :func:`max_image_bytes` (``4 * max_pixels`` bytes +
-  16 MiB: 374 MiB by default) is refused from its size, before it is read.
+  refused when opened, never read, see :mod:`anomclust_lite.files.safe_open`).
+  The format is recognised from the file's first 16 bytes; a file of no
+  allowed format is refused without reading further, and a file larger than
+  :func:`max_image_bytes` for its format (:data:`BYTES_PER_PIXEL` x
+  ``max_pixels`` + 16 MiB of metadata) is refused from its size, before the
+  rest is read. The per-pixel bounds are the largest legitimate encodings of
+  an image of ``max_pixels`` pixels: BMP 4 (32-bit, rows padded to 4 bytes),
+  PNG 9 (16-bit RGBA, one filter byte per row, stored deflate blocks), WebP 6
+  (lossless or lossy of noise measure 4.0-4.4), JPEG 8 (quality 100 4:4:4
+  CMYK noise measures 6.3), TIFF 12 (16-bit RGBA, x1.5 for LZW, which
+  expands noise by 1.37). Only the first frame is decoded, so a multi-frame
+  file whose other frames take more is refused.
 - **Orientation**: the EXIF orientation tag (1-8) is applied, so the result
   is the image as a viewer shows it; any other value, or unreadable EXIF data,
   is ignored with a one-line warning (never an exception).
@@ -84,6 +93,7 @@ from ..files.safe_open import UnsafeFileError, read_regular
 __all__ = [
     "ALLOWED_FORMATS",
     "DEFAULT_MAX_PIXELS",
+    "BYTES_PER_PIXEL",
     "max_image_bytes",
     "ImageLoadError",
     "ImageProblem",
@@ -105,6 +115,10 @@ DEFAULT_MAX_PIXELS = 89_478_485
 
 #: The Pillow formats that are decoded; every other format is refused by content.
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP")
+
+#: Most bytes per pixel a legitimate file of each format takes (see the module docstring).
+BYTES_PER_PIXEL = {"BMP": 4, "PNG": 9, "WEBP": 6, "JPEG": 8, "TIFF": 12}
+_METADATA_BYTES = 16 << 20
 
 _MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "PNG"),
@@ -229,32 +243,39 @@ def load_image(path: PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image
     ('RGB', (5, 3), (7, 7, 7))
     """
     max_pixels = check_int(max_pixels, "max_pixels", low=1)
-    return load_image_bytes(read_image_file(path), path, max_pixels=max_pixels)
+    return load_image_bytes(read_image_file(path, max_pixels=max_pixels), path, max_pixels=max_pixels)
 
 
-def max_image_bytes(max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
-    """Largest image file read for images of at most ``max_pixels``: 4 bytes a pixel + 16 MiB.
+def max_image_bytes(max_pixels: int = DEFAULT_MAX_PIXELS, image_format: "Optional[str]" = None) -> int:
+    """Largest image file read: ``BYTES_PER_PIXEL[image_format] * max_pixels`` + 16 MiB of metadata.
+
+    ``image_format`` None: the largest over the allowed formats (TIFF's).
 
     Examples
     --------
-    >>> max_image_bytes(DEFAULT_MAX_PIXELS) // 2**20
-    357
+    >>> max_image_bytes(DEFAULT_MAX_PIXELS, "PNG") // 2**20, max_image_bytes(DEFAULT_MAX_PIXELS) // 2**20
+    (783, 1039)
     """
-    return 4 * int(max_pixels) + (16 << 20)
+    per_pixel = max(BYTES_PER_PIXEL.values()) if image_format is None else BYTES_PER_PIXEL[image_format]
+    return per_pixel * int(max_pixels) + _METADATA_BYTES
 
 
-def read_image_file(path: PathLike, *, max_bytes: "Optional[int]" = None) -> bytes:
+def read_image_file(
+    path: PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: "Optional[int]" = None
+) -> bytes:
     """The bytes of an image file; every image file the library reads is opened here.
 
     Only a regular file is read (opened non-blocking and checked on the opened
-    descriptor), and only if it has at most ``max_bytes`` bytes (default
-    ``max_image_bytes()``).
+    descriptor). Its format is recognised from its first bytes (a file of no
+    allowed format is refused there) and it is read only if it has at most
+    ``max_image_bytes(max_pixels, format)`` bytes (``max_bytes``, when given,
+    lowers that limit).
 
     Raises
     ------
     ImageLoadError
         The file is missing, a folder, not a regular file (FIFO, device,
-        socket), larger than ``max_bytes`` or unreadable.
+        socket), of no allowed format, too large for its format or unreadable.
 
     Examples
     --------
@@ -264,13 +285,26 @@ def read_image_file(path: PathLike, *, max_bytes: "Optional[int]" = None) -> byt
     anomclust_lite.features.images.ImageLoadError: cannot read image /nonexistent/a.png: file not found
     """
     p = Path(path)
-    limit = max_image_bytes() if max_bytes is None else check_int(max_bytes, "max_bytes", low=1)
+    max_pixels = check_int(max_pixels, "max_pixels", low=1)
+    limit = max_image_bytes(max_pixels)
+    if max_bytes is not None:
+        limit = min(limit, check_int(max_bytes, "max_bytes", low=1))
+
+    def cap_for_head(head: bytes) -> int:
+        image_format = sniff_format(head)
+        if image_format is None:
+            raise ImageLoadError(p, _UNKNOWN_FORMAT if head else "empty file (0 bytes)")
+        return max_image_bytes(max_pixels, image_format)
+
     try:
-        return read_regular(p, limit)
+        return read_regular(p, limit, cap_for_head=cap_for_head)
     except UnsafeFileError as exc:
         raise ImageLoadError(p, exc.reason) from None
     except OSError as exc:
         raise ImageLoadError(p, os_error_reason(exc)) from exc
+
+
+_UNKNOWN_FORMAT = "not a recognised image format (by its content: not a PNG, JPEG, BMP, TIFF or WebP file); refused"
 
 
 def load_image_bytes(data: bytes, path: PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -289,7 +323,7 @@ def load_image_bytes(data: bytes, path: PathLike, *, max_pixels: int = DEFAULT_M
     if len(data) == 0:
         raise ImageLoadError(path, "empty file (0 bytes)")
     if sniff_format(data) is None:
-        raise ImageLoadError(path, "not a recognised image format (by its content: not a PNG, JPEG, BMP, TIFF or WebP file); refused")
+        raise ImageLoadError(path, _UNKNOWN_FORMAT)
     try:
         with _OPEN_LOCK, warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

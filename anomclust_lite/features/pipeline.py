@@ -32,7 +32,7 @@ from typing import Callable, Deque, Dict, Iterator, List, Mapping, Optional, Seq
 import numpy as np
 
 from .cache import FeatureCache, file_sha256
-from .images import ImageLoadError, ImageProblem, display_path, load_image_bytes, max_image_bytes, read_image_file
+from .images import ImageLoadError, ImageProblem, display_path, load_image_bytes, read_image_file
 from .onnx_session import ModelRunError
 from .preprocess import preprocess
 
@@ -108,7 +108,7 @@ class Preparation:
         t0 = time.perf_counter()
         item = PreparedImage(index=index, path=path, seconds=0.0)
         try:
-            data = read_image_file(path, max_bytes=max_image_bytes(self.max_pixels))
+            data = read_image_file(path, max_pixels=self.max_pixels)
             if self.cache is not None and self.cache_settings is not None:
                 item.cache_key = self.cache.key(file_sha256(data), self.cache_settings)
                 item.cached = self.cache.get(item.cache_key, self.cache_settings, shape=self.bag_shape)
