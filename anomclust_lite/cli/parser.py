@@ -14,7 +14,6 @@ import numpy as np
 from ..clustering.auto_k import DEFAULT_K_MAX
 from ..estimator.params import DEFAULT_REFERENCE_SIZE, DISTANCES, WEIGHT_MODES
 from ..clustering.dispatch import METHODS
-from ..core.kernel import available_cpus
 from ..core.defaults import (
     BAG_DTYPES,
     DEFAULT_AGGREGATE,
@@ -23,7 +22,9 @@ from ..core.defaults import (
     DEFAULT_TAU_SEMI,
     DEFAULT_TAU_UNSUPERVISED,
     DEFAULT_TOPK_FRACTION,
+    THREADS_PER_CPU_MAX,
 )
+from ..core.validation import check_n_threads
 from ..features.images import DEFAULT_MAX_PIXELS
 from .outputs import PROG
 from ..core.scores import AGGREGATES
@@ -179,19 +180,11 @@ def _fraction(text: str) -> float:
     return value
 
 
-#: --threads may be at most this many times the CPUs the process may use.
-THREADS_PER_CPU_MAX = 4
-
-
 def _threads(text: str) -> int:
-    value = _positive_int(text)
-    cap = THREADS_PER_CPU_MAX * available_cpus()
-    if value > cap:
-        raise argparse.ArgumentTypeError(
-            f"{value} threads is more than {THREADS_PER_CPU_MAX} per CPU this process may use ({cap}); "
-            f"use at most {cap} (or omit --threads: one per CPU)"
-        )
-    return value
+    try:
+        return check_n_threads(_positive_int(text), "--threads")  # type: ignore[return-value]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _crop(text: str) -> Optional[int]:

@@ -13,6 +13,8 @@ __all__ = [
     "DEFAULT_AGGREGATE",
     "DEFAULT_TOPK_FRACTION",
     "DEFAULT_MEMORY_MB",
+    "MIN_INPUT_BATCH_MB",
+    "THREADS_PER_CPU_MAX",
     "DEFAULT_METHOD",
     "BAG_DTYPES",
 ]
@@ -49,6 +51,10 @@ DEFAULT_AGGREGATE = "mean"
 DEFAULT_TOPK_FRACTION = 0.1
 #: Working-memory budget of the scoring kernels, in MiB.
 DEFAULT_MEMORY_MB = 512.0
+#: A batch of model inputs may always take this many MiB, whatever ``memory_mb`` says.
+MIN_INPUT_BATCH_MB = 64.0
+#: Thread counts (``n_threads``, ``threads``, ``--threads``) may be at most this many per usable CPU.
+THREADS_PER_CPU_MAX = 4
 #: Clustering method.
 DEFAULT_METHOD = "ward"
 #: Storage types bags may be held in (the kernels compute in float32 either way).

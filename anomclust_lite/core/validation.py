@@ -12,6 +12,9 @@ from typing import Optional
 
 import numpy as np
 
+from .defaults import THREADS_PER_CPU_MAX
+from .kernel import available_cpus
+
 __all__ = [
     "UNIT_NORM_ATOL",
     "check_bags",
@@ -132,5 +135,18 @@ def check_choice(value: object, name: str, choices: "tuple[str, ...]") -> str:
 
 
 def check_n_threads(value: object, name: str = "n_threads") -> Optional[int]:
-    """``None`` (one thread per available CPU) or a thread count >= 1."""
-    return None if value is None else check_int(value, name, low=1)
+    """``None`` (one thread per available CPU) or a thread count from 1 to THREADS_PER_CPU_MAX per usable CPU.
+
+    The one thread cap: the estimator, the kernels, the extractor and the
+    command line's ``--threads`` all check it here.
+    """
+    if value is None:
+        return None
+    threads = check_int(value, name, low=1)
+    cap = THREADS_PER_CPU_MAX * available_cpus()
+    if threads > cap:
+        raise ValueError(
+            f"{name} is {threads}, more than {THREADS_PER_CPU_MAX} per CPU this process may use ({cap}); "
+            f"use at most {cap}, or leave it out for one thread per CPU"
+        )
+    return threads

@@ -26,10 +26,11 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Un
 
 import numpy as np
 
-from ..core.defaults import BAG_DTYPES
-from ..core.validation import check_choice, check_int
+from ..core.defaults import BAG_DTYPES, DEFAULT_MEMORY_MB
+from ..core.validation import check_choice, check_int, check_memory_mb, check_n_threads
 from .cache import CACHE_FORMAT_VERSION, FeatureCache
 from .images import DEFAULT_MAX_PIXELS, display_path
+from .memory import check_input_batch, check_patch_grid
 from .models import resolve_backbone
 from .onnx_session import POOLED_METADATA_KEY, BackboneSession
 from .pipeline import ExtractionResult, ExtractionRun, Preparation, prepared_in_order
@@ -81,6 +82,12 @@ class Extractor:
         A backbone name instead of ``model``: ``"resnet50v2"`` (embedded),
         ``"wrn50"`` or a name given at ``anomclust-lite backbones build``.
         Which one ran, and where it came from, is :attr:`backbone_info`.
+    memory_mb : float, default 512
+        Working-memory budget in MiB (as ``AnomalyClusterer(memory_mb=...)``):
+        sizes whose batch of model inputs exceeds the larger of it and 64 MiB
+        are refused before the model is opened, and a patch grid for which
+        scoring one image pair exceeds it once the model's grid is known
+        (:mod:`anomclust_lite.features.memory`).
 
     Raises
     ------
@@ -90,8 +97,9 @@ class Extractor:
     FileNotFoundError
         ``model`` does not exist.
     ValueError
-        A bad argument, a model that is not valid ONNX, a model whose input
-        is not ``(batch, 3, H, W)`` float32, an ambiguous or unknown ``output``,
+        A bad argument, sizes over the ``memory_mb`` budget, a model that is
+        not valid ONNX, a model whose input is not ``(batch, 3, H, W)``
+        float32, an ambiguous or unknown ``output``,
         an output that is not 4-D, or ``device="cuda"`` without CUDA support.
     ImportError
         onnxruntime is not installed.
@@ -129,13 +137,14 @@ class Extractor:
         decode_workers: "Optional[int]" = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         backbone: "Optional[str]" = None,
+        memory_mb: float = DEFAULT_MEMORY_MB,
     ) -> None:
         self.resize, self.crop = check_resize_crop(resize, crop)
         if pool is not None and (isinstance(pool, bool) or pool not in (1, 3)):
             raise ValueError(f"pool must be 3 (3x3 average pooling), 1 or None (no pooling); got {pool!r}")
         self.device = check_choice(device, "device", _DEVICES)
         self.batch_size = check_int(batch_size, "batch_size", low=1)
-        self.threads = None if threads is None else check_int(threads, "threads", low=1)
+        self.threads = check_n_threads(threads, "threads")
         default_workers = min(4, os.cpu_count() or 1)
         self.decode_workers = (
             default_workers if decode_workers is None else check_int(decode_workers, "decode_workers", low=1)
@@ -143,6 +152,8 @@ class Extractor:
         self.max_pixels = check_int(max_pixels, "max_pixels", low=1)
         if output is not None and not isinstance(output, str):
             raise ValueError(f"output must be the name of a model output (a string); got {output!r}")
+        self.memory_mb = check_memory_mb(memory_mb)
+        check_input_batch(self.resize, self.crop, self.batch_size, self.memory_mb)
 
         self.backbone_info = resolve_backbone(model, backbone=backbone)
         self.model_path: Path = self.backbone_info.path  # type: ignore[assignment]  # ready: has a file
@@ -166,6 +177,7 @@ class Extractor:
         self.pool = 3 if wants_pool else None
         self._apply_pool = wants_pool and not self.pooling_in_graph
         self._cache = None if cache_dir is None else FeatureCache(cache_dir)
+        check_patch_grid(self.resize, self.crop, self.grid, self.dim, self.memory_mb)
 
     # ------------------------------------------------------------ properties
     @property
