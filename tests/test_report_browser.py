@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import time
 from pathlib import Path
 from typing import Iterator, List
 
 import pytest
 
+from anomclust_lite.files.safe_text import csv_cell
 from anomclust_lite.report import ReportImage, ReportRun, read_review, render_report
+from anomclust_lite.report.review import parse_review, review_csv
 
 from _browser import Browser, Page, find_chromium
 from _report_html import parse
@@ -216,10 +219,10 @@ def test_export_csv_and_json_are_downloaded_and_read_back(browser: Browser, repo
     writer.writerow(["path", "cluster", "name", "group", "moved"])
     for i, p in enumerate(data["paths"]):
         if data["is_good"][i]:
-            writer.writerow([p, "" if cut[i] < 0 else cut[i], "", "good", 0])
+            writer.writerow([csv_cell(p), "" if cut[i] < 0 else cut[i], "", "good", 0])
         else:
             c = 2 if p == moved else cut[i]
-            writer.writerow([p, c, 'crack, "deep"' if c == 2 else "", "cluster", int(p == moved)])
+            writer.writerow([csv_cell(p), c, 'crack, "deep"' if c == 2 else "", "cluster", int(p == moved)])
     assert text == expected.getvalue()
     for name in ("review.csv", "review.json"):
         review = read_review(tmp_path / name)
@@ -227,6 +230,21 @@ def test_export_csv_and_json_are_downloaded_and_read_back(browser: Browser, repo
         assert review.clusters()[moved] == 2 and review.clusters()[HOSTILE] == (None if cut[7] < 0 else cut[7])
         assert [im.path for im in review.images] == data["paths"]
     assert read_review(tmp_path / "review.json").k == 4
+    assert_clean(page, report)
+
+
+@pytest.mark.parametrize("name", ["=HYPERLINK(\"http://x\",\"y\")", "'quoted", "-0.5", "+cmd", "@SUM(A1)"])
+def test_export_csv_marks_formulas_like_python_and_names_round_trip(browser: Browser, report: Path, name: str) -> None:
+    """The page's CSV marks text a spreadsheet would run exactly as review_csv does; reading strips the mark."""
+    page = open_page(browser, report, "#k=3")
+    page.evaluate("(n => { const i = document.querySelector('section.cluster[data-cluster=\"1\"] input.name');"
+                  f" i.value = n; i.dispatchEvent(new Event('input')); }})({json.dumps(name)})")
+    text = page.evaluate("window.anomclustReport.buildCsv()")
+    review = parse_review(text)
+    assert review.names[1] == name
+    assert review_csv(review) == text
+    cells = {row[2] for row in csv.reader(io.StringIO(text)) if row[1] == "1" and row[3] == "cluster"}
+    assert cells == {csv_cell(name)} and csv_cell(name).startswith("'") == (name != "-0.5")
     assert_clean(page, report)
 
 

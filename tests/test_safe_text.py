@@ -70,3 +70,10 @@ def test_hostile_names_in_csv_and_terminal(capsys, folder: Path, model_path: Pat
     assert {r["label"] for r in rows} >= {"'-label"}
     assert all(not r["path"].startswith(FORMULA_PREFIXES) for r in rows)
     assert all(not r["label"].startswith(FORMULA_PREFIXES) for r in rows)
+    # `name` reads clusters.csv back and rewrites it: each cell keeps exactly one mark
+    rc, _, err = run(capsys, "name", out, "0=@first")
+    assert rc == 0, err
+    again = read_csv(out / "clusters.csv")
+    assert [r["path"] for r in again] == [r["path"] for r in rows]
+    assert [r["label"] for r in again] == [r["label"] for r in rows]
+    assert {r["name"] for r in again if r["cluster"] == "0"} == {"'@first"}

@@ -71,9 +71,9 @@ def parse_names(items: Sequence[str], k: int) -> Dict[int, str]:
 
 
 def _read_clusters_csv(path: Path) -> List[List[str]]:
-    """Rows of a run's clusters.csv (header first); an empty list when it has no cluster column."""
+    """Rows of a run's clusters.csv (header first), cells as written to csv_cell; [] when it has no cluster column."""
     with open(path, newline="", encoding="utf-8") as fh:
-        rows: List[List[str]] = list(csv.reader(fh))
+        rows: List[List[str]] = [[csv_text(cell) for cell in row] for row in csv.reader(fh)]
     return rows if rows and "name" in rows[0] and "cluster" in rows[0] and "path" in rows[0] else []
 
 
@@ -88,7 +88,7 @@ def review_names(review_file: str, clusters_csv: Path, k: int) -> Dict[int, str]
     if not rows:
         raise ValueError(f"{display_path(clusters_csv)} has no path and cluster columns; not a run's clusters.csv")
     pi, ci = rows[0].index("path"), rows[0].index("cluster")
-    clusters = {csv_text(r[pi]): int(r[ci]) for r in rows[1:]
+    clusters = {r[pi]: int(r[ci]) for r in rows[1:]
                 if len(r) > max(pi, ci) and r[ci].lstrip("-").isdigit()}
     return carry_names(review, clusters, k)
 

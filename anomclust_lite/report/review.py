@@ -13,6 +13,12 @@ facts.
 
 - ``path``: the image path as shown in the report (relative to the folder
   given to ``fit``/``assign``; bytes that are not UTF-8 appear as ``\\xNN``);
+- ``path`` and ``name`` are written through
+  :func:`~anomclust_lite.files.safe_text.csv_cell` (by the page and by
+  :func:`review_csv`): text a spreadsheet would run as a formula (``=``,
+  ``+``, ``-``, ``@``, TAB, CR) or that starts with ``'`` gets a leading
+  ``'``; reading strips it (:func:`~anomclust_lite.files.safe_text.csv_text`),
+  so names round-trip. The JSON file holds the text as it is;
 - ``cluster``: cluster id at the exported K, ``0 .. K-1``; empty for an image
   in no cluster (the good group); for a possible new type, its nearest cluster;
 - ``name``: the name given to that cluster (empty when none, and for the good
@@ -43,6 +49,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..files.atomic import atomic_write_text
 from ..files.safe_open import UnsafeFileError, read_regular
+from ..files.safe_text import csv_cell, csv_text
 
 __all__ = [
     "REVIEW_FORMAT",
@@ -187,6 +194,7 @@ def _parse_csv(text: str, source: str) -> Review:
         if len(row) != len(REVIEW_COLUMNS):
             raise ValueError(f"{where}: expected {len(REVIEW_COLUMNS)} fields, got {len(row)}")
         path, cluster, name, group, moved = row
+        path, name = csv_text(path), csv_text(name)
         im = _image(path, cluster, group, moved, where)
         images.append(im)
         pairs.append((im.cluster if im.group == "cluster" else None, name, where))
@@ -281,8 +289,9 @@ def _csv_field(value: str) -> str:
 
 
 def review_csv(review: Review) -> str:
-    """The CSV text of ``review``, byte for byte as the page writes it (LF line ends)."""
-    lines = [",".join(REVIEW_COLUMNS)] + [",".join(map(_csv_field, row)) for row in _rows(review)]
+    """The CSV text of ``review``, byte for byte as the page writes it (LF line ends; path and name marked)."""
+    rows = [(csv_cell(path), cluster, csv_cell(name), group, moved) for path, cluster, name, group, moved in _rows(review)]
+    lines = [",".join(REVIEW_COLUMNS)] + [",".join(map(_csv_field, row)) for row in rows]
     return "\n".join(lines) + "\n"
 
 

@@ -462,6 +462,12 @@
     var s = v === null || v === undefined ? "" : String(v);
     return /[",\r\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
   }
+  // Text a spreadsheet would run as a formula (or that starts with ') gets a leading ' (files/safe_text.csv_cell).
+  function csvText(v) {
+    var s = v === null || v === undefined ? "" : String(v);
+    var formula = /^[=+\-@\t\r]/.test(s) && !/^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(s);
+    return formula || s.charAt(0) === "'" ? "'" + s : s;
+  }
   function exportRows() {
     var rows = [];
     for (var i = 0; i < D.n; i++) {
@@ -475,7 +481,7 @@
   function buildCsv() {
     var lines = [D.review.columns.join(",")];
     exportRows().forEach(function (r) {
-      lines.push([r.path, r.cluster, r.name, r.group, r.moved ? 1 : 0].map(csvField).join(","));
+      lines.push([csvText(r.path), r.cluster, csvText(r.name), r.group, r.moved ? 1 : 0].map(csvField).join(","));
     });
     return lines.join("\n") + "\n";
   }
