@@ -113,3 +113,29 @@ def reference_bags(x: np.ndarray, channels: int = 4, seed: int = 0, pool: bool =
         fmap = pooled
     patches = fmap.transpose(0, 2, 3, 1).reshape(n, g * g, channels)
     return patches / np.linalg.norm(patches, axis=-1, keepdims=True)
+
+
+def make_external_model(
+    folder: Path, location: str, payload_at: "Optional[Path]" = None, *, length_delta: int = 0, seed: int = 0
+) -> Path:
+    """``folder/model.onnx``: the conv model with its weights in external data at ``location``.
+
+    The weights' bytes are written to ``payload_at`` (nothing when None);
+    ``length_delta`` makes the declared length wrong by that many bytes.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    model = onnx.load(str(make_model(folder / "base.onnx", seed=seed)))
+    weights = next(t for t in model.graph.initializer if t.name == "w")
+    raw = numpy_helper.to_array(weights).tobytes()
+    if payload_at is not None:
+        payload_at.parent.mkdir(parents=True, exist_ok=True)
+        payload_at.write_bytes(raw)
+    weights.ClearField("float_data")
+    weights.ClearField("raw_data")
+    weights.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", str(len(raw) + length_delta))):
+        entry = weights.external_data.add()
+        entry.key, entry.value = key, value
+    path = folder / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path

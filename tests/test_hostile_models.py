@@ -11,10 +11,9 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("onnxruntime")
-from _tiny_onnx import make_model  # noqa: E402
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from _tiny_onnx import make_external_model, make_model  # noqa: E402
+from onnx import TensorProto, helper  # noqa: E402
 
-import onnx  # noqa: E402
 from anomclust_lite.features.extractor import Extractor  # noqa: E402
 from anomclust_lite.features.onnx_external import external_data_locations  # noqa: E402
 from anomclust_lite.features.onnx_session import ModelRunError  # noqa: E402
@@ -24,22 +23,7 @@ SMALL = dict(resize=32, crop=32)
 
 def _with_external_weights(folder: Path, location: str, payload_at: "Path | None" = None) -> Path:
     """A tiny model whose conv weights live in external data at ``location`` (written to payload_at)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    model = onnx.load(str(make_model(folder / "base.onnx")))
-    weights = next(t for t in model.graph.initializer if t.name == "w")
-    raw = numpy_helper.to_array(weights).tobytes()
-    if payload_at is not None:
-        payload_at.parent.mkdir(parents=True, exist_ok=True)
-        payload_at.write_bytes(raw)
-    weights.ClearField("float_data")
-    weights.ClearField("raw_data")
-    weights.data_location = TensorProto.EXTERNAL
-    for key, value in (("location", location), ("offset", "0"), ("length", str(len(raw)))):
-        entry = weights.external_data.add()
-        entry.key, entry.value = key, value
-    path = folder / "model.onnx"
-    path.write_bytes(model.SerializeToString())
-    return path
+    return make_external_model(folder, location, payload_at)
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 ort = pytest.importorskip("onnxruntime")
-from _tiny_onnx import conv_weights, make_model  # noqa: E402
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from _tiny_onnx import conv_weights, make_external_model, make_model  # noqa: E402
+from onnx import TensorProto, helper  # noqa: E402
 
 import onnx  # noqa: E402
 from anomclust_lite.features.onnx_session import BackboneSession  # noqa: E402
@@ -27,20 +27,7 @@ IMAGE = np.random.default_rng(0).normal(size=(1, 3, 32, 32)).astype(np.float32)
 
 def _external(folder: Path, location: str = "w.bin", *, length_delta: int = 0, seed: int = 0) -> Path:
     """A tiny model whose conv weights live in ``folder/location``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    model = onnx.load(str(make_model(folder / "base.onnx", seed=seed)))
-    weights = next(t for t in model.graph.initializer if t.name == "w")
-    raw = numpy_helper.to_array(weights).tobytes()
-    (folder / location).write_bytes(raw)
-    weights.ClearField("raw_data")
-    weights.ClearField("float_data")
-    weights.data_location = TensorProto.EXTERNAL
-    for key, value in (("location", location), ("offset", "0"), ("length", str(len(raw) + length_delta))):
-        entry = weights.external_data.add()
-        entry.key, entry.value = key, value
-    path = folder / "model.onnx"
-    path.write_bytes(model.SerializeToString())
-    return path
+    return make_external_model(folder, location, folder / location, length_delta=length_delta, seed=seed)
 
 
 @pytest.fixture
