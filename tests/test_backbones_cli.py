@@ -46,10 +46,12 @@ def pretend_verified(checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return checkpoint
 
 
-def test_list_on_an_empty_cache(capsys: pytest.CaptureFixture) -> None:
+def test_list_on_an_empty_cache(capsys: pytest.CaptureFixture, private_cache: Path) -> None:
     code, out, err = run(capsys, "backbones")
     assert code == 0, err
+    assert not private_cache.exists() or not any(private_cache.rglob("*"))  # listing writes nothing
     assert "resnet50v2 (default): ready" in out and "resnet50-v2-7" in out
+    assert "(written there from the package at first use)" in out
     assert "wrn50: not built" in out and "anomclust-lite backbones build wrn50" in out
     assert "--model PATH.onnx" in out
     assert run(capsys, "backbones", "list")[1] == out
@@ -158,6 +160,30 @@ def test_default_run_and_build_need_no_onnx_package(base_folder: Path, checkpoin
                         "--name", "mine", "-q", cache=tmp_path / "empty-cache")
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "empty-cache" / "backbones" / "mine.onnx").is_file()
+
+
+@pytest.mark.parametrize("backbone", [None, "wrn50"])
+def test_assign_finds_the_fits_backbone_by_name(capsys: pytest.CaptureFixture, base_folder: Path,
+                                                pretend_verified: Path, tmp_path: Path, backbone) -> None:
+    """A model fitted with a named backbone (the default or a built one) is assigned with the same one, by name."""
+    if backbone is not None:
+        assert run(capsys, "backbones", "build", "wrn50", "--checkpoint", pretend_verified, "-q")[0] == 0
+    chosen = [] if backbone is None else ["--backbone", backbone]
+    rc, _, err = run(capsys, base_folder, *chosen, "--k", "2", "--resize", "64", "--crop", "64",
+                     "--out", tmp_path / "o", "-q")
+    assert rc == 0, err
+    record = json.loads((tmp_path / "o" / "summary.json").read_text())["extractor"]
+    assert record["backbone"]["name"] == (backbone or "resnet50v2")
+    # assign is given no model: it finds the backbone by name and checks its bytes against the recorded SHA-256
+    rc, _, err = run(capsys, "assign", tmp_path / "o" / "model.npz", base_folder, "--out", tmp_path / "a", "-q")
+    assert rc == 0, err
+    assert (tmp_path / "a" / "assignments.csv").is_file()
+    if backbone is not None:  # the built backbone removed from the cache: one line naming the command to rebuild it
+        for onnx in (tmp_path / "cache" / "backbones").glob("*.onnx"):
+            onnx.unlink()
+        rc, _, err = run(capsys, "assign", tmp_path / "o" / "model.npz", base_folder, "--out", tmp_path / "b", "-q")
+        assert rc == 1
+        assert_one_error_line(err, "backbones build wrn50")
 
 
 def test_missing_onnxruntime_is_one_line(base_folder: Path, tmp_path: Path) -> None:

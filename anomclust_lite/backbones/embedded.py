@@ -165,7 +165,7 @@ def embedded_model_bytes() -> bytes:
     return build_resnet50v2_layer2_onnx(weights, metadata=meta)
 
 
-def embedded_model_path(cache_dir: "Optional[PathLike]" = None) -> Path:
+def embedded_model_path(cache_dir: "Optional[PathLike]" = None, *, write: bool = True) -> Path:
     """Path of the embedded backbone's ONNX file in the user cache, written there if needed.
 
     Parameters
@@ -173,6 +173,9 @@ def embedded_model_path(cache_dir: "Optional[PathLike]" = None) -> Path:
     cache_dir : str or os.PathLike, optional
         Default: :func:`~anomclust_lite.files.user_cache.user_cache_dir`.
         Created if missing.
+    write : bool, default True
+        False: only say where the file is or will be (listing the backbones
+        writes nothing).
 
     Returns
     -------
@@ -184,6 +187,8 @@ def embedded_model_path(cache_dir: "Optional[PathLike]" = None) -> Path:
         cache_dir = user_cache_dir()
     data = embedded_model_bytes()
     target = Path(os.fspath(cache_dir)) / f"resnet50v2_layer2-{hashlib.sha256(data).hexdigest()[:16]}.onnx"
+    if not write:
+        return target
     try:
         if target.read_bytes() == data:
             return target

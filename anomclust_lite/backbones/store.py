@@ -190,8 +190,8 @@ def store_model(
     return model
 
 
-def _embedded(cache_dir: "Optional[PathLike]") -> Backbone:
-    path = embedded_model_path(cache_dir)
+def _embedded(cache_dir: "Optional[PathLike]", *, write: bool = True) -> Backbone:
+    path = embedded_model_path(cache_dir, write=write)
     return Backbone(
         name=EMBEDDED_NAME,
         state="ready",
@@ -277,7 +277,7 @@ def get_backbone(name: str, cache_dir: "Optional[PathLike]" = None) -> Backbone:
 
 def list_backbones(cache_dir: "Optional[PathLike]" = None) -> List[Backbone]:
     """Every backbone: the embedded one, ``wrn50`` (built or not) and each model built under a name."""
-    out = [_embedded(cache_dir), _cached(WRN50_NAME, cache_dir)]
+    out = [_embedded(cache_dir, write=False), _cached(WRN50_NAME, cache_dir)]
     out += [_cached(name, cache_dir) for name in _built_names(cache_dir)]
     return out
 

@@ -67,7 +67,8 @@ def _print_list(stream: TextIO) -> None:
         print(f"    {backbone.description}", file=stream)
         print(f"    {backbone.origin}", file=stream)
         if backbone.path is not None:
-            print(f"    file: {backbone.path}", file=stream)
+            later = "" if backbone.path.is_file() else " (written there from the package at first use)"
+            print(f"    file: {backbone.path}{later}", file=stream)
         if backbone.state == "not built":
             print(f"    build it with: {PROG} backbones build {backbone.name} [--checkpoint PATH]", file=stream)
         elif not backbone.ready:
