@@ -1,4 +1,4 @@
-"""``python -m anomclust_lite``: the command-line tool (see :mod:`anomclust_lite.cli.main`)."""
+"""``python -m anomclust_lite``: the command-line tool (see :mod:`anomclust_lite.cli`)."""
 
 from __future__ import annotations
 

@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from anomclust_lite.cli import main as cli
-from anomclust_lite.cli.main import collect_images, folder_labels, main, run_clustering
+from anomclust_lite.cli.cluster import run_clustering
+from anomclust_lite.cli.main import main
+from anomclust_lite.cli.parser import build_parser
+from anomclust_lite.features.folders import collect_images, folder_labels
 from anomclust_lite.estimator.clusterer import AnomalyClusterer
 from _report_html import ReportParser, parse
 from _cli_support import fixture_base_folder, fixture_folder, fixture_model_path  # noqa: F401 (pytest fixtures)
@@ -474,6 +476,7 @@ class FakeExtractor:
     model_hash = "0" * 64
     output = "fake"
     resize, crop, pool = 64, 64, None
+    settings = {"model_sha256": model_hash, "output": output, "resize": resize, "crop": crop, "pool": pool}
     grid = (4, 4)
     dim = 3
 
@@ -493,7 +496,7 @@ class FakeExtractor:
 
 
 def test_run_clustering_with_an_injected_extractor(capsys, base_folder: Path, tmp_path: Path) -> None:
-    args = cli.build_parser().parse_args([str(base_folder), "--k", "3", "--out", str(tmp_path / "o"), "-q"])
+    args = build_parser().parse_args([str(base_folder), "--k", "3", "--out", str(tmp_path / "o"), "-q"])
     summary = run_clustering(args, extractor_factory=lambda options, cache_dir: FakeExtractor())
     assert summary["k"] == 3 and summary["n_images"] == N_IMAGES
     assert summary["metrics"]["nmi"] > 0.5

@@ -324,7 +324,7 @@ def test_huge_resize_and_crop_are_refused_before_the_model_runs(tmp_path, capsys
 def test_patch_grid_too_large_for_the_budget_is_refused():
     import argparse
 
-    from anomclust_lite.cli.main import check_patch_grid
+    from anomclust_lite.cli.extraction import check_patch_grid
 
     args = argparse.Namespace(resize=4000, crop=4000, memory_mb=512.0)
     with pytest.raises(ValueError, match="scoring one image pair needs"):

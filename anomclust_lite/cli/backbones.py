@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Callable, List, Optional, TextIO
+from typing import Callable, Optional, TextIO
 
 from .outputs import PROG
 
-__all__ = ["build_backbones_parser", "run_backbones"]
+__all__ = ["build_backbones_parser", "backbones_command"]
 
 _DESCRIPTION = f"""\
 List the backbones (the CNNs that turn images into patch features), or build
@@ -106,13 +106,9 @@ def _build(args: argparse.Namespace, stream: TextIO) -> None:
         print(f"cached as backbone {built.name!r}: {built.stored} (use it with --backbone {built.name})", file=stream)
 
 
-def run_backbones(argv: List[str], stream: Optional[TextIO] = None) -> int:
-    """Run ``anomclust-lite backbones ...`` (``argv`` after ``backbones``); return the exit status."""
+def backbones_command(args: argparse.Namespace, stream: Optional[TextIO] = None) -> int:
+    """Run ``anomclust-lite backbones ...`` for parsed options (:func:`build_backbones_parser`); the exit status."""
     stream = stream if stream is not None else sys.stdout
-    try:
-        args = build_backbones_parser().parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a usage error (2)
-        return int(exc.code) if isinstance(exc.code, int) else 2
     try:
         if args.action == "build":
             _build(args, stream)

@@ -1,4 +1,4 @@
-"""``anomclust-lite name OUT 3=scratch 5=crack``: name the clusters of a run by hand.
+"""``anomclust-lite name OUT 3=scratch 5=crack``: name the clusters of a run by hand, and the names in force.
 
 The names are kept in the run's model.npz (so ``assign`` writes them into
 assignments.csv) and written into the ``name`` column of its clusters.csv.
@@ -6,21 +6,31 @@ assignments.csv) and written into the ``name`` column of its clusters.csv.
 review.json): each cluster takes the name most of its images carry in the
 review (:func:`anomclust_lite.report.review.carry_names`); ``ID=NAME`` given
 on the command line win over the review's.
+
+The names in force (:func:`cluster_names`, written by the cluster and assign
+commands) are the hand-set names, else each cluster's majority folder label
+recorded at fit time (:func:`cluster_majorities`), and ``good`` for the
+good group.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import sys
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Any, Dict, List, Sequence
+
+import numpy as np
 
 from ..estimator.clusterer import AnomalyClusterer
 from ..features.images import display_path
 from ..files.safe_text import csv_text
+from .console import one_line
 from .outputs import PROG, write_csv
 
-__all__ = ["build_name_parser", "parse_names", "run_name"]
+__all__ = ["build_name_parser", "parse_names", "run_name", "name_command", "cluster_majorities", "majority_names",
+           "cluster_names"]
 
 #: Longest cluster name accepted.
 MAX_NAME_LENGTH = 80
@@ -105,6 +115,16 @@ def _rewrite_clusters_csv(path: Path, names: Dict[int, str]) -> None:
     write_csv(path, rows[0], rows[1:])
 
 
+def name_command(args: argparse.Namespace) -> int:
+    """``anomclust-lite name`` for parsed options: :func:`run_name`; exit status 0, or 1 with one error line."""
+    try:
+        run_name(args)
+        return 0
+    except (ValueError, OSError) as exc:
+        print(f"{PROG}: error: {one_line(exc)}", file=sys.stderr)
+        return 1
+
+
 def run_name(args: argparse.Namespace) -> Dict[int, str]:
     """Store the names given in ``args``; returns the names now in force."""
     out = Path(args.out)
@@ -118,11 +138,36 @@ def run_name(args: argparse.Namespace) -> Dict[int, str]:
     stored = {c: v for c, v in stored.items() if v}
     model.metadata_ = dict(model.metadata_, cluster_names={str(c): v for c, v in sorted(stored.items())})
     model.save(path)
-    majority = {int(e["cluster"]): str(e["majority"]) for e in model.metadata_.get("clusters", [])
-                if isinstance(e, dict) and "cluster" in e and "majority" in e}
+    majority = majority_names(model)
     shown = {c: stored.get(c, majority.get(c, "")) for c in range(model.k_)}
     if (path.parent / "clusters.csv").is_file():
         _rewrite_clusters_csv(path.parent / "clusters.csv", shown)
     if not args.quiet:
         print(f"names in {display_path(path)}: " + ", ".join(f"{c}={v or '-'}" for c, v in shown.items()))
     return stored
+
+
+def cluster_majorities(labels: np.ndarray, k: int, labels_true: Sequence[str]) -> List[Dict[str, Any]]:
+    """Per cluster, its majority folder label and purity (the fraction of its images with that label)."""
+    out = []
+    truth = np.asarray(labels_true, dtype=object)
+    for c in range(k):
+        values, counts = np.unique(truth[labels == c].astype(str), return_counts=True)
+        best = int(np.argmax(counts))
+        out.append({"cluster": c, "majority": str(values[best]), "purity": float(counts[best] / counts.sum())})
+    return out
+
+
+def majority_names(model: AnomalyClusterer) -> Dict[int, str]:
+    """Each cluster's majority folder label, as recorded in the model at fit time (:func:`cluster_majorities`)."""
+    return {int(e["cluster"]): str(e["majority"]) for e in model.metadata_.get("clusters", [])
+            if isinstance(e, dict) and "cluster" in e and "majority" in e}
+
+
+def cluster_names(model: AnomalyClusterer) -> Dict[int, str]:
+    """Names of the clusters: set by hand ('name' command), else the majority label known at fit time."""
+    names = majority_names(model)
+    names.update({int(c): str(v) for c, v in model.metadata_.get("cluster_names", {}).items()})
+    if model.good_group_:
+        names[-1] = "good"
+    return names

@@ -20,7 +20,8 @@ from ..files.safe_text import csv_cell
 from ..estimator.clusterer import AnomalyClusterer
 from .out_dir import EXPORT_MARKER, remove_exports, write_export_marker
 
-__all__ = ["PROG", "EXPORT_MARKER", "write_csv", "write_json", "export_clusters", "write_report", "write_assign_report"]
+__all__ = ["PROG", "EXPORT_MARKER", "write_csv", "write_json", "optional_number", "export_clusters", "write_report",
+           "write_assign_report"]
 
 #: The command-line program's name, as written into outputs and messages.
 PROG = "anomclust-lite"
@@ -36,6 +37,11 @@ def write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]
 
 def write_json(path: Path, data: Dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+
+def optional_number(value: float) -> str:
+    """A CSV cell: the number, or empty for NaN (confidence of images in the good group)."""
+    return "" if not np.isfinite(value) else f"{value:.4f}"
 
 
 def export_clusters(out: Path, folder: Path, paths: Sequence[Path], labels: np.ndarray, mode: str) -> None:

@@ -1,6 +1,6 @@
 """Command-line options of ``anomclust-lite``: the two argument parsers and their value types.
 
-Kept apart from :mod:`anomclust_lite.cli.main`, which runs the commands, so that
+Kept apart from the modules that run the commands (:mod:`.cluster`, :mod:`.assign`), so that
 the option set (names, defaults, help texts) can be read in one place.
 """
 
@@ -316,6 +316,3 @@ def build_assign_parser() -> argparse.ArgumentParser:
     _add_extractor_options(p, for_assign=True)
     _add_common_options(p)
     return p
-
-
-# ---------------------------------------------------------------------- console

@@ -1,0 +1,82 @@
+"""What the command-line tool shows: progress and warnings on stderr (silent with -q), results on stdout.
+
+Only the CLI prints; the library logs. :class:`ConsoleLogHandler` turns the
+package's logged warnings into CLI warnings while a command runs, and
+:func:`one_line` turns an exception into the one line of ``PROG: error: ...``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Callable
+
+from ..features.images import display_path
+from ..files.safe_text import terminal_text
+from .outputs import PROG
+
+__all__ = ["Console", "ConsoleLogHandler", "one_line"]
+
+
+class Console:
+    """Progress and warnings on stderr (silent with -q); results on stdout."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    def info(self, message: str) -> None:
+        if not self.quiet:  # one write per line: decoding threads may log at the same time
+            print(terminal_text(message) + "\n", end="", file=sys.stderr, flush=True)
+
+    def warn(self, message: str) -> None:
+        self.info(f"{PROG}: warning: {message}")
+
+    def result(self, message: str) -> None:
+        print(terminal_text(message), flush=True)
+
+    def counter(self, label: str) -> Callable[[int, int], None]:
+        """A ``progress(done, total)`` callback printing about ten updates."""
+        state = {"last": -1}
+        tty = sys.stderr.isatty()
+
+        def progress(done: int, total: int) -> None:
+            if self.quiet or total <= 0:
+                return
+            step = (10 * done) // total
+            if tty:
+                end = "\n" if done >= total else ""
+                print(f"\r{label}: {done}/{total}", end=end, file=sys.stderr, flush=True)
+            elif step != state["last"] or done >= total:
+                if done < total or state["last"] != 10:
+                    print(f"{label}: {done}/{total}", file=sys.stderr, flush=True)
+                state["last"] = step if done < total else 10
+
+        return progress
+
+
+class ConsoleLogHandler(logging.Handler):
+    """Shows the package's logged warnings (e.g. a damaged feature-cache entry) as CLI warnings.
+
+    The extractor's warnings are left out: the CLI reports skipped images itself.
+    """
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(logging.WARNING)
+        self.console = console
+        self.shown: set = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name == "anomclust_lite.features.extractor":
+            return
+        message = " ".join(record.getMessage().split())
+        if message not in self.shown:
+            self.shown.add(message)
+            self.console.warn(message)
+
+
+def one_line(exc: BaseException) -> str:
+    """The error message on one line; an ``OSError`` as ``path: reason``."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None and text.startswith("["):
+        text = f"{display_path(exc.filename)}: {exc.strerror}"
+    return text or type(exc).__name__

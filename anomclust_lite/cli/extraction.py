@@ -1,0 +1,151 @@
+"""Feature extraction as the commands use it: building the extractor, running it, recording it, reporting skips.
+
+The commands take an ``extractor_factory(options, cache_dir) -> extractor``
+(default :func:`make_extractor`), so they can be run and tested without a
+real model. The extractor can be anything with the interface of
+:class:`anomclust_lite.features.extractor.Extractor` (``extract_all``,
+``settings``, ``grid``, ``dim``, ``model_path``, ``model_hash``,
+``describe()``, optionally ``backbone_info``; ``extract_all`` is passed
+``bag_dtype="float16"`` only with ``--bag-dtype float16``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from ..core.defaults import DEFAULT_MEMORY_MB
+from ..core.kernel import pair_bytes
+from ..features.folders import relative_name
+from ..features.images import ImageProblem, display_path
+from .console import Console
+
+__all__ = [
+    "ExtractorFactory",
+    "RECORDED_SETTINGS",
+    "make_extractor",
+    "check_input_size",
+    "check_patch_grid",
+    "extract",
+    "extractor_record",
+    "backbone_line",
+    "backbone_dict",
+    "skipped_note",
+    "problem_dicts",
+]
+
+ExtractorFactory = Callable[[argparse.Namespace, Optional[Path]], Any]
+
+#: The extractor's bag-defining settings (:attr:`Extractor.settings`) that model.npz records for ``assign``.
+RECORDED_SETTINGS = ("model_sha256", "output", "resize", "crop", "pool")
+
+
+def make_extractor(args: argparse.Namespace, cache_dir: Optional[Path]) -> Any:
+    """The real :class:`~anomclust_lite.features.extractor.Extractor` for the parsed options."""
+    from ..features.extractor import Extractor
+
+    check_input_size(args)
+    extractor = Extractor(
+        args.model,
+        backbone=getattr(args, "backbone", None),
+        output=args.model_output,
+        resize=args.resize,
+        crop=args.crop,
+        device=args.device,
+        threads=args.threads,
+        cache_dir=cache_dir,
+        max_pixels=args.max_pixels,
+    )
+    check_patch_grid(args, *extractor.grid, extractor.dim)
+    return extractor
+
+
+def _memory_mb(args: argparse.Namespace) -> float:
+    return args.memory_mb if getattr(args, "memory_mb", None) is not None else DEFAULT_MEMORY_MB
+
+
+def check_input_size(args: argparse.Namespace, batch: int = 8) -> None:
+    """Refuse --resize/--crop whose batch of model inputs (8 x 3 x S x S float32) exceeds max(--memory-mb, 64 MiB)."""
+    side = args.crop if args.crop is not None else args.resize
+    need = batch * 3 * side * side * 4
+    limit = max(_memory_mb(args), 64)
+    if need > limit * 2**20:
+        raise ValueError(
+            f"--resize {args.resize} --crop {args.crop} makes a batch of model inputs of {need / 2**20:.0f} MiB, "
+            f"more than {limit:g} MiB (the larger of --memory-mb and 64 MiB); use smaller sizes or raise --memory-mb"
+        )
+
+
+def check_patch_grid(args: argparse.Namespace, h: int, w: int, d: int) -> None:
+    """Refuse, before any image is read, a patch grid for which one image pair exceeds --memory-mb."""
+    need = pair_bytes(h * w, d)
+    if need > _memory_mb(args) * 2**20:
+        raise ValueError(
+            f"--resize {args.resize} --crop {args.crop} gives {h}x{w} = {h * w} patches of {d} dims per image; "
+            f"scoring one image pair needs {need / 2**20:.0f} MiB, more than --memory-mb {_memory_mb(args):g}; "
+            "use smaller sizes or raise --memory-mb"
+        )
+
+
+def extract(extractor: Any, paths: List[Path], args: argparse.Namespace, console: Console, label: str) -> Any:
+    """The features of ``paths``, with progress under ``label``; a warning per image skipped."""
+    on_error = "raise" if args.on_error == "fail" else "skip"
+    bag_dtype = getattr(args, "bag_dtype", "float32")
+    # Only ask for float16 when chosen, so extractors without a bag_dtype argument keep working.
+    dtype_option = {} if bag_dtype == "float32" else {"bag_dtype": bag_dtype}
+    result = extractor.extract_all(paths, on_error=on_error, progress=console.counter(label), **dtype_option)
+    for problem in result.failures:
+        console.warn(f"skipped {display_path(problem.path)}: {problem.reason}")
+    return result
+
+
+def extractor_record(extractor: Any) -> Dict[str, Any]:
+    """What ``assign`` needs to rebuild the same extractor (stored in model.npz).
+
+    The backbone's name (None for a model file), the model file, the
+    :data:`RECORDED_SETTINGS` of the extractor's ``settings``, and the patch
+    grid and size.
+    """
+    backbone = getattr(extractor, "backbone_info", None)
+    settings = extractor.settings
+    return {
+        "backbone": None if backbone is None or backbone.name == "model" else backbone.name,
+        "model_path": display_path(os.path.abspath(extractor.model_path)),
+        **{key: settings[key] for key in RECORDED_SETTINGS},
+        "grid": [int(v) for v in extractor.grid],
+        "dim": int(extractor.dim),
+    }
+
+
+def backbone_dict(extractor: Any) -> Optional[Dict[str, Any]]:
+    """The backbone that ran, for summary.json (None for an extractor without one)."""
+    backbone = getattr(extractor, "backbone_info", None)
+    return None if backbone is None else backbone.as_dict()
+
+
+def backbone_line(extractor: Any) -> str:
+    """Which backbone ran and where it came from, in one line."""
+    backbone = getattr(extractor, "backbone_info", None)
+    if backbone is None:
+        return f"model {display_path(extractor.model_path)}"
+    name = "" if backbone.name == "model" else f"{backbone.name}, "
+    return f"{name}{backbone.description}; {backbone.origin}; file {display_path(backbone.path)}"
+
+
+def skipped_note(n_unreadable: int, n_total: int, n_problems: int) -> Optional[str]:
+    """One line counting what was skipped, or None when nothing was."""
+    parts = []
+    if n_unreadable:
+        parts.append(f"{n_unreadable} of {n_total} images could not be read")
+    if n_problems:
+        parts.append(f"{n_problems} broken links, link loops or unreadable folders")
+    if not parts:
+        return None
+    return f"skipped: {'; '.join(parts)} (see the warnings, and 'skipped' in summary.json)"
+
+
+def problem_dicts(problems: Sequence[ImageProblem], folder: Path) -> List[Dict[str, str]]:
+    """JSON-ready ``{"path", "reason"}`` of every problem, paths relative to ``folder``."""
+    return [{"path": relative_name(Path(p.path), folder), "reason": p.reason} for p in problems]
