@@ -98,7 +98,7 @@ def load_or_compute(args: argparse.Namespace, name: str) -> Dict[str, object]:
     work = Path(args.work)
     files = {part: work / f"{name}-{key}-{part}.npy" for part in ("bags", "sims")}
     if not all(f.is_file() for f in files.values()):
-        ex = ac.Extractor(args.model, output=args.output, resize=resize, crop=crop, cache_dir=args.cache_dir, allow_download=False)
+        ex = ac.Extractor(args.model, output=args.output, resize=resize, crop=crop, cache_dir=args.cache_dir)
         bags = ex.extract(paths)
         sims = ac.nearest_patch_similarities(bags, memory_mb=args.memory_mb).sims
         work.mkdir(parents=True, exist_ok=True)

@@ -86,7 +86,7 @@ def frame(name: str, resize: int) -> "tuple[int, Optional[int]]":
 def extract(args: argparse.Namespace, paths: Sequence[Path], name: str) -> np.ndarray:
     resize, crop = frame(name, args.resize)
     ex = ac.Extractor(
-        args.model, output=args.output, resize=resize, crop=crop, cache_dir=args.cache_dir, allow_download=False
+        args.model, output=args.output, resize=resize, crop=crop, cache_dir=args.cache_dir
     )
     res = ex.extract_all(paths, on_error="raise")
     return res.bags
