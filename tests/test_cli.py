@@ -566,6 +566,27 @@ def test_name_command_sets_names_in_the_model_and_the_csv(capsys, folder: Path, 
     assert run(capsys, "name", tmp_path / "nowhere", "0=a")[0] == 1
 
 
+def test_a_later_fit_takes_the_names_of_a_review(capsys, folder: Path, model_path: Path, tmp_path: Path) -> None:
+    from anomclust_lite.report.review import Review, ReviewImage, write_review
+
+    assert run(capsys, folder, *model_args(model_path), "--k", "3", "--labels", "none", "--out", tmp_path / "o", "-q")[0] == 0
+    first = read_csv(tmp_path / "o" / "clusters.csv")
+    images = tuple(ReviewImage(r["path"], int(r["cluster"])) for r in first)
+    write_review(tmp_path / "review.csv", Review(3, {0: "scratch", 1: "dent", 2: "crack"}, images))
+    rc, stdout, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--labels", "none", "--seed", "7",
+                          "--review", tmp_path / "review.csv", "--out", tmp_path / "again")
+    assert rc == 0, err
+    assert "names from the review: " in err
+    named = {r["path"]: r["name"] for r in read_csv(tmp_path / "again" / "clusters.csv")}
+    given = {0: "scratch", 1: "dent", 2: "crack"}
+    assert named == {r["path"]: given[int(r["cluster"])] for r in first}  # same grouping, same names
+    stored = AnomalyClusterer.load(tmp_path / "again" / "model.npz").metadata_["cluster_names"]
+    assert sorted(stored.values()) == ["crack", "dent", "scratch"]
+    write_review(tmp_path / "other.csv", Review(1, {0: "x"}, (ReviewImage("elsewhere.png", 0),)))
+    rc, _, err = run(capsys, folder, *model_args(model_path), "--review", tmp_path / "other.csv", "--out", tmp_path / "x")
+    assert rc == 1 and "names none of the images" in err and not (tmp_path / "x").exists()
+
+
 def test_name_command_reads_the_reports_review(capsys, folder: Path, model_path: Path, tmp_path: Path) -> None:
     from anomclust_lite.report import read_review
     from anomclust_lite.report.review import Review, ReviewImage, write_review

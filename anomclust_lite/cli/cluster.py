@@ -30,7 +30,7 @@ from ..features.images import display_path
 from .console import Console
 from .extraction import ExtractorFactory, backbone_line, extract, extractor_record, make_extractor, skipped_note
 from .folders import cache_dir_for, check_folder, prepare_out
-from .naming import cluster_majorities, cluster_names
+from .naming import apply_review_names, cluster_majorities, cluster_names, read_review_for
 from .outputs import export_clusters, optional_number, write_csv, write_json, write_report
 from .running import run_command
 from .summary import build_summary, k_text
@@ -46,6 +46,7 @@ class Sources:
     images: ImageSet
     normal_folder: Optional[Path] = None
     normals: Optional[ImageSet] = None
+    review: Optional[Any] = None
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,8 @@ def collect_sources(
         raise ValueError(f"no images found in the normal folder {display_path(normal_folder)}")
     for problem in images.problems:
         console.warn(f"{display_path(problem.path)}: {problem.reason}")
-    return Sources(folder, images, normal_folder, normals)
+    review = read_review_for(args.review, [relative_name(p, folder) for p in images.paths]) if args.review else None
+    return Sources(folder, images, normal_folder, normals, review)
 
 
 def announce(sources: Sources, console: Console) -> None:
@@ -260,6 +262,9 @@ def write_outputs(
     if clustering.labels_true is not None:
         model.metadata_ = dict(model.metadata_, clusters=cluster_majorities(model.labels_, model.k_,
                                                                             clustering.labels_true))
+    if sources.review is not None:
+        carried = apply_review_names(model, sources.review, clustering.rel)
+        console.info("names from the review: " + (", ".join(f"{c}={v}" for c, v in carried.items()) or "none"))
     names = cluster_names(model)
     write_clusters_csv(out, clustering, names)
     record = extractor_record(features.extractor)

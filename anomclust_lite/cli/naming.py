@@ -19,7 +19,7 @@ import argparse
 import csv
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Sequence
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from ..features.images import display_path
 from ..files.safe_text import csv_text
 from .console import one_line
 from .outputs import PROG, write_csv
+
+if TYPE_CHECKING:  # the report stack is imported only when a review is read
+    from ..report.review import Review
 
 __all__ = ["build_name_parser", "parse_names", "run_name", "name_command", "cluster_majorities", "majority_names",
            "cluster_names"]
@@ -101,6 +104,27 @@ def review_names(review_file: str, clusters_csv: Path, k: int) -> Dict[int, str]
     clusters = {r[pi]: int(r[ci]) for r in rows[1:]
                 if len(r) > max(pi, ci) and r[ci].lstrip("-").isdigit()}
     return carry_names(review, clusters, k)
+
+
+def read_review_for(review_file: str, paths: Sequence[str]) -> "Review":
+    """The review in ``review_file``, refused when it names none of ``paths`` (checked before the long work)."""
+    from ..report.review import read_review
+
+    review = read_review(review_file)
+    wanted = set(paths)
+    if not any(im.path in wanted for im in review.images):
+        raise ValueError(f"the review {display_path(review_file)} names none of the images to cluster; "
+                         "was it exported from a run on another folder?")
+    return review
+
+
+def apply_review_names(model: AnomalyClusterer, review: "Review", paths: Sequence[str]) -> Dict[int, str]:
+    """Name ``model``'s clusters from ``review`` (its images at ``paths``); returns the names given."""
+    from ..report.review import carry_names
+
+    carried = carry_names(review, dict(zip(paths, (int(v) for v in model.labels_))), model.k_)
+    model.metadata_ = dict(model.metadata_, cluster_names={str(c): v for c, v in sorted(carried.items())})
+    return carried
 
 
 def _rewrite_clusters_csv(path: Path, names: Dict[int, str]) -> None:

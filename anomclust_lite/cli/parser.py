@@ -258,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"largest K tried when choosing K automatically (default {DEFAULT_K_MAX})")
     p.add_argument("--labels", choices=("auto", "none"), default="auto",
                    help="auto: use first-level sub-folder names as true types when possible (default); none: never")
+    p.add_argument("--review", metavar="FILE",
+                   help="name the clusters from a review exported from an earlier run's report (review.csv or "
+                        "review.json): each cluster takes the name most of its images carry there")
     p.add_argument("--export", choices=("none", "symlink", "copy"), default="none",
                    help="also put the images into OUT/cluster_<k>/ as symlinks or copies (default none)")
 
