@@ -106,6 +106,7 @@ __all__ = [
     "ExtractionResult",
     "avg_pool3x3",
     "FeatureCache",
+    "CacheFolder",
     "ModelNotFoundError",
     "resolve_model",
     # WRN-50 layer-2 model, built without torch
@@ -204,6 +205,7 @@ _EXPORTS = {
     "ExtractionResult": ".features.pipeline",
     "avg_pool3x3": ".features.postprocess",
     "FeatureCache": ".features.cache",
+    "CacheFolder": ".files.cache_folder",
     "ModelNotFoundError": ".features.models",
     "resolve_model": ".features.models",
     "UnsafeCheckpointError": ".backbones.torch_checkpoint",

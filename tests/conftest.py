@@ -19,6 +19,21 @@ def blas_threads() -> "list[int]":
     return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_user_cache(tmp_path_factory: pytest.TempPathFactory):
+    """The user cache (the runs' shared cache folder, built backbones) in a folder of this test session.
+
+    The CLI caches features, scores and embeddings in the user cache by
+    default: tests must neither fill the real one nor hit entries of earlier
+    sessions. Entries are keyed by content, so sharing them between the tests
+    of one session cannot change a result; tests about cold and warm runs
+    pass their own ``--cache-dir``.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ANOMCLUST_CACHE", str(tmp_path_factory.mktemp("user_cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     from anomclust_lite import shared_root

@@ -404,13 +404,13 @@ def test_n_threads_caps_the_blas_and_does_not_change_results(monkeypatch) -> Non
     rng = np.random.default_rng(4)
     bags = normalize_patches(rng.normal(size=(12, 16, 8)) + np.repeat(np.eye(8)[:3], 4, 0)[:, None] * 3)
     seen = []
-    real = clusterer_module.wa_distances
+    real = clusterer_module.euclidean_distances
 
     def spy(*args, **kwargs):  # runs inside fit, outside the kernel
         seen.append(blas_threads())
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(clusterer_module, "wa_distances", spy)
+    monkeypatch.setattr(clusterer_module, "euclidean_distances", spy)
     with threadpool_limits(limits=2, user_api="blas"):
         before = blas_threads()
         capped = AnomalyClusterer(3, n_threads=1).fit(bags)

@@ -230,7 +230,7 @@ def fit_clusterer(
 ) -> Clustering:
     """Fit the model on the readable images; score it against the sub-folder labels when there are any."""
     normal_bags = None if features.normal_result is None else features.normal_result.bags
-    model.fit(features.result.bags, normal_bags=normal_bags, progress=lambda stage: console.info(f"{stage}..."))
+    model.fit(features.result.bags, normal_bags=normal_bags, progress=console.stages())
     timings.update(model.timings_)
     paths = list(features.result.paths)
     rel = [relative_name(p, sources.folder) for p in paths]

@@ -14,6 +14,7 @@ from typing import Callable
 from ..features.images import display_path
 from ..files.safe_text import terminal_text
 from .outputs import PROG
+from .progress import StageProgress
 
 __all__ = ["Console", "ConsoleLogHandler", "one_line"]
 
@@ -33,6 +34,10 @@ class Console:
 
     def result(self, message: str) -> None:
         print(terminal_text(message), flush=True)
+
+    def stages(self) -> StageProgress:
+        """The fit's ``progress(stage, done, total)``: a line per stage, a bar while a kernel runs."""
+        return StageProgress(sys.stderr, sys.stderr.isatty(), self.quiet)
 
     def counter(self, label: str) -> Callable[[int, int], None]:
         """A ``progress(done, total)`` callback printing about ten updates."""

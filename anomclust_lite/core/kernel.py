@@ -51,7 +51,7 @@ import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional, Tuple
+from typing import Any, Callable, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -64,6 +64,7 @@ __all__ = [
     "pair_bytes",
     "available_cpus",
     "n_tasks",
+    "n_pairs",
     "limit_blas",
 ]
 
@@ -275,6 +276,7 @@ def block_reductions(
     col_max: bool = False,
     mean_dist: bool = False,
     workers: Optional[int] = None,
+    progress: Optional[Callable[[int, int], None]] = None,
 ) -> Iterator[BlockResult]:
     """Yield the reductions of every task's Gram block, in a fixed order.
 
@@ -289,6 +291,9 @@ def block_reductions(
     per available CPU, as the budget allows). The BLAS is limited to one
     thread in every path, so the kernel never runs more than ``workers``
     threads, and results do not depend on it (bitwise).
+
+    ``progress(done, total)``, when given, is called with the image pairs
+    done so far before the first task and after every task (``total``: :func:`n_pairs` of the call).
     """
     rows = np.arange(row_bags.shape[0]) if row_index is None else np.asarray(row_index, dtype=np.intp)
     symmetric = col_bags is None
@@ -311,8 +316,32 @@ def block_reductions(
     # Single-threaded BLAS in every path, inline too: a multi-threaded BLAS may
     # pick other kernels (other rounding) for the same product, and results
     # must not depend on the number of threads.
+    results = _pooled(run, tasks, n_workers) if pooled else map(run, tasks)
     with limit_blas(1):
-        yield from (_pooled(run, tasks, n_workers) if pooled else map(run, tasks))
+        if progress is not None:
+            results = _reporting(results, progress, _n_pairs(rows.size, cols.size, symmetric))
+        yield from results
+
+
+def _reporting(results: Iterator[BlockResult], progress: Callable[[int, int], None], total: int) -> Iterator[BlockResult]:
+    """``results``, calling ``progress(pairs done, total)`` before the first and after each."""
+    done = 0
+    progress(0, total)
+    for res in results:
+        done += res.rows.size * res.cols.size
+        progress(done, total)
+        yield res
+
+
+def n_pairs(n_rows: int, n_cols: int, symmetric: bool) -> int:
+    """Image pairs a :func:`block_reductions` call visits (the unit of its progress reports).
+
+    Examples
+    --------
+    >>> n_pairs(4, 4, True), n_pairs(3, 5, False)
+    (6, 15)
+    """
+    return _n_pairs(n_rows, n_cols, symmetric)
 
 
 @contextlib.contextmanager

@@ -25,12 +25,19 @@ are wired together; the estimator, the CLI and the reproduction tools call it.
 3. **Embeddings**: the weighted average of each bag's patches, whose
    Euclidean distances are the image distances (Eq. 3,
    :meth:`WeightedEmbedding.distances`).
+
+With a ``cache`` hook (:mod:`anomclust_lite.core.memo`), the scores are
+looked up by the content of the bags (and normal or reference bags) and the
+parameters they depend on (``aggregate``, ``q``, ``reference``), and the
+embeddings by the scores' key, the weight mode, ``tau`` and ``topk``: a rerun
+with another ``tau`` skips the kernel, a rerun with the same settings
+computes nothing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 
@@ -42,11 +49,13 @@ from .defaults import (
     DEFAULT_TOPK_FRACTION,
 )
 from .distances import average_patches, euclidean_distances
+from .memo import ArrayCache, content_digest, memoized, step_key
 from .scores import cross_patch_scores, normal_scores, patch_scores
 from .validation import check_bags, check_choice, check_finite_array, check_int
 from .weights import mask_weights, soft_weights, topk_weights, uniform_weights
 
-__all__ = ["WEIGHT_MODES", "PIPELINE_WEIGHT_MODES", "WeightedEmbedding", "embed_bags", "effective_tau", "topk_patches"]
+__all__ = ["WEIGHT_MODES", "PIPELINE_WEIGHT_MODES", "WeightedEmbedding", "embed_bags", "effective_tau", "topk_patches",
+           "weigh_patches"]
 
 #: How patch weights are made by a clustering (the estimator's and the CLI's choices).
 WEIGHT_MODES = ("unsupervised", "semi", "uniform", "topk")
@@ -72,6 +81,8 @@ class WeightedEmbedding:
         The temperature, as :func:`effective_tau` resolves it.
     topk : int or None
         Patches kept per image by ``mode="topk"``, else None.
+    cached : tuple of str
+        The steps served by the cache hook (``"scores"``, ``"embeddings"``).
     """
 
     scores: np.ndarray
@@ -80,6 +91,7 @@ class WeightedEmbedding:
     mode: str
     tau: Optional[float]
     topk: Optional[int]
+    cached: Tuple[str, ...] = ()
 
     def distances(self) -> np.ndarray:
         """``(N, N)`` float64 Euclidean distances between the embeddings (Eq. 3)."""
@@ -137,18 +149,28 @@ def _check_sources(weights: str, normal_bags, reference_bags, scores, masks) -> 
         raise ValueError(f"masks were given but weights={weights!r} ignores them; use weights='mask'")
 
 
-def _score(arr: np.ndarray, normal_bags, reference_bags, reference, aggregate, q, memory_mb, n_threads) -> np.ndarray:
+def _score(arr: np.ndarray, normal_bags, reference_bags, reference, aggregate, q, memory_mb, n_threads,
+           progress) -> np.ndarray:
     """Step 1: patch scores by Eq. 6, against a reference set, or by Eq. 5/7."""
     if normal_bags is not None:
-        return normal_scores(arr, normal_bags, memory_mb=memory_mb, n_threads=n_threads)
+        return normal_scores(arr, normal_bags, memory_mb=memory_mb, n_threads=n_threads, progress=progress)
     if reference_bags is not None:
         return cross_patch_scores(arr, reference_bags, aggregate=aggregate, q=q, memory_mb=memory_mb,
-                                  n_threads=n_threads)
-    return patch_scores(arr, aggregate=aggregate, q=q, reference=reference, memory_mb=memory_mb, n_threads=n_threads)
+                                  n_threads=n_threads, progress=progress)
+    return patch_scores(arr, aggregate=aggregate, q=q, reference=reference, memory_mb=memory_mb, n_threads=n_threads,
+                        progress=progress)
 
 
-def _weigh(scores: np.ndarray, mode: str, tau: Optional[float], k: Optional[int], masks) -> np.ndarray:
-    """Step 2: patch weights from the scores (or the masks)."""
+def weigh_patches(scores: np.ndarray, mode: str, tau: Optional[float], k: Optional[int],
+                  masks: Optional[np.ndarray] = None) -> np.ndarray:
+    """Step 2: patch weights from the scores (or the masks) for a weight mode (``tau`` as resolved by
+    :func:`effective_tau`, ``k`` by :func:`topk_patches`).
+
+    Examples
+    --------
+    >>> weigh_patches(np.array([[0.0, 1.0]]), "topk", None, 1).tolist()
+    [[0.0, 1.0]]
+    """
     if mode in ("unsupervised", "semi"):
         return soft_weights(scores, tau)
     if mode == "topk":
@@ -160,6 +182,15 @@ def _weigh(scores: np.ndarray, mode: str, tau: Optional[float], k: Optional[int]
                              f"the bags have shape (N, M) = {scores.shape}")
         return w
     return uniform_weights(*scores.shape)
+
+
+def _score_key(digest: str, normal_bags, reference_bags, reference, aggregate: str, q: float) -> str:
+    """Cache key of the scores: the bags' content and what the scoring depends on."""
+    if normal_bags is not None:
+        return step_key("normal_scores", bags=digest, normal_bags=content_digest(normal_bags))
+    return step_key("patch_scores", bags=digest, aggregate=aggregate, q=float(q),
+                    reference_bags=None if reference_bags is None else content_digest(reference_bags),
+                    reference=None if reference is None else np.asarray(reference).tolist())
 
 
 def embed_bags(
@@ -177,6 +208,8 @@ def embed_bags(
     masks: Optional[np.ndarray] = None,
     memory_mb: float = DEFAULT_MEMORY_MB,
     n_threads: Optional[int] = None,
+    cache: Optional[ArrayCache] = None,
+    progress: Optional[Callable[[int, int], None]] = None,
 ) -> WeightedEmbedding:
     """Patch scores, weights and weighted-average embeddings of bags (the paper's Eq. 3-9).
 
@@ -207,6 +240,12 @@ def embed_bags(
         cell, e.g. from :func:`anomclust_lite.datasets.mask_cells`.
     memory_mb, n_threads
         Working memory (MiB) and CPU threads of the scoring kernel.
+    cache : ArrayCache, optional
+        Cache hook for the scores and embeddings (see the module docstring
+        and :mod:`anomclust_lite.core.memo`); e.g. an
+        :class:`anomclust_lite.CacheFolder`.
+    progress : callable, optional
+        ``progress(done, total)`` in image pairs while the kernel scores.
 
     Returns
     -------
@@ -228,12 +267,20 @@ def embed_bags(
     n, m, _ = arr.shape
     k = topk_patches(topk, m) if mode == "topk" else None
     t = effective_tau(mode, tau)
+    digest = content_digest(arr) if cache is not None else ""
     if scores is None:
-        s = _score(arr, normal_bags, reference_bags, reference, aggregate, q, memory_mb, n_threads)
+        s_key = _score_key(digest, normal_bags, reference_bags, reference, aggregate, q) if cache is not None else ""
+        s, s_hit = memoized(cache, "scores", s_key, (n, m), "float32", lambda: _score(
+            arr, normal_bags, reference_bags, reference, aggregate, q, memory_mb, n_threads, progress))
     else:
-        s = np.asarray(scores)
+        s, s_hit = np.asarray(scores), False
         check_finite_array(s, "scores", 2)
         if s.shape != (n, m):
             raise ValueError(f"scores must have shape (N, M) = ({n}, {m}) to match bags; got {s.shape}")
-    w = _weigh(s, mode, t, k, masks)
-    return WeightedEmbedding(scores=s, weights=w, embeddings=average_patches(arr, w), mode=mode, tau=t, topk=k)
+        s_key = content_digest(s) if cache is not None else ""
+    w = weigh_patches(s, mode, t, k, masks)
+    e_key = step_key("embeddings", bags=digest, scores=s_key, mode=mode, tau=t, topk=k,
+                     masks=None if masks is None else content_digest(masks)) if cache is not None else ""
+    emb, e_hit = memoized(cache, "embeddings", e_key, (n, arr.shape[2]), "float64", lambda: average_patches(arr, w))
+    cached = tuple(name for name, hit in (("scores", s_hit), ("embeddings", e_hit)) if hit)
+    return WeightedEmbedding(scores=s, weights=w, embeddings=emb, mode=mode, tau=t, topk=k, cached=cached)

@@ -15,11 +15,11 @@ stays within ``memory_mb`` plus O(N*M) accumulators.
 from __future__ import annotations
 
 import logging
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 
-from .kernel import BlockResult, block_reductions, sims_to_dists
+from .kernel import BlockResult, block_reductions, n_pairs, sims_to_dists
 from .validation import check_bags, check_choice, check_int, check_memory_mb, check_n_threads, check_positive_float
 from .defaults import DEFAULT_AGGREGATE, DEFAULT_MEMORY_MB, DEFAULT_TOPK_FRACTION
 
@@ -35,6 +35,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: ``progress(done, total)`` in image pairs, called as the kernel works (see :func:`~anomclust_lite.core.kernel.block_reductions`).
+Progress = Callable[[int, int], None]
 
 #: Ways of aggregating a patch's distances to the other images.
 AGGREGATES = ("mean", "max", "min", "topk_mean")
@@ -146,6 +149,13 @@ def _check_reference(reference: object, n: int) -> np.ndarray:
     return uniq
 
 
+def _within(progress: Optional[Progress], offset: int, total: int) -> Optional[Progress]:
+    """A ``progress`` for one of several kernel calls: its pairs counted after ``offset``, out of ``total``."""
+    if progress is None:
+        return None
+    return lambda done, _: progress(offset + done, total)
+
+
 def _fold_pairs(results: Iterable[BlockResult], agg: ScoreAggregator) -> None:
     """Fold symmetric-mode results: each pair's block serves both directions."""
     for res in results:
@@ -161,6 +171,7 @@ def patch_scores(
     reference: Optional[np.ndarray] = None,
     memory_mb: float = DEFAULT_MEMORY_MB,
     n_threads: Optional[int] = None,
+    progress: Optional[Progress] = None,
 ) -> np.ndarray:
     """Unsupervised anomaly score of every patch (Eq. 5 of the paper).
 
@@ -193,6 +204,8 @@ def patch_scores(
     n_threads : int, optional
         CPU threads of the kernel (the BLAS included); default one per
         available CPU. Results do not depend on it.
+    progress : callable, optional
+        ``progress(done, total)``: image pairs compared so far, as the kernel works.
 
     Returns
     -------
@@ -216,18 +229,21 @@ def patch_scores(
     if reference is None:
         k = kept_images(aggregate, qv, n - 1)
         agg = ScoreAggregator(n, m, aggregate, k)
-        _fold_pairs(block_reductions(arr, memory_mb=mem, col_max=True, workers=nt), agg)
+        _fold_pairs(block_reductions(arr, memory_mb=mem, col_max=True, workers=nt, progress=progress), agg)
         counts = np.full(n, n - 1, dtype=np.float64)
         return agg.result(counts)
 
     ref = _check_reference(reference, n)
     k = kept_images(aggregate, qv, ref.size - 1)
     agg = ScoreAggregator(n, m, aggregate, k)
-    # Reference images against each other: symmetric, one block serves both directions.
-    _fold_pairs(block_reductions(arr, memory_mb=mem, row_index=ref, col_max=True, workers=nt), agg)
     others = np.setdiff1d(np.arange(n), ref)
+    first, total = n_pairs(ref.size, ref.size, True), n_pairs(ref.size, ref.size, True) + others.size * ref.size
+    # Reference images against each other: symmetric, one block serves both directions.
+    _fold_pairs(block_reductions(arr, memory_mb=mem, row_index=ref, col_max=True, workers=nt,
+                                 progress=_within(progress, 0, total)), agg)
     # Remaining images against the reference images only (one direction).
-    for res in block_reductions(arr, arr, memory_mb=mem, row_index=others, col_index=ref, workers=nt):
+    for res in block_reductions(arr, arr, memory_mb=mem, row_index=others, col_index=ref, workers=nt,
+                                progress=_within(progress, first, total)):
         agg.add(res.rows, res.row_max)
     counts = np.full(n, ref.size, dtype=np.float64)
     counts[ref] -= 1
@@ -242,6 +258,7 @@ def cross_patch_scores(
     q: float = DEFAULT_TOPK_FRACTION,
     memory_mb: float = DEFAULT_MEMORY_MB,
     n_threads: Optional[int] = None,
+    progress: Optional[Progress] = None,
 ) -> np.ndarray:
     """Unsupervised patch scores of new images against a stored reference set.
 
@@ -256,7 +273,7 @@ def cross_patch_scores(
         Unit-norm patch embeddings of the images to score.
     reference_bags : ndarray, shape (R, M', D)
         Unit-norm patch embeddings of the reference images.
-    aggregate, q, memory_mb, n_threads
+    aggregate, q, memory_mb, n_threads, progress
         As in :func:`patch_scores`; ``topk_mean`` averages
         ``max(1, floor(q * R))`` images.
 
@@ -282,7 +299,7 @@ def cross_patch_scores(
     n, m, _ = arr.shape
     r = refs.shape[0]
     agg = ScoreAggregator(n, m, aggregate, kept_images(aggregate, qv, r))
-    for res in block_reductions(arr, refs, memory_mb=mem, workers=nt):
+    for res in block_reductions(arr, refs, memory_mb=mem, workers=nt, progress=progress):
         agg.add(res.rows, res.row_max)
     return agg.result(np.full(n, r, dtype=np.float64))
 
@@ -293,6 +310,7 @@ def normal_scores(
     *,
     memory_mb: float = DEFAULT_MEMORY_MB,
     n_threads: Optional[int] = None,
+    progress: Optional[Progress] = None,
 ) -> np.ndarray:
     """Semi-supervised patch scores: distance to the nearest normal patch (Eq. 6).
 
@@ -311,6 +329,8 @@ def normal_scores(
     n_threads : int, optional
         CPU threads of the kernel (the BLAS included); default one per
         available CPU. Results do not depend on it.
+    progress : callable, optional
+        ``progress(done, total)``: image pairs compared so far.
 
     Returns
     -------
@@ -331,6 +351,6 @@ def normal_scores(
     nt = check_n_threads(n_threads)
     n, m, _ = arr.shape
     best = np.full((n, m), -np.inf, dtype=np.float32)
-    for res in block_reductions(arr, normals, memory_mb=mem, workers=nt):
+    for res in block_reductions(arr, normals, memory_mb=mem, workers=nt, progress=progress):
         best[res.rows] = np.maximum(best[res.rows], res.row_max.max(axis=2))
     return sims_to_dists(best)

@@ -18,7 +18,7 @@ kernel runs once:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -73,6 +73,7 @@ def nearest_patch_similarities(
     memory_mb: float = DEFAULT_MEMORY_MB,
     mean_mean: bool = False,
     n_threads: Optional[int] = None,
+    progress: Optional[Callable[[int, int], None]] = None,
 ) -> PatchMatches:
     """One pass over all image pairs: the ``(N, M, N)`` best-match tensor.
 
@@ -93,6 +94,8 @@ def nearest_patch_similarities(
     n_threads : int, optional
         CPU threads of the kernel (the BLAS included); default one per
         available CPU. Results do not depend on it.
+    progress : callable, optional
+        ``progress(done, total)``: image pairs compared so far.
 
     Returns
     -------
@@ -113,7 +116,7 @@ def nearest_patch_similarities(
     sims[np.arange(n), :, np.arange(n)] = 1.0  # self-matches: excluded by every reduction
     mm = np.zeros((n, n), dtype=np.float64) if mean_mean else None
     patches = np.arange(m)
-    for res in block_reductions(arr, memory_mb=mem, col_max=True, mean_dist=mean_mean, workers=nt):
+    for res in block_reductions(arr, memory_mb=mem, col_max=True, mean_dist=mean_mean, workers=nt, progress=progress):
         ra, cb = res.rows, res.cols
         sims[np.ix_(ra, patches, cb)] = res.row_max
         sims[np.ix_(cb, patches, ra)] = res.col_max

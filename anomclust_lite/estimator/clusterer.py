@@ -36,6 +36,7 @@ from ..clustering.dispatch import ClusteringWarning
 from ..core.defaults import DEFAULT_AGGREGATE, DEFAULT_MEMORY_MB, DEFAULT_METHOD, DEFAULT_TOPK_FRACTION
 from ..core.anomaly import DEFAULT_RATE
 from ..core.kernel import limit_blas
+from ..core.memo import ArrayCache
 from .assign import Assignment, FittedState, assign_bags
 from .base import ParamsMixin
 from .fitting import Fit, fit_bags
@@ -175,6 +176,8 @@ class AnomalyClusterer(ParamsMixin):
         New-type threshold of every cluster.
     timings_ : dict of str to float
         Seconds spent per stage of :meth:`fit`.
+    cached_steps_ : list of str
+        The steps of :meth:`fit` that its ``cache`` served.
     metadata_ : dict
         Extra JSON metadata saved with / loaded from the model.
 
@@ -274,7 +277,8 @@ class AnomalyClusterer(ParamsMixin):
         bags: np.ndarray,
         *,
         normal_bags: Optional[np.ndarray] = None,
-        progress: Optional[Callable[[str], None]] = None,
+        progress: Optional[Callable[[str, int, int], None]] = None,
+        cache: Optional[ArrayCache] = None,
     ) -> "AnomalyClusterer":
         """Fit the clustering.
 
@@ -286,17 +290,28 @@ class AnomalyClusterer(ParamsMixin):
             Unit-norm patch embeddings of labelled normal images (needed by
             ``weights="semi"``, refused by ``weights="unsupervised"``).
         progress : callable, optional
-            Called with the name of each stage as it starts ("scoring",
-            "distances", "choosing K", "clustering").
+            ``progress(stage, done, total)``: called with ``(stage, 0, 0)``
+            as each stage starts ("distances", "choosing K", "clustering"),
+            with the image pairs done of ``total`` while a kernel runs
+            ("scoring", "scoring against the normal bank", "calibrating the
+            good group", "calibrating novelty"), and as
+            ``("<step> (from the cache)", 0, 0)`` when the cache served a step.
+        cache : ArrayCache, optional
+            Cache hook (e.g. :class:`anomclust_lite.CacheFolder`): patch
+            scores, embeddings and the trust signals' kernels are looked up
+            by the content of the bags and the parameters they depend on
+            before they are computed, and stored after (see
+            :mod:`anomclust_lite.estimator.fitting`). Which steps it served
+            is ``cached_steps_``.
 
         Returns
         -------
         self
         """
         params = self.validate_params()
-        note = progress if progress is not None else (lambda stage: None)
+        report = progress if progress is not None else (lambda stage, done, total: None)
         with limit_blas(params.n_threads):
-            fit = fit_bags(params, bags, normal_bags, note)
+            fit = fit_bags(params, bags, normal_bags, report, cache)
         self._store(params, fit)
         n, k = fit.partition.labels.shape[0], fit.partition.k
         n_distinct = int(np.unique(fit.hashes, axis=0).shape[0])
@@ -332,6 +347,7 @@ class AnomalyClusterer(ParamsMixin):
             fit.novelty))
         self._n_patches = fit.n_patches
         self.timings_ = fit.timings
+        self.cached_steps_ = list(fit.cached)
         self.metadata_: Dict[str, Any] = dict(getattr(self, "metadata_", {}))
         self._fitted = True
 
@@ -451,5 +467,6 @@ class AnomalyClusterer(ParamsMixin):
         for attr in _NOT_SAVED:
             setattr(model, attr, None)
         model.timings_ = {}
+        model.cached_steps_ = []
         model._fitted = True
         return model

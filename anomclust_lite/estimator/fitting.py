@@ -3,6 +3,20 @@
 :func:`fit_bags` runs the steps of the paper (Sohn et al., WACV 2023) on
 validated parameters and returns every fitted array as a :class:`Fit`; the
 estimator only stores them.
+
+Every costly step (the patch kernel: scores, the anomaly scores against the
+normal bank, the bank's leave-one-out scores, the novelty calibration; the
+embeddings; Hausdorff distances) goes through the ``cache`` hook when one is
+given (:mod:`anomclust_lite.core.memo`), keyed by the content of its input
+arrays and the parameters it depends on; the partition, centres and trust
+summaries are cheap and always recomputed. A rerun with another K, method or
+clustering option therefore runs no kernel when the partition does not move
+the novelty reference (see :func:`fit_bags`), and a rerun with another
+``tau`` skips the scoring kernel.
+
+``report(stage, done, total)`` is called as each stage starts (``0, 0``),
+as a kernel advances (image pairs done, of ``total``), and with the stage
+named ``"<stage> (from the cache)"`` when the cache served it.
 """
 
 from __future__ import annotations
@@ -13,22 +27,25 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..core.distances import wa_distances, weighted_average
+from ..core.distances import euclidean_distances
 from ..core.hausdorff import hausdorff_distances
-from ..core.scores import normal_scores, patch_scores
+from ..core.memo import ArrayCache, content_digest, memoized, step_key
+from ..core.pipeline import WeightedEmbedding, embed_bags, weigh_patches
 from ..core.validation import check_bags
-from ..core.weights import soft_weights, topk_weights, uniform_weights
 from ..core.anomaly import DEFAULT_IMAGE_TOPK, image_scores
 from .centres import Centres, cluster_centres
 from .params import Params
 from .partition import Partition, partition_images
 from .reference import bag_hashes, build_reference, normal_bank
 from .trust import (
-    GOOD_LABEL, NoveltyState, anomaly_against_bank, confidence_summary, fit_novelty, good_threshold,
-    stratified_positions,
+    GOOD_LABEL, NoveltyState, anomaly_against_bank, bank_loo_scores, confidence_summary, fit_novelty, good_threshold,
+    novelty_matches, novelty_matches_pay, novelty_patch_part, novelty_patch_part_from_matches, stratified_positions,
 )
 
-__all__ = ["Fit", "check_fit_inputs", "fit_bags", "patch_weights"]
+__all__ = ["Fit", "Report", "check_fit_inputs", "fit_bags", "patch_weights"]
+
+#: ``report(stage, done, total)``: see the module docstring.
+Report = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -54,6 +71,7 @@ class Fit:
     cohesion: np.ndarray
     weak_reasons: List[str]
     novelty: NoveltyState
+    cached: Tuple[str, ...] = ()
 
 
 def check_fit_inputs(
@@ -77,47 +95,90 @@ def check_fit_inputs(
 
 
 def patch_weights(params: Params, scores: np.ndarray) -> np.ndarray:
-    """Patch weights from patch scores: softmax (Eq. 5, 6), top-k or uniform."""
-    n, m = scores.shape
-    if params.weights in ("unsupervised", "semi"):
-        return soft_weights(scores, params.effective_tau)
-    if params.weights == "topk":
-        return topk_weights(scores, params.topk_for(m), params.tau)
-    return uniform_weights(n, m)
+    """Patch weights from patch scores: softmax (Eq. 5, 6), top-k or uniform (as :func:`embed_bags` makes them)."""
+    k = params.topk_for(scores.shape[1]) if params.weights == "topk" else None
+    return weigh_patches(scores, params.weights, params.effective_tau, k)
 
 
-def _score_and_weigh(
-    params: Params, arr: np.ndarray, normals: Optional[np.ndarray]
-) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Patch scores (against the other images, or the normal images), weights and WA embeddings."""
-    if normals is not None:
-        scores = normal_scores(arr, normals, memory_mb=params.memory_mb, n_threads=params.n_threads)
-    else:
-        scores = patch_scores(arr, aggregate=params.aggregate, q=params.q, memory_mb=params.memory_mb,
-                              n_threads=params.n_threads)
-    weights = patch_weights(params, scores)
-    return scores, weights, weighted_average(arr, weights)
+class _Steps:
+    """The costly steps of one fit, each looked up in the cache hook first; records which ones it served."""
+
+    def __init__(self, params: Params, arr: np.ndarray, cache: Optional[ArrayCache], report: Report) -> None:
+        self.params, self.arr, self.cache, self.report = params, arr, cache, report
+        self.digest = content_digest(arr) if cache is not None else ""
+        self.cached: List[str] = []
+
+    def pairs(self, stage: str) -> Callable[[int, int], None]:
+        """A kernel's ``progress(done, total)`` reported as ``stage`` (the kernel reports ``0`` first)."""
+        return lambda done, total: self.report(stage, done, total)
+
+    def hit(self, stage: str) -> None:
+        self.cached.append(stage)
+        self.report(f"{stage} (from the cache)", 0, 0)
+
+    def run(self, stage: str, key: Dict[str, object], shape: Tuple[int, ...],
+            compute: Callable[[Callable[[int, int], None]], np.ndarray], kind: str = "trust",
+            dtype: str = "float64") -> np.ndarray:
+        """``compute(progress)`` unless the cache holds the result under ``stage`` and ``key``."""
+        k = step_key(stage, **key) if self.cache is not None else ""
+        array, hit = memoized(self.cache, kind, k, shape, dtype, lambda: compute(self.pairs(stage)))
+        if hit:
+            self.hit(stage)
+        return array
+
+    def embed(self, normals: Optional[np.ndarray]) -> WeightedEmbedding:
+        """Patch scores (against the other images, or the normal images), weights and WA embeddings."""
+        p = self.params
+        wa = embed_bags(self.arr, weights=p.weights, tau=p.tau, aggregate=p.aggregate, q=p.q, topk=p.topk,
+                        normal_bags=normals, memory_mb=p.memory_mb, n_threads=p.n_threads, cache=self.cache,
+                        progress=self.pairs("scoring"))
+        for name in wa.cached:
+            self.hit(name)
+        return wa
 
 
-def image_distances(params: Params, arr: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def image_distances(params: Params, steps: _Steps, embeddings: np.ndarray) -> np.ndarray:
     """(N, N) distances between images: Euclidean between WA embeddings, or a Hausdorff-family distance."""
     if params.distance == "wa":
-        return wa_distances(arr, weights)
-    return hausdorff_distances(arr, inner=params.hausdorff_inner, outer=params.hausdorff_outer,
-                               memory_mb=params.memory_mb, n_threads=params.n_threads)
+        return euclidean_distances(embeddings)
+    n = steps.arr.shape[0]
+    return steps.run("hausdorff distances", {"bags": steps.digest, "inner": params.hausdorff_inner,
+                                             "outer": params.hausdorff_outer}, (n, n),
+                     lambda _: hausdorff_distances(steps.arr, inner=params.hausdorff_inner,
+                                                   outer=params.hausdorff_outer, memory_mb=params.memory_mb,
+                                                   n_threads=params.n_threads), kind="distances")
 
 
-def _anomaly(params: Params, arr: np.ndarray, normals: Optional[np.ndarray],
+def _anomaly(params: Params, steps: _Steps, normals: Optional[np.ndarray],
              scores: np.ndarray) -> Tuple[np.ndarray, Optional[float], Optional[np.ndarray]]:
     """Image anomaly scores, the good-group threshold (None without normal images) and the normal bank."""
+    arr = steps.arr
     if normals is None:
         return image_scores(scores, topk=DEFAULT_IMAGE_TOPK), None, None
     bank = normal_bank(normals, params.reference_size, params.seed)
+    bank_digest = content_digest(bank) if steps.cache is not None else ""
     if bank.shape[0] == normals.shape[0] and normals.dtype == np.float16:
         anomaly = image_scores(scores, topk=DEFAULT_IMAGE_TOPK)  # scored against exactly this bank already
     else:
-        anomaly = anomaly_against_bank(params, arr, bank)
-    return anomaly, good_threshold(params, bank, params.good_rate), bank
+        anomaly = steps.run("scoring against the normal bank", {"bags": steps.digest, "bank": bank_digest},
+                            (arr.shape[0],), lambda progress: anomaly_against_bank(params, arr, bank, progress))
+    loo = None
+    if bank.shape[0] >= 2:
+        loo = steps.run("calibrating the good group", {"bank": bank_digest}, (bank.shape[0],),
+                        lambda progress: bank_loo_scores(params, bank, progress))
+    return anomaly, good_threshold(loo, params.good_rate), bank
+
+
+def _novelty_patch_part(params: Params, steps: _Steps, ref_idx: np.ndarray) -> np.ndarray:
+    """The novelty calibration's kernel: from the all-pairs tensor when that pays (it serves any K), else direct."""
+    arr = steps.arr
+    n, m = arr.shape[:2]
+    if novelty_matches_pay(params, n, m):
+        sims = steps.run("comparing all image pairs", {"bags": steps.digest}, (n, m, n),
+                         lambda progress: novelty_matches(params, arr, progress), dtype="float32")
+        return novelty_patch_part_from_matches(sims, ref_idx)
+    return steps.run("calibrating novelty", {"bags": steps.digest, "reference": ref_idx.tolist()}, (n,),
+                     lambda progress: novelty_patch_part(params, arr, ref_idx, progress))
 
 
 def _clustered(params: Params, is_good: np.ndarray, on: bool) -> np.ndarray:
@@ -151,33 +212,45 @@ def fit_bags(
     params: Params,
     bags: np.ndarray,
     normal_bags: Optional[np.ndarray],
-    note: Callable[[str], None],
+    report: Report,
+    cache: Optional[ArrayCache] = None,
 ) -> Fit:
-    """Run every fitting step; ``note(stage)`` is called as each stage starts."""
+    """Run every fitting step, reporting progress and using the ``cache`` hook as the module docstring says.
+
+    The novelty calibration compares every image with ``reference_size``
+    fitted images taken round-robin over the clusters; its cache entry is
+    keyed by those images, so it is served again when the partition picks
+    the same ones (always when ``N <= reference_size``).
+    """
     arr, normals = check_fit_inputs(params, bags, normal_bags)
     timings: Dict[str, float] = {}
+    steps = _Steps(params, arr, cache, report)
 
-    note("scoring")
     t0 = time.perf_counter()
-    scores, weights, embeddings = _score_and_weigh(params, arr, normals)
-    anomaly, threshold, bank = _anomaly(params, arr, normals, scores)
+    wa = steps.embed(normals)
+    scores, weights, embeddings = wa.scores, wa.weights, wa.embeddings
+    anomaly, threshold, bank = _anomaly(params, steps, normals, scores)
     is_good = anomaly <= threshold if threshold is not None else np.zeros(arr.shape[0], dtype=bool)
     on = params.good_group == "auto" and threshold is not None
     idx = _clustered(params, is_good, on)
     timings["scoring"] = time.perf_counter() - t0
 
-    note("distances")
+    report("distances", 0, 0)
     t0 = time.perf_counter()
-    dist = image_distances(params, arr, weights)
+    dist = image_distances(params, steps, embeddings)
     timings["distances"] = time.perf_counter() - t0
 
     sub_dist = dist if idx.size == arr.shape[0] else dist[np.ix_(idx, idx)]
-    part = partition_images(params, embeddings[idx], sub_dist, note, timings)
+    part = partition_images(params, embeddings[idx], sub_dist, lambda stage: report(stage, 0, 0), timings)
     cen = cluster_centres(embeddings[idx], part.labels, part.k, sub_dist, wa=params.distance == "wa")
     partition, centres = _expand(part, cen, idx, embeddings)
     ref_idx = stratified_positions(partition.labels, params.reference_size, params.seed)
     reference, kind = build_reference(arr, bank, params.reference_size, ref_idx, params.seed)
-    novelty = fit_novelty(params, arr, embeddings, partition.labels, partition.k, ref_idx, params.new_type_rate)
+    t0 = time.perf_counter()
+    patch_part = _novelty_patch_part(params, steps, ref_idx)
+    novelty = fit_novelty(arr, embeddings, partition.labels, partition.k, ref_idx, params.new_type_rate, patch_part)
+    timings["novelty"] = time.perf_counter() - t0
     confidence, cohesion, weak = confidence_summary(embeddings, centres.centers, partition.labels)
     return Fit(scores, weights, embeddings, dist, partition, centres, reference, kind, bag_hashes(arr),
-               arr.shape[1], timings, anomaly, threshold, is_good, on, confidence, cohesion, weak, novelty)
+               arr.shape[1], timings, anomaly, threshold, is_good, on, confidence, cohesion, weak, novelty,
+               tuple(steps.cached))

@@ -27,20 +27,27 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
 from ..core.anomaly import DEFAULT_IMAGE_TOPK, calibrated_threshold, image_scores
 from ..core.confidence import WEAK_MEAN_CONFIDENCE, centre_margins, cluster_cohesion
 from ..core.novelty import cluster_thresholds, nearest_distances, novelty_scores
+from ..core.kernel import sims_to_dists
 from ..core.scores import cross_patch_scores, normal_scores, patch_scores
+from ..core.sweeps import nearest_patch_similarities
 from .params import GOOD_GROUPS, Params
 
 __all__ = [
-    "GOOD_GROUPS", "GOOD_LABEL", "WEAK_LARGEST_SHARE", "NoveltyState", "good_threshold",
-    "anomaly_against_bank", "confidence_summary", "stratified_positions", "fit_novelty", "novelty_of",
+    "GOOD_GROUPS", "GOOD_LABEL", "WEAK_LARGEST_SHARE", "NoveltyState", "bank_loo_scores", "good_threshold",
+    "anomaly_against_bank", "confidence_summary", "stratified_positions", "novelty_patch_part",
+    "novelty_matches_pay", "novelty_matches", "novelty_patch_part_from_matches", "fit_novelty",
+    "novelty_of",
 ]
+
+#: ``progress(done, total)`` in image pairs while a kernel runs.
+Progress = Optional[Callable[[int, int], None]]
 
 #: Label of the images set apart as the good group.
 GOOD_LABEL = -1
@@ -74,17 +81,21 @@ class NoveltyState:
     fitted: np.ndarray
 
 
-def good_threshold(params: Params, bank: np.ndarray, rate: float) -> Optional[float]:
-    """Threshold calibrated on the leave-one-out anomaly scores of the bank's images (None below 2 images)."""
-    if bank.shape[0] < 2:
-        return None
-    loo = patch_scores(bank, aggregate="min", memory_mb=params.memory_mb, n_threads=params.n_threads)
-    return calibrated_threshold(image_scores(loo, topk=DEFAULT_IMAGE_TOPK), rate)
+def bank_loo_scores(params: Params, bank: np.ndarray, progress: Progress = None) -> np.ndarray:
+    """Leave-one-out anomaly score of each of the bank's images against the others (at least 2 images)."""
+    loo = patch_scores(bank, aggregate="min", memory_mb=params.memory_mb, n_threads=params.n_threads,
+                       progress=progress)
+    return image_scores(loo, topk=DEFAULT_IMAGE_TOPK)
 
 
-def anomaly_against_bank(params: Params, arr: np.ndarray, bank: np.ndarray) -> np.ndarray:
+def good_threshold(loo_scores: Optional[np.ndarray], rate: float) -> Optional[float]:
+    """Threshold calibrated on the bank's leave-one-out anomaly scores (None without them: below 2 images)."""
+    return None if loo_scores is None else calibrated_threshold(loo_scores, rate)
+
+
+def anomaly_against_bank(params: Params, arr: np.ndarray, bank: np.ndarray, progress: Progress = None) -> np.ndarray:
     """Anomaly score of every image against the normal bank."""
-    scores = normal_scores(arr, bank, memory_mb=params.memory_mb, n_threads=params.n_threads)
+    scores = normal_scores(arr, bank, memory_mb=params.memory_mb, n_threads=params.n_threads, progress=progress)
     return image_scores(scores, topk=DEFAULT_IMAGE_TOPK)
 
 
@@ -122,17 +133,54 @@ def _patch_part(params: Params, arr: np.ndarray, reference: np.ndarray) -> np.nd
     return image_scores(scores, topk=DEFAULT_IMAGE_TOPK)
 
 
-def fit_novelty(params: Params, arr: np.ndarray, embeddings: np.ndarray, labels: np.ndarray, k: int,
-                ref_idx: np.ndarray, rate: float) -> NoveltyState:
-    """Leave-one-out novelty of the fitted images and the per-cluster thresholds."""
+def novelty_patch_part(params: Params, arr: np.ndarray, ref_idx: np.ndarray, progress: Progress = None) -> np.ndarray:
+    """The patch part of the fitted images' leave-one-out novelty: against the reference images ``ref_idx``."""
+    if ref_idx.size < 2:
+        return np.ones(arr.shape[0])
+    loo = patch_scores(arr, aggregate="min", reference=ref_idx, memory_mb=params.memory_mb,
+                       n_threads=params.n_threads, progress=progress)
+    return image_scores(loo, topk=DEFAULT_IMAGE_TOPK)
+
+
+def novelty_matches_pay(params: Params, n: int, m: int) -> bool:
+    """Whether the novelty calibration should run on the ``(N, M, N)`` best-match tensor of all image pairs.
+
+    The calibration's reference depends on the partition, so a cached
+    result keyed by the reference is lost whenever K or the method changes.
+    The tensor serves every reference, at the cost of comparing all pairs
+    once instead of the reference's: chosen when the reference is not
+    already every image, the tensor takes at most a quarter of
+    ``memory_mb``, and its pairs are at most twice the reference's.
+    """
+    r = min(params.reference_size, n)
+    all_pairs, ref_pairs = n * (n - 1) // 2, r * (r - 1) // 2 + (n - r) * r
+    return r < n and 4 * n * n * m <= params.memory_mb * 2**20 / 4 and all_pairs <= 2 * ref_pairs
+
+
+def novelty_matches(params: Params, arr: np.ndarray, progress: Progress = None) -> np.ndarray:
+    """``(N, M, N)`` float32 best-match similarities of every patch to every image (see :mod:`anomclust_lite.core.sweeps`)."""
+    return nearest_patch_similarities(arr, memory_mb=params.memory_mb, n_threads=params.n_threads,
+                                      progress=progress).sims
+
+
+def novelty_patch_part_from_matches(sims: np.ndarray, ref_idx: np.ndarray) -> np.ndarray:
+    """:func:`novelty_patch_part` from the best-match tensor: nearest patch among the reference images but oneself."""
+    if ref_idx.size < 2:
+        return np.ones(sims.shape[0])
+    best = np.full(sims.shape[:2], -np.inf, dtype=np.float32)
+    for j in ref_idx:
+        column = sims[:, :, j].copy()
+        column[j] = -np.inf  # image j is not compared with itself
+        np.maximum(best, column, out=best)
+    return image_scores(sims_to_dists(best), topk=DEFAULT_IMAGE_TOPK)
+
+
+def fit_novelty(arr: np.ndarray, embeddings: np.ndarray, labels: np.ndarray, k: int,
+                ref_idx: np.ndarray, rate: float, patch_part: np.ndarray) -> NoveltyState:
+    """Leave-one-out novelty of the fitted images and the per-cluster thresholds (``patch_part``: see
+    :func:`novelty_patch_part`)."""
     emb = embeddings.astype(np.float32)
     emb_part = nearest_distances(emb, emb, leave_one_out=True) if arr.shape[0] > 1 else np.zeros(1)
-    if ref_idx.size > 1:
-        loo = patch_scores(arr, aggregate="min", reference=ref_idx, memory_mb=params.memory_mb,
-                           n_threads=params.n_threads)
-        patch_part = image_scores(loo, topk=DEFAULT_IMAGE_TOPK)
-    else:
-        patch_part = np.ones(arr.shape[0])
     scales = np.array([np.median(emb_part), np.median(patch_part)], dtype=np.float64)
     scales = np.where(scales > 0, scales, 1.0)
     fitted = novelty_scores(emb_part, patch_part, *scales)

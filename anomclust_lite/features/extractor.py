@@ -28,6 +28,7 @@ import numpy as np
 
 from ..core.defaults import BAG_DTYPES, DEFAULT_MEMORY_MB
 from ..core.validation import check_choice, check_int, check_memory_mb, check_n_threads
+from ..files.array_store import ArrayStore
 from .cache import CACHE_FORMAT_VERSION, FeatureCache
 from .images import DEFAULT_MAX_PIXELS, display_path
 from .memory import check_input_batch, check_patch_grid
@@ -71,9 +72,10 @@ class Extractor:
     threads : int, optional
         onnxruntime ``intra_op_num_threads``; None keeps onnxruntime's default
         (one thread per physical core).
-    cache_dir : str or os.PathLike, optional
-        Feature cache folder (:class:`~anomclust_lite.features.cache.FeatureCache`);
-        None disables caching.
+    cache_dir : str, os.PathLike or FeatureCache, optional
+        Feature cache folder (:class:`~anomclust_lite.features.cache.FeatureCache`),
+        or a store already opened (e.g. ``CacheFolder(...).store("features")``,
+        which shares its folder's write guard); None disables caching.
     decode_workers : int, optional
         Threads decoding images; default ``min(4, os.cpu_count())``.
     max_pixels : int, default DEFAULT_MAX_PIXELS
@@ -133,7 +135,7 @@ class Extractor:
         device: str = "cpu",
         batch_size: int = 8,
         threads: "Optional[int]" = None,
-        cache_dir: "Optional[PathLike]" = None,
+        cache_dir: "Optional[PathLike | ArrayStore]" = None,
         decode_workers: "Optional[int]" = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         backbone: "Optional[str]" = None,
@@ -176,7 +178,10 @@ class Extractor:
             )
         self.pool = 3 if wants_pool else None
         self._apply_pool = wants_pool and not self.pooling_in_graph
-        self._cache = None if cache_dir is None else FeatureCache(cache_dir)
+        if cache_dir is None or isinstance(cache_dir, ArrayStore):
+            self._cache = cache_dir
+        else:
+            self._cache = FeatureCache(cache_dir)
         check_patch_grid(self.resize, self.crop, self.grid, self.dim, self.memory_mb)
 
     # ------------------------------------------------------------ properties

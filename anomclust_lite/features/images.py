@@ -89,6 +89,7 @@ from PIL import Image
 
 from ..core.validation import check_int
 from ..files.safe_open import UnsafeFileError, read_regular
+from ..files.safe_text import display_path
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -179,21 +180,6 @@ class ImageProblem:
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split()) or "unknown error"
-
-
-def display_path(path: "PathLike | bytes") -> str:
-    """Return a printable form of ``path`` that never raises on encoding.
-
-    Bytes that are not valid UTF-8 are shown as ``\\xNN`` escapes.
-
-    Examples
-    --------
-    >>> import os
-    >>> display_path(os.fsdecode(b"img_\\xff.png"))
-    'img_\\\\xff.png'
-    """
-    raw = path if isinstance(path, bytes) else os.fsencode(os.fspath(path))
-    return raw.decode("utf-8", "backslashreplace")
 
 
 def os_error_reason(exc: OSError) -> str:

@@ -49,8 +49,9 @@ def atomic_open(path: PathLike, mode: str = "wb", *, encoding: "str | None" = No
     :class:`NotRegularFileError` before anything is written (checked again
     just before the rename). On any exception the temporary file is removed
     and ``path`` is untouched.
-    An ``OSError`` without a file name (e.g. ``ENOSPC`` from a write or
-    ``fsync``) is re-raised with ``path`` as its file name, so the message
+    A file that ends up shorter than what was written (a short write that
+    the writer did not report) raises ``OSError`` too. An ``OSError``
+    without a file name (e.g. ``ENOSPC`` from a write or ``fsync``) is re-raised with ``path`` as its file name, so the message
     says which output could not be written.
     """
     if mode not in ("wb", "w"):
@@ -70,6 +71,7 @@ def atomic_open(path: PathLike, mode: str = "wb", *, encoding: "str | None" = No
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+            _check_complete(fh)
         _refuse_non_regular(target)
         os.replace(tmp, target)
     except BaseException as exc:
@@ -78,6 +80,20 @@ def atomic_open(path: PathLike, mode: str = "wb", *, encoding: "str | None" = No
         if isinstance(exc, OSError) and _lacks_filename(exc):
             raise _with_filename(exc, target) from exc
         raise
+
+
+def _check_complete(fh: IO) -> None:
+    """Raise ``OSError`` if the file on disk is shorter than what was written to it.
+
+    Some writers (NumPy's ``tofile``, behind ``np.save``) do not report a
+    short write, e.g. when a file size limit (``RLIMIT_FSIZE``) cuts the
+    file; the file's size is the proof.
+    """
+    raw = getattr(fh, "buffer", fh)
+    expected = raw.tell()
+    written = os.fstat(fh.fileno()).st_size
+    if written < expected:
+        raise OSError(errno.EIO, f"only {written} of {expected} bytes were written (disk full or a file size limit)")
 
 
 def _lacks_filename(exc: OSError) -> bool:

@@ -9,6 +9,8 @@ hostile text:
   spreadsheets as text). A plain number (``-0.5``) is left as it is. Text
   that itself starts with ``'`` gets one too, so :func:`csv_text` (reading a
   cell back) undoes it exactly.
+- :func:`display_path`: a path as text that never raises on encoding (bytes
+  that are not UTF-8 become ``\\xNN`` escapes).
 - :func:`terminal_text`: control characters (C0, DEL, C1) would
   move the cursor, rewrite earlier lines or set the window title; each is
   shown as a ``\\xNN`` / ``\\uNNNN`` escape instead, and so are the Unicode
@@ -17,9 +19,11 @@ hostile text:
 
 from __future__ import annotations
 
+import os
 import re
+from typing import Union
 
-__all__ = ["FORMULA_PREFIXES", "csv_cell", "csv_text", "terminal_text"]
+__all__ = ["FORMULA_PREFIXES", "csv_cell", "csv_text", "display_path", "terminal_text"]
 
 #: First characters that make a spreadsheet read a cell as a formula.
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -62,3 +66,18 @@ def terminal_text(text: str) -> str:
 def _escape(match: "re.Match[str]") -> str:
     code = ord(match.group())
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def display_path(path: "Union[str, os.PathLike[str], bytes]") -> str:
+    """Return a printable form of ``path`` that never raises on encoding.
+
+    Bytes that are not valid UTF-8 are shown as ``\\xNN`` escapes.
+
+    Examples
+    --------
+    >>> import os
+    >>> display_path(os.fsdecode(b"img_\\xff.png"))
+    'img_\\\\xff.png'
+    """
+    raw = path if isinstance(path, bytes) else os.fsencode(os.fspath(path))
+    return raw.decode("utf-8", "backslashreplace")
