@@ -34,7 +34,7 @@ def test_quick_reproduction_on_bottle(shared_dir: Path, shared_model: Path, tmp_
     )
     assert code == 0
     for name in ("summary.md", "table1_main.md", "table2_methods.md", "table3_purity.md", "table5_variants.md",
-                 "tau.md", "normal_fraction.md", "timing.md"):
+                 "tau.md", "normal_fraction.md", "good_group.md", "timing.md"):
         text = (out / name).read_text(encoding="utf-8")
         assert text.startswith("#") and "|---|" in text
     for name in ("tau_unsupervised.png", "tau_semi.png", "normal_fraction.png", "purity_bottle.png"):
@@ -44,6 +44,9 @@ def test_quick_reproduction_on_bottle(shared_dir: Path, shared_model: Path, tmp_
     assert results["n"] == 83 and results["k"] == 4 and results["n_normal"] == 20
     assert results["table1"]["wa_unsup"]["nmi"] >= 0.40
     assert results["table1"]["max_hausdorff"]["nmi"] >= 0.40
+    good = results["good_group"]
+    assert good["auto"]["good_size"] > 0 and good["auto"]["good_precision"] >= 0.8  # bottle: good parts stand out
+    assert set(good["off"]) == set(good["auto"]) and good["off"]["good_size"] == 0
     assert {r["stage"] for r in payload["timing"]} >= {"extract", "unsupervised pass", "semi-supervised pass"}
 
     # A second run reuses the cached bags and score matrices and gives the same tables.
