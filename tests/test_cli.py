@@ -97,7 +97,7 @@ def test_end_to_end_with_k(capsys, folder: Path, model_path: Path, tmp_path: Pat
     model = AnomalyClusterer.load(out / "model.npz")
     assert model.k_ == 3 and model.metadata_["extractor"]["output"] == "feat"
     assert no_temporary_files(out)
-    assert (out / ".features").is_dir()
+    assert not (out / ".features").exists()  # features go to the shared cache folder (tests/test_cli_cache.py)
 
 
 def test_threads_option_reaches_the_model_and_the_kernels(capsys, folder: Path, model_path: Path,
@@ -437,9 +437,9 @@ def test_keyboard_interrupt_exits_130_and_keeps_the_cache(capsys, folder: Path, 
 
     monkeypatch.setattr(AnomalyClusterer, "fit", interrupted)
     out = tmp_path / "o"
-    rc, _, err = run(capsys, folder, *model_args(model_path), "--out", out)
+    rc, _, err = run(capsys, folder, *model_args(model_path), "--out", out, "--cache-dir", tmp_path / "cache")
     assert rc == 130 and "interrupted" in err
-    assert any((out / ".features").rglob("*.npy"))
+    assert any((tmp_path / "cache" / "features").rglob("*.npy"))
     assert no_temporary_files(out)
 
 
@@ -529,7 +529,8 @@ def test_no_model_uses_the_embedded_backbone_offline(capsys, base_folder: Path, 
     assert summary["extractor"]["dim"] == 512 and summary["extractor"]["pooling_in_graph"] is True
     assert "backbone: resnet50v2" in err + stdout
     assert "resnet50v2" in (out / "report.html").read_text(encoding="utf-8")
-    assert [p.suffix for p in (tmp_path / "empty-cache").iterdir()] == [".onnx"]
+    made = sorted(p.name if p.is_dir() else p.suffix for p in (tmp_path / "empty-cache").iterdir())
+    assert made == [".onnx", "data"]  # the backbone and the runs' cache folder
 
 
 def test_named_backbone_not_built_is_one_clear_line(capsys, folder: Path, tmp_path: Path, monkeypatch) -> None:

@@ -34,12 +34,18 @@ def test_log_stream_gets_a_line_every_few_percent_and_when_slow() -> None:
     out, clock = io.StringIO(), Clock()
     bar = Bar("extracting features", "images", out, tty=False, clock=clock)
     for done in range(0, 1001):
-        clock.now += 0.01
+        clock.now += 0.1
         bar.update(done, 1000)
     lines = out.getvalue().splitlines()
     assert "\r" not in out.getvalue()
     assert len(lines) == 100 // LOG_PERCENT + 1  # 0%, 5%, ... 95%, and the closing line
-    assert lines[-1].startswith("extracting features: 1,000 images in 10.0 s")
+    assert lines[-1].startswith("extracting features: 1,000 images in 1:40")
+    out3, fast = io.StringIO(), Bar("scoring", "image pairs", io.StringIO(), tty=False, clock=clock)
+    fast.stream = out3
+    for done in range(0, 101):
+        clock.now += 0.01  # a one-second stage: one line, then the closing one
+        fast.update(done, 100)
+    assert len(out3.getvalue().splitlines()) == 2
     out2 = io.StringIO()
     slow = Bar("scoring", "image pairs", out2, tty=False, clock=clock)
     slow.update(0, 10_000)

@@ -537,11 +537,11 @@ def _damage_cache_entries(features: Path) -> int:
 
 
 def test_damaged_feature_cache_entries_are_recomputed(capsys, folder: Path, model_path: Path, tmp_path: Path) -> None:
-    out = tmp_path / "o"
-    assert run(capsys, folder, *model_args(model_path), "--k", "3", "--out", out, "-q")[0] == 0
+    out, cache = tmp_path / "o", tmp_path / "cache"
+    assert run(capsys, folder, *model_args(model_path), "--k", "3", "--out", out, "--cache-dir", cache, "-q")[0] == 0
     first = (out / "clusters.csv").read_bytes()
-    damaged = _damage_cache_entries(out / ".features")
-    rc, _, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--out", out)
+    damaged = _damage_cache_entries(cache / "features")
+    rc, _, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--out", out, "--cache-dir", cache)
     assert rc == 0, err
     assert_no_traceback(err)
     cache_warnings = [w for w in warnings_in(err) if "feature cache entry" in w and "recomputing" in w]
@@ -549,7 +549,7 @@ def test_damaged_feature_cache_entries_are_recomputed(capsys, folder: Path, mode
     extraction = summary_of(out)["extraction"]
     assert (extraction["cache_hits"], extraction["computed"]) == (N_IMAGES - damaged, damaged)
     assert (out / "clusters.csv").read_bytes() == first  # nothing skipped, nothing changed
-    rc, _, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--out", out)
+    rc, _, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--out", out, "--cache-dir", cache)
     assert rc == 0 and warnings_in(err) == []
     assert summary_of(out)["extraction"]["cache_hits"] == N_IMAGES  # the damaged entries were rewritten
 
@@ -622,18 +622,19 @@ def test_full_or_unwritable_out_fails_before_extraction(capsys, base_folder: Pat
     rc, _, err = run(capsys, base_folder, *model_args(model_path), "--out", out)
     assert rc == 1
     assert_one_error_line(err, f"cannot write to output folder {out}", os.strerror(error), "--out")
-    assert not (out / ".features").exists()  # nothing extracted
+    assert not any(out.rglob("*.npy"))  # nothing extracted
     assert list(out.iterdir()) == []
 
 
-def test_unwritable_cache_dir_fails_before_extraction(capsys, base_folder: Path, model_path: Path,
-                                                      tmp_path: Path) -> None:
+def test_unwritable_cache_dir_is_one_warning_and_no_cache(capsys, base_folder: Path, model_path: Path,
+                                                          tmp_path: Path) -> None:
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     rc, _, err = run(capsys, base_folder, *model_args(model_path), "--out", tmp_path / "o",
                      "--cache-dir", blocker / "cache")
-    assert rc == 1
-    assert_one_error_line(err, "cannot write to feature cache folder", "--no-cache")
+    assert rc == 0, err
+    assert warnings_in(err) == [f"anomclust-lite: warning: cannot write to cache folder {blocker / 'cache'} (Not a directory); choose another "
+                                "--cache-dir or pass --no-cache; going on without a cache"]
 
 
 def test_disk_full_while_writing_keeps_the_previous_results(capsys, folder: Path, model_path: Path, tmp_path: Path,
@@ -667,7 +668,7 @@ def _start_and_wait_for_cache(folder: Path, model: Path, out: Path, entries: int
     """Start the CLI in a subprocess; return once ``entries`` images are in the cache."""
     proc = subprocess.Popen(
         cli_command(folder, "--model", model, "--resize", "64", "--crop", "64", "--threads", "1", "--k", "3",
-                    "--out", out, "-q"),
+                    "--out", out, "--cache-dir", out.parent / "cache", "-q"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(), cwd=out.parent,
         # Ctrl-C must reach the CLI as from a terminal, whatever the test process inherited or a library
         # left behind (after scikit-learn's silhouette in test_auto_k, SIGINT is SIG_IGN here, and an
@@ -676,7 +677,8 @@ def _start_and_wait_for_cache(folder: Path, model: Path, out: Path, entries: int
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        done = len(list((out / ".features").rglob("*.json"))) if (out / ".features").is_dir() else 0
+        features = out.parent / "cache" / "features"
+        done = len(list(features.rglob("*.json"))) if features.is_dir() else 0
         if done >= entries:
             return proc, done
         if proc.poll() is not None:
@@ -708,11 +710,11 @@ def test_ctrl_c_mid_extraction_exits_130_keeps_old_results_and_resumes(capsys, b
     assert stdout == ""
     assert {name: (out / name).read_bytes() for name in OUTPUTS} == before
     assert _temporary_files(out) == []
-    cached = len(list((out / ".features").rglob("*.json")))
+    cached = len(list((tmp_path / "cache" / "features").rglob("*.json")))
     assert 5 <= cached < 30
     # The rerun takes those from the cache.
     rc, _, err = run(capsys, big_folder, "--model", slow_model, "--resize", "64", "--crop", "64", "--threads", "1",
-                     "--k", "3", "--out", out, "-q")
+                     "--k", "3", "--out", out, "--cache-dir", tmp_path / "cache", "-q")
     assert rc == 0, err
     extraction = summary_of(out)["extraction"]
     assert (extraction["cache_hits"], extraction["computed"]) == (cached, 30 - cached)
@@ -730,11 +732,12 @@ def test_kill_mid_extraction_loses_nothing_and_resumes(capsys, big_folder: Path,
     assert not [name for name in OUTPUTS if (out / name).exists()]
     # At most the one cache file being written when the process died is left as a temporary file
     # (ignored by every later run; safe to delete).
-    stray = _temporary_files(out)
-    assert len(stray) <= 1 and all(p.parent.parent == out / ".features" for p in stray), stray
-    cached = len(list((out / ".features").rglob("*.json")))
+    features = tmp_path / "cache" / "features"
+    stray = _temporary_files(tmp_path)
+    assert len(stray) <= 1 and all(p.parent.parent == features for p in stray), stray
+    cached = len(list(features.rglob("*.json")))
     rc, _, err = run(capsys, big_folder, "--model", slow_model, "--resize", "64", "--crop", "64", "--threads", "1",
-                     "--k", "3", "--out", out, "-q")
+                     "--k", "3", "--out", out, "--cache-dir", tmp_path / "cache", "-q")
     assert rc == 0, err
     extraction = summary_of(out)["extraction"]
     assert extraction["cache_hits"] == cached and extraction["computed"] == 30 - cached

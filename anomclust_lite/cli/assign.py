@@ -24,7 +24,8 @@ from ..features.folders import ImageSet, collect_images, relative_name
 from ..features.images import display_path
 from .console import Console
 from .extraction import ExtractorFactory, extract, make_extractor, problem_dicts, skipped_note
-from .folders import cache_dir_for, check_folder, prepare_out
+from .cache import open_cache, trim_cache
+from .folders import check_folder, prepare_out
 from .naming import cluster_names
 from .outputs import optional_number, write_assign_report, write_csv
 from .running import run_command
@@ -55,9 +56,9 @@ def run_assign(
     folder = check_folder(args.folder, "image folder")
     images = collect_new_images(args, folder, console)
     out = prepare_out(args.out, folder, "_assignments")
-    cache_dir = cache_dir_for(args, out)
+    cache = open_cache(args, console)
     ext_args = extractor_options(args, record)
-    extractor = extractor_factory(ext_args, cache_dir)
+    extractor = extractor_factory(ext_args, None if cache is None else cache.store("features"))
     check_extractor(extractor, record, ext_args.model, args.cluster_model)
     console.info(f"{len(images.paths)} images in {display_path(folder)}")
     result = extract(extractor, images.paths, args, console, "extracting features")
@@ -73,6 +74,7 @@ def run_assign(
     write_assign_report(out, model, assignment, result.paths, rel, extractor, facts,
                         title=f"Images of {display_path(folder.name)} assigned to the fitted clusters", names=names)
     summary = build_assign_summary(args, model, assignment, folder, rel, result.failures)
+    trim_cache(cache, args, console)
     print_assign_summary(summary, model, assignment, images, len(result.failures), out, console)
     return summary
 

@@ -27,11 +27,14 @@ from ..core.defaults import DEFAULT_MEMORY_MB
 from ..estimator.clusterer import AnomalyClusterer
 from ..features.folders import ImageSet, collect_images, folder_labels, relative_name
 from ..features.images import display_path
+from ..files.cache_folder import CacheFolder
 from .console import Console
 from .extraction import ExtractorFactory, backbone_line, extract, extractor_record, make_extractor, skipped_note
-from .folders import cache_dir_for, check_folder, prepare_out
+from .cache import open_cache, trim_cache
+from .folders import check_folder, prepare_out
 from .naming import apply_review_names, cluster_majorities, cluster_names, read_review_for
 from .outputs import export_clusters, optional_number, write_csv, write_json, write_report
+from .progress import duration
 from .running import run_command
 from .summary import build_summary, k_text
 
@@ -51,12 +54,12 @@ class Sources:
 
 @dataclass(frozen=True)
 class Features:
-    """The extractor and what it made of the images (``ExtractionResult``-like objects)."""
+    """The extractor, what it made of the images (``ExtractionResult``-like objects) and the run's cache folder."""
 
     extractor: Any
     result: Any
     normal_result: Optional[Any]
-    cache_dir: Optional[Path]
+    cache: Optional[CacheFolder]
 
 
 @dataclass(frozen=True)
@@ -94,13 +97,14 @@ def run_clustering(
     check_model_file(args)
     sources = collect_sources(args, folder, normal_folder, console, timings)
     out = prepare_out(args.out, folder, "_clusters", normal=normal_folder, export=args.export != "none")
-    cache_dir = cache_dir_for(args, out)
+    cache = open_cache(args, console)
     announce(sources, console)
-    extractor = extractor_factory(args, cache_dir)
+    extractor = extractor_factory(args, None if cache is None else cache.store("features"))
     console.info(f"backbone: {backbone_line(extractor)}")
-    features = extract_features(args, sources, extractor, cache_dir, console, timings)
+    features = extract_features(args, sources, extractor, cache, console, timings)
     clustering = fit_clusterer(args, model, sources, features, console, timings)
     write_outputs(args, out, sources, features, clustering, console, timings)
+    trim_cache(cache, args, console)
     timings["total"] = time.perf_counter() - started
     summary = build_summary(args, out, sources, features, clustering, timings)
     write_json(out / "summary.json", summary)
@@ -195,7 +199,7 @@ def extract_features(
     args: argparse.Namespace,
     sources: Sources,
     extractor: Any,
-    cache_dir: Optional[Path],
+    cache: Optional[CacheFolder],
     console: Console,
     timings: Dict[str, float],
 ) -> Features:
@@ -217,7 +221,7 @@ def extract_features(
         raise ValueError(f"need at least 2 readable images to cluster, found {n} (see the warnings above)")
     if args.k is not None and args.k > n:
         raise ValueError(f"--k {args.k} is larger than the number of readable images ({n}); choose --k <= {n}")
-    return Features(extractor, result, normal_result, cache_dir)
+    return Features(extractor, result, normal_result, cache)
 
 
 def fit_clusterer(
@@ -230,7 +234,7 @@ def fit_clusterer(
 ) -> Clustering:
     """Fit the model on the readable images; score it against the sub-folder labels when there are any."""
     normal_bags = None if features.normal_result is None else features.normal_result.bags
-    model.fit(features.result.bags, normal_bags=normal_bags, progress=console.stages())
+    model.fit(features.result.bags, normal_bags=normal_bags, progress=console.stages(), cache=features.cache)
     timings.update(model.timings_)
     paths = list(features.result.paths)
     rel = [relative_name(p, sources.folder) for p in paths]
@@ -347,4 +351,5 @@ def print_summary(
             f"against the folder labels: NMI {metrics['nmi']:.3f}, ARI {metrics['ari']:.3f}, "
             f"accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['f1_macro']:.3f}"
         )
-    console.result(f"results in {summary['out']} (clusters.csv, summary.json, report.html, model.npz)")
+    console.result(f"results in {summary['out']} (clusters.csv, summary.json, report.html, model.npz); "
+                   f"total time {duration(summary['timings']['total'])}")

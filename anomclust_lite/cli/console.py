@@ -14,7 +14,7 @@ from typing import Callable
 from ..features.images import display_path
 from ..files.safe_text import terminal_text
 from .outputs import PROG
-from .progress import StageProgress
+from .progress import Bar, StageProgress
 
 __all__ = ["Console", "ConsoleLogHandler", "one_line"]
 
@@ -40,23 +40,10 @@ class Console:
         return StageProgress(sys.stderr, sys.stderr.isatty(), self.quiet)
 
     def counter(self, label: str) -> Callable[[int, int], None]:
-        """A ``progress(done, total)`` callback printing about ten updates."""
-        state = {"last": -1}
-        tty = sys.stderr.isatty()
-
-        def progress(done: int, total: int) -> None:
-            if self.quiet or total <= 0:
-                return
-            step = (10 * done) // total
-            if tty:
-                end = "\n" if done >= total else ""
-                print(f"\r{label}: {done}/{total}", end=end, file=sys.stderr, flush=True)
-            elif step != state["last"] or done >= total:
-                if done < total or state["last"] != 10:
-                    print(f"{label}: {done}/{total}", file=sys.stderr, flush=True)
-                state["last"] = step if done < total else 10
-
-        return progress
+        """A ``progress(done, total)`` callback: a bar with rate and ETA on a terminal, else a line every few percent."""
+        if self.quiet:
+            return lambda done, total: None
+        return Bar(label, "images", sys.stderr, sys.stderr.isatty()).update
 
 
 class ConsoleLogHandler(logging.Handler):

@@ -1,7 +1,8 @@
 """Feature extraction as the commands use it: building the extractor, running it, recording it, reporting skips.
 
-The commands take an ``extractor_factory(options, cache_dir) -> extractor``
-(default :func:`make_extractor`), so they can be run and tested without a
+The commands take an ``extractor_factory(options, feature_store) -> extractor``
+(default :func:`make_extractor`; ``feature_store`` is the run's cache folder's
+feature store, or None), so they can be run and tested without a
 real model. The extractor can be anything with the interface of
 :class:`anomclust_lite.features.extractor.Extractor` (``extract_all``,
 ``settings``, ``grid``, ``dim``, ``model_path``, ``model_hash``,
@@ -18,6 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..core.defaults import DEFAULT_MEMORY_MB
 from ..core.kernel import pair_bytes
+from ..files.array_store import ArrayStore
 from ..features.folders import relative_name
 from ..features.images import ImageProblem, display_path
 from .console import Console
@@ -36,13 +38,13 @@ __all__ = [
     "problem_dicts",
 ]
 
-ExtractorFactory = Callable[[argparse.Namespace, Optional[Path]], Any]
+ExtractorFactory = Callable[[argparse.Namespace, Optional[ArrayStore]], Any]
 
 #: The extractor's bag-defining settings (:attr:`Extractor.settings`) that model.npz records for ``assign``.
 RECORDED_SETTINGS = ("model_sha256", "output", "resize", "crop", "pool")
 
 
-def make_extractor(args: argparse.Namespace, cache_dir: Optional[Path]) -> Any:
+def make_extractor(args: argparse.Namespace, cache_dir: Optional[ArrayStore]) -> Any:
     """The real :class:`~anomclust_lite.features.extractor.Extractor` for the parsed options."""
     from ..features.extractor import Extractor
 
@@ -98,6 +100,9 @@ def extract(extractor: Any, paths: List[Path], args: argparse.Namespace, console
     result = extractor.extract_all(paths, on_error=on_error, progress=console.counter(label), **dtype_option)
     for problem in result.failures:
         console.warn(f"skipped {display_path(problem.path)}: {problem.reason}")
+    hits = int(getattr(result, "cache_hits", 0))
+    if hits:
+        console.info(f"{label}: {hits} of {len(paths)} images from the cache, {int(result.computed)} through the model")
     return result
 
 

@@ -18,7 +18,7 @@ from typing import Optional
 from ..features.images import display_path
 from .out_dir import check_output, claim_output
 
-__all__ = ["PROBE_BYTES", "check_folder", "prepare_out", "probe_writable", "cache_dir_for"]
+__all__ = ["PROBE_BYTES", "check_folder", "prepare_out", "probe_writable"]
 
 #: Bytes written (and fsync'ed) to probe that an output folder can take files.
 PROBE_BYTES = 64 * 1024
@@ -69,12 +69,3 @@ def probe_writable(folder: Path, what: str, advice: str) -> None:
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise ValueError(f"cannot write to {what} {display_path(folder)} ({reason}); {advice}") from None
-
-
-def cache_dir_for(args: argparse.Namespace, out: Path) -> Optional[Path]:
-    """The feature cache folder (``--cache-dir``, default OUT/.features), probed; ``None`` with --no-cache."""
-    if args.no_cache:
-        return None
-    cache_dir = Path(args.cache_dir).expanduser() if args.cache_dir else out / ".features"
-    probe_writable(cache_dir, "feature cache folder", "choose another --cache-dir or pass --no-cache")
-    return cache_dir

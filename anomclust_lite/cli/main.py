@@ -15,6 +15,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 from .assign import assign_command
 from .backbones import backbones_command, build_backbones_parser
+from .cache import build_cache_parser, cache_command
 from .cluster import cluster_command
 from .naming import build_name_parser, name_command
 from .parser import build_assign_parser, build_parser
@@ -30,6 +31,7 @@ SUBCOMMANDS: Dict[str, Command] = {
     "assign": (build_assign_parser, assign_command),
     "name": (build_name_parser, name_command),
     "backbones": (build_backbones_parser, backbones_command),
+    "cache": (build_cache_parser, cache_command),
 }
 #: The cluster command, ``anomclust-lite FOLDER``.
 CLUSTER: Command = (build_parser, cluster_command)

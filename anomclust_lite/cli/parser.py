@@ -26,6 +26,7 @@ from ..core.defaults import (
 )
 from ..core.validation import check_n_threads
 from ..features.images import DEFAULT_MAX_PIXELS
+from .cache import add_cache_options
 from .outputs import PROG
 from ..core.scores import AGGREGATES
 
@@ -111,11 +112,20 @@ outputs (in --out, default FOLDER/../<name>_clusters):
                  images, export review.csv/review.json
   model.npz      everything needed by '%(prog)s assign'
   cluster_<k>/   the images themselves, with --export symlink|copy
-  .features/     cached features; a rerun (or a rerun after Ctrl-C) reuses them
   Every file is written to a temporary file and renamed, so an interrupted
   run leaves the previous results (or none), never a half-written file. The
   output folder is checked for writing (and space for a small file) before
   any feature is extracted.
+
+cache:
+  features, patch scores and embeddings are cached in one folder shared by
+  every run (default the user cache; --cache-dir DIR, --no-cache), keyed by
+  the images' content and every setting they depend on: a rerun on the same
+  images with another --k, --method or clustering option scores nothing, one
+  with another --tau skips the patch comparisons, and a rerun after Ctrl-C
+  continues where it stopped. The least recently used entries go when the
+  folder outgrows --cache-max-mb. 'anomclust-lite cache info|clear' shows or
+  empties it.
 
 memory:
   the features take N x M x D x 4 bytes (x 2 with --bag-dtype float16; e.g.
@@ -221,9 +231,7 @@ def _add_extractor_options(p: argparse.ArgumentParser, *, for_assign: bool) -> N
     g.add_argument("--threads", type=_threads, metavar="N",
                    help="CPU threads of the model and of the scoring kernels (default: one per core; "
                         f"at most {THREADS_PER_CPU_MAX} per core)")
-    g.add_argument("--cache-dir", metavar="DIR",
-                   help="feature cache folder (default OUT/.features; a rerun reuses cached features)")
-    g.add_argument("--no-cache", action="store_true", help="do not cache features")
+    add_cache_options(p, g)
 
 
 def _add_common_options(p: argparse.ArgumentParser) -> None:

@@ -10,7 +10,8 @@ see :mod:`anomclust_lite.estimator.fitting`); only the CLI renders them, here:
       scoring [#########...........]  45%  1,234/2,741 image pairs  31.2/s  ETA 0:48
 
 - otherwise (a log file, a pipe), a plain line at every :data:`LOG_PERCENT`
-  percent, and at least every :data:`LOG_SECONDS` seconds while a stage is slow;
+  percent (at most one per :data:`LOG_MIN_SECONDS`), and at least every
+  :data:`LOG_SECONDS` seconds while a stage is slow;
 - every stage ends with one line saying what it did and how long it took.
 """
 
@@ -21,7 +22,7 @@ from typing import Callable, Optional, TextIO
 
 from ..files.safe_text import terminal_text
 
-__all__ = ["REDRAW_SECONDS", "LOG_PERCENT", "LOG_SECONDS", "Bar", "StageProgress", "duration"]
+__all__ = ["REDRAW_SECONDS", "LOG_PERCENT", "LOG_SECONDS", "LOG_MIN_SECONDS", "Bar", "StageProgress", "duration"]
 
 #: Seconds between redraws of a terminal bar.
 REDRAW_SECONDS = 0.1
@@ -29,6 +30,8 @@ REDRAW_SECONDS = 0.1
 LOG_PERCENT = 5
 #: ... and at least one line this often (seconds) while a stage runs.
 LOG_SECONDS = 30.0
+#: ... but not more often than this (seconds): a short stage is a line or two, not twenty.
+LOG_MIN_SECONDS = 1.0
 _WIDTH = 20
 
 
@@ -113,8 +116,8 @@ class Bar:
             self.stream.write("\r" + terminal_text(self._line(done, total, now)) + "\x1b[K")
             self.stream.flush()
             self.last_draw = now
-        elif not self.tty and (percent // LOG_PERCENT > self.last_percent // LOG_PERCENT
-                               or now - self.last_draw >= LOG_SECONDS):
+        elif not self.tty and now - self.last_draw >= LOG_MIN_SECONDS and (
+                percent // LOG_PERCENT > self.last_percent // LOG_PERCENT or now - self.last_draw >= LOG_SECONDS):
             self._print(self._line(done, total, now))
             self.last_draw, self.last_percent = now, percent
 

@@ -37,7 +37,7 @@ def build_summary(
     """The content of summary.json."""
     model, labels_true, folder = clustering.model, clustering.labels_true, sources.folder
     labels = model.labels_
-    result, normal_result, cache_dir = features.result, features.normal_result, features.cache_dir
+    result, normal_result, cache = features.result, features.normal_result, features.cache
     return {
         "command": "cluster",
         "folder": display_path(folder),
@@ -65,8 +65,10 @@ def build_summary(
                 normal_result.failures, sources.normal_folder),
         },
         "extraction": {"cache_hits": int(result.cache_hits), "computed": int(result.computed),
-                       "cache_dir": None if cache_dir is None else display_path(cache_dir),
+                       "cache_dir": None if cache is None else display_path(cache.root / "features"),
                        "timings": {key: float(v) for key, v in result.timings.items()}},
+        "cache": {"dir": None if cache is None else display_path(cache.root), "steps": list(model.cached_steps_),
+                  "writing": None if cache is None or cache.guard.failure is None else f"off: {cache.guard.failure}"},
         "backbone": backbone_dict(features.extractor),
         "extractor": features.extractor.describe(),
         "timings": {key: float(v) for key, v in timings.items()},
