@@ -1,7 +1,11 @@
 """Weighted-average (WA) embeddings and the distances between them.
 
-The paper's image distance is ``d(Z_i, Z_j) = ||sum_m a_im z_im - sum_n a_jn z_jn||``:
-the Euclidean distance between the weighted averages of the two bags.
+Each bag ``Z_i`` (Eq. 1 of Sohn et al.) becomes its weighted average
+``sum_m a_im z_im`` with weights ``a_im >= 0`` summing to 1 over the patches
+(Eq. 2, :func:`weighted_average`); the paper's image distance is
+``d(Z_i, Z_j) = ||sum_m a_im z_im - sum_n a_jn z_jn||`` (Eq. 3,
+:func:`wa_distances`): the Euclidean distance between the weighted averages
+of the two bags.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ def _check_weights(weights: object, n: int, m: int) -> np.ndarray:
 
 
 def weighted_average(bags: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Weighted average of each bag's patches, ``sum_m a_im z_im``.
+    """Weighted average of each bag's patches, ``sum_m a_im z_im`` (Eq. 2 of the paper).
 
     Accumulated in float64, chunk by chunk, so float16 or float32 bags need
     no full-size float64 copy.

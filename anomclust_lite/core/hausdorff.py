@@ -3,7 +3,9 @@
 With ``d(a, b)`` the Euclidean patch distance, the directed inner distances
 from bag X to bag Y are
 
-- ``"max-min"``:  ``max_x min_y d(x, y)`` (the classic directed Hausdorff),
+- ``"max-min"``:  ``max_x min_y d(x, y)`` (the classic directed Hausdorff;
+  Eq. 4 of Sohn et al.: a WA embedding whose weight is all on the patch of
+  highest ``aggregate="max"`` score recovers it),
 - ``"mean-min"``: ``mean_x min_y d(x, y)``,
 
 combined over the two directions by ``outer="max"`` or ``outer="mean"``; the

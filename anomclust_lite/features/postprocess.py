@@ -4,7 +4,8 @@ Per image: the model's NCHW feature map ``(C, h, w)`` -> 3x3 average pooling
 (stride 1, zero padding counted in the mean, as ``torch.nn.AvgPool2d(3, 1,
 1)``; skipped when the model already pools) -> ``(h*w, C)`` patches in
 row-major ``(h, w)`` order -> each patch scaled to unit L2 norm. A bag is
-float32 ``(M = h*w, D = C)``.
+float32 ``(M = h*w, D = C)``: the image as a bag of patch embeddings
+``Z_i = {z_im}, m = 1..M`` (Eq. 1 of Sohn et al., WACV 2023).
 """
 
 from __future__ import annotations
