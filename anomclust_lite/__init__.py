@@ -119,7 +119,10 @@ __all__ = [
     "download_checkpoint",
     "build_wrn50_layer2_onnx",
     "export_wrn50_onnx",
+    "build_wrn50_backbone",
     "random_wrn50_state_dict",
+    # the embedded default backbone (maintainers: tools/build_embedded_backbone.py)
+    "write_embedded_backbone",
 ]
 
 
@@ -217,7 +220,9 @@ _EXPORTS = {
     "download_checkpoint": ".backbones.wrn50",
     "build_wrn50_layer2_onnx": ".backbones.wrn50",
     "export_wrn50_onnx": ".backbones.wrn50",
+    "build_wrn50_backbone": ".backbones.wrn50",
     "random_wrn50_state_dict": ".backbones.wrn50",
+    "write_embedded_backbone": ".backbones.embedded",
 }
 
 

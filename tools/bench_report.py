@@ -31,15 +31,8 @@ from typing import List, Optional, Sequence
 import numpy as np
 from scipy.spatial.distance import cdist
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-for extra in (REPO_ROOT, REPO_ROOT / "tests"):
-    if str(extra) not in sys.path:
-        sys.path.insert(0, str(extra))
-
-from anomclust_lite.clustering.auto_k import cut_linkage  # noqa: E402
-from anomclust_lite.clustering.dispatch import linkage_matrix  # noqa: E402
-from anomclust_lite.report import ReportImage, ReportRun, render_report  # noqa: E402
-from anomclust_lite.report.thumbs import image_data_uri  # noqa: E402
+import anomclust_lite as ac
+from anomclust_lite.report import ReportImage, ReportRun, image_data_uri, render_report
 
 GRID = (28, 28)
 
@@ -81,9 +74,9 @@ def synthetic_run(n: int, k: int = 6, *, seed: int = 0, trust: bool = True, good
     good = np.zeros(n, dtype=bool)
     good[rng.choice(n, n_good, replace=False)] = True
     inside = np.flatnonzero(~good)
-    z = linkage_matrix(emb[inside], method="ward")
+    z = ac.linkage_matrix(emb[inside], method="ward")
     labels = np.full(n, -1, dtype=np.int64)
-    labels[inside] = cut_linkage(z, k)
+    labels[inside] = ac.cut_linkage(z, k)
     dist = cdist(emb, emb)
     centre = np.full(n, np.nan)
     for c in range(k):
@@ -104,7 +97,7 @@ def synthetic_run(n: int, k: int = 6, *, seed: int = 0, trust: bool = True, good
 
 def measure(path: Path, repeats: int, other_k: int) -> "tuple[List[float], float, List[str]]":
     """Load times (s, from the page's ready mark) over ``repeats`` fresh tabs, a K change, and errors."""
-    from _browser import Browser
+    from _browser import Browser  # tools/_browser.py, beside this file
 
     loads: List[float] = []
     errors: List[str] = []

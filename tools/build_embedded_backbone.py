@@ -23,6 +23,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+import anomclust_lite as ac
+
 _DEFAULT_OUT = Path(__file__).resolve().parent.parent / "anomclust_lite" / "backbones" / "data" / "resnet50v2_layer2.npz"
 
 
@@ -39,21 +41,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:
         return int(exc.code) if isinstance(exc.code, int) else 2
-    from anomclust_lite.backbones.embedded import EMBEDDED_SOURCE, pack_weights
-    from anomclust_lite.backbones.resnet50v2 import load_resnet50v2_npy_dir
-    from anomclust_lite.files.atomic import atomic_write_bytes
-
+    out = Path(args.out)
     try:
-        weights = load_resnet50v2_npy_dir(args.weights)
-        source = {
-            "model": EMBEDDED_SOURCE,
-            "tensors": "stem, stage1, stage2, stage3_batchnorm0 of resnet50-v2-7 (resnetv24_*)",
-            "storage": "convolution kernels float16 except conv0, stage1_conv0, stage1_conv3 (float32); BatchNorm vectors float32",
-        }
-        data = pack_weights(weights, source)
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(out, data)
+        data = ac.write_embedded_backbone(args.weights, out)
     except (ValueError, OSError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
@@ -63,5 +53,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     sys.exit(main())

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import List, Optional
+
+import anomclust_lite as ac
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,11 +67,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except SystemExit as exc:  # argparse has printed the usage message
         return int(exc.code) if isinstance(exc.code, int) else 2
 
-    from anomclust_lite.backbones import wrn50
-
     progress = _Progress()
     try:
-        built = wrn50.build_wrn50_backbone(
+        built = ac.build_wrn50_backbone(
             args.checkpoint, allow_unverified=args.allow_unverified, out=args.out, store=not args.no_cache,
             progress=progress,
         )
@@ -90,6 +89,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run from a checkout without installing: make the repository's package importable.
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     sys.exit(main())

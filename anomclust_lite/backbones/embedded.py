@@ -15,7 +15,8 @@ At first use :func:`embedded_model_path` builds the ONNX model from it
 as ``resnet50v2_layer2-<digest>.onnx``; later calls rebuild the bytes and use
 the cached file only if it is byte-identical, rewriting it otherwise.
 
-:func:`pack_weights` writes the package file (``tools/build_embedded_backbone.py``).
+:func:`write_embedded_backbone` writes the package file from the Model Zoo's
+tensors (``tools/build_embedded_backbone.py``), through :func:`pack_weights`.
 
 Examples
 --------
@@ -39,7 +40,7 @@ import numpy as np
 
 from ..files.atomic import atomic_write_bytes
 from ..files.user_cache import user_cache_dir
-from .resnet50v2 import build_resnet50v2_layer2_onnx, check_resnet50v2_weights
+from .resnet50v2 import build_resnet50v2_layer2_onnx, check_resnet50v2_weights, load_resnet50v2_npy_dir
 
 __all__ = [
     "EMBEDDED_NAME",
@@ -48,6 +49,7 @@ __all__ = [
     "EMBEDDED_SOURCE",
     "EmbeddedBackboneError",
     "pack_weights",
+    "write_embedded_backbone",
     "load_embedded_weights",
     "embedded_model_bytes",
     "embedded_model_path",
@@ -109,6 +111,50 @@ def pack_weights(weights: Mapping[str, object], source: Mapping[str, str]) -> by
             info.external_attr = 0o644 << 16
             zf.writestr(info, _npy_bytes(entries[key]))
     return buf.getvalue()
+
+
+#: Provenance written into the package file's ``__source__`` entry.
+_PACKAGE_SOURCE = {
+    "model": EMBEDDED_SOURCE,
+    "tensors": "stem, stage1, stage2, stage3_batchnorm0 of resnet50-v2-7 (resnetv24_*)",
+    "storage": "convolution kernels float16 except conv0, stage1_conv0, stage1_conv3 (float32); BatchNorm vectors float32",
+}
+
+
+def write_embedded_backbone(weights_dir: PathLike, out: PathLike = EMBEDDED_FILE) -> bytes:
+    """Write the embedded backbone's package file from the Model Zoo's ``resnetv24_*.npy`` tensors.
+
+    Reads the tensors of ``resnet50-v2-7`` (one ``.npy`` file per tensor, no
+    pickle) from ``weights_dir``, keeps the ones the layer-2 model needs,
+    packs them with :func:`pack_weights` and writes ``out`` atomically (its
+    folder is created). Returns the bytes written; their SHA-256 belongs in
+    :data:`EMBEDDED_SHA256`.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``weights_dir`` or one of the needed files does not exist.
+    ValueError
+        A file is not a plain ``.npy`` array, or a tensor has the wrong shape.
+
+    Examples
+    --------
+    The package file's own tensors, written out one ``.npy`` per tensor,
+    give the package file back byte for byte:
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     for key, value in load_embedded_weights().items():
+    ...         np.save(os.path.join(tmp, key + ".npy"), value)
+    ...     data = write_embedded_backbone(tmp, os.path.join(tmp, "out", "resnet50v2_layer2.npz"))
+    >>> hashlib.sha256(data).hexdigest() == EMBEDDED_SHA256
+    True
+    """
+    data = pack_weights(load_resnet50v2_npy_dir(weights_dir), _PACKAGE_SOURCE)
+    target = Path(os.fspath(out))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(target, data)
+    return data
 
 
 def _read_npz(data: bytes, where: str) -> Dict[str, np.ndarray]:

@@ -11,5 +11,6 @@
 from .data import ReportImage, ReportRun
 from .page import render_report
 from .review import Review, ReviewImage, read_review
+from .thumbs import image_data_uri
 
-__all__ = ["ReportImage", "ReportRun", "render_report", "Review", "ReviewImage", "read_review"]
+__all__ = ["ReportImage", "ReportRun", "render_report", "Review", "ReviewImage", "read_review", "image_data_uri"]

@@ -146,6 +146,15 @@ def build_wrn50_backbone(
         name; :class:`~anomclust_lite.backbones.wrn50.download.ChecksumError`
         for a mismatch without ``allow_unverified``; download and checkpoint
         errors as in :func:`export_wrn50_onnx`.
+
+    Examples
+    --------
+    Arguments are checked before any checkpoint is read or downloaded:
+
+    >>> build_wrn50_backbone(name="my model")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: a backbone name must be 1-64 characters of a-z, 0-9, '_', '.', '-', ...; got 'my model'
     """
     if name is not None:
         check_backbone_name(name)

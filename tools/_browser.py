@@ -2,7 +2,8 @@
 
 Standard library only: Chromium reads commands from file descriptor 3 and
 writes replies and events to descriptor 4, each message a JSON object followed
-by a NUL byte. Used by the report's browser tests and by tools/bench_report.py.
+by a NUL byte. Used by tools/bench_report.py and by the report's browser tests
+(tests/test_report_browser.py; tools/ is on the test path, see pyproject.toml).
 No browser is ever downloaded: :func:`find_chromium` looks for the Debian
 ``chromium`` package's binary (or ``$CHROMIUM``).
 """
