@@ -143,6 +143,7 @@ def build_clusterer(args: argparse.Namespace, weights_mode: str) -> AnomalyClust
         reference_size=args.reference_size,
         bag_dtype=args.bag_dtype,
         good_group=args.good_group,
+        exact=args.exact,
     )
     model.validate_params()
     return model

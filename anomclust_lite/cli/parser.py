@@ -14,9 +14,14 @@ import numpy as np
 from ..clustering.auto_k import DEFAULT_K_MAX
 from ..estimator.params import DEFAULT_REFERENCE_SIZE, DISTANCES, WEIGHT_MODES
 from ..clustering.dispatch import METHODS
+from ..core.coreset import MIN_CORESET_PATCHES
 from ..core.defaults import (
     BAG_DTYPES,
     DEFAULT_AGGREGATE,
+    DEFAULT_BANK_SIZE,
+    DEFAULT_FIT_SIZE,
+    DEFAULT_SCORE_REFERENCE,
+    DEFAULT_SUBSAMPLE_FROM,
     DEFAULT_MEMORY_MB,
     DEFAULT_METHOD,
     DEFAULT_TAU_SEMI,
@@ -248,6 +253,16 @@ def _add_common_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("-q", "--quiet", action="store_true", help="no progress messages on stderr")
 
 
+def _add_exact_option(g: "argparse._ArgumentGroup") -> None:
+    """``--exact``: every approximation that makes large runs fast, off."""
+    g.add_argument("--exact", action="store_true",
+                   help="switch every approximation off. Default: with --normal, score against a coreset of "
+                        f"{DEFAULT_BANK_SIZE * 100:g}%% of the normal patches (at least {MIN_CORESET_PATCHES}); "
+                        f"without, score against {DEFAULT_SCORE_REFERENCE} sampled images from "
+                        f"{DEFAULT_SUBSAMPLE_FROM} images on; above {DEFAULT_FIT_SIZE} images, fit a sample of "
+                        f"{DEFAULT_FIT_SIZE} and assign the rest. Slower (README 'Speed')")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``anomclust-lite FOLDER [options]``."""
     from .. import __version__
@@ -301,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--reference-size", type=_positive_int, default=DEFAULT_REFERENCE_SIZE, metavar="N",
                    help="images (or images' worth of normal patches) kept in model.npz to weight new images "
                         f"in 'assign' (default {DEFAULT_REFERENCE_SIZE})")
+    _add_exact_option(g)
     g.add_argument("--good-group", choices=("off", "auto"), default="off",
                    help="auto: with --normal, set the likely-good images apart (cluster -1, is_good = 1) and "
                         "cluster the rest, K counting defect clusters only; off: cluster every image, the "

@@ -16,6 +16,10 @@ __all__ = [
     "MIN_INPUT_BATCH_MB",
     "THREADS_PER_CPU_MAX",
     "DEFAULT_METHOD",
+    "DEFAULT_BANK_SIZE",
+    "DEFAULT_SCORE_REFERENCE",
+    "DEFAULT_SUBSAMPLE_FROM",
+    "DEFAULT_FIT_SIZE",
     "BAG_DTYPES",
 ]
 
@@ -57,5 +61,22 @@ MIN_INPUT_BATCH_MB = 64.0
 THREADS_PER_CPU_MAX = 4
 #: Clustering method.
 DEFAULT_METHOD = "ward"
+#: Patches of the semi-supervised normal bank kept by the greedy k-centre coreset
+#: (:mod:`anomclust_lite.core.coreset`): a fraction of the bank's patches (at least
+#: ``MIN_CORESET_PATCHES``). Chosen once on bottle + pill + MTD (``tools/bench_coreset.py``,
+#: BENCHMARKS.md "Compact normal bank").
+DEFAULT_BANK_SIZE = 0.05
+#: Unsupervised scores of ``DEFAULT_SUBSAMPLE_FROM`` images or more aggregate over a seeded
+#: subsample of this many reference images (Eq. 7): ``N * R`` image pairs instead of
+#: ``N^2 / 2``. Chosen on bottle + pill + MTD (``tools/bench_scale.py references``,
+#: BENCHMARKS.md "Unsupervised at scale").
+DEFAULT_SCORE_REFERENCE = 64
+#: The switch-over: from this many images on, unsupervised scores use Eq. 7 (below it every
+#: image is scored against every other, at most 125k image pairs, about 9 min on 2 idle cores).
+DEFAULT_SUBSAMPLE_FROM = 500
+#: Above this many images a seeded sample of this size is fitted (scored, clustered) and the
+#: other images are assigned to its clusters in chunks, so memory stays bounded (no N x N
+#: matrix; the sample's bags, plus one chunk). BENCHMARKS.md "Unsupervised at scale".
+DEFAULT_FIT_SIZE = 2000
 #: Storage types bags may be held in (the kernels compute in float32 either way).
 BAG_DTYPES = ("float32", "float16")

@@ -34,7 +34,7 @@ from ..core.anomaly import DEFAULT_IMAGE_TOPK, image_scores
 from ..core.confidence import centre_margins
 from ..core.distances import weighted_average
 from ..core.novelty import flag_new_types
-from ..core.scores import cross_patch_scores, normal_scores
+from ..core.scores import cross_patch_aggregates, cross_patch_scores, normal_scores
 from ..core.validation import check_bags, check_positive_float
 from .fitting import patch_weights
 from .params import Params
@@ -137,15 +137,21 @@ class FittedState:
     novelty: NoveltyState
 
 
-def _score_new(params: Params, state: FittedState, arr: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Patch scores of new images against the reference, their WA embeddings and image anomaly scores."""
-    if state.reference_kind == "images":
+def _score_new(params: Params, state: FittedState,
+               arr: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    """Patch scores of new images against the reference, their WA embeddings, image anomaly scores and,
+    when the novelty reference is the scoring reference, the ``"min"`` scores novelty needs (one kernel pass)."""
+    low = None
+    if state.reference_kind != "images":
+        scores = normal_scores(arr, state.reference, memory_mb=params.memory_mb, n_threads=params.n_threads)
+    elif np.array_equal(state.reference, state.novelty.reference):
+        scores, low = cross_patch_aggregates(arr, state.reference, (params.aggregate, "min"), q=params.q,
+                                             memory_mb=params.memory_mb, n_threads=params.n_threads)
+    else:
         scores = cross_patch_scores(arr, state.reference, aggregate=params.aggregate, q=params.q,
                                     memory_mb=params.memory_mb, n_threads=params.n_threads)
-    else:
-        scores = normal_scores(arr, state.reference, memory_mb=params.memory_mb, n_threads=params.n_threads)
     emb = weighted_average(arr, patch_weights(params, scores))
-    return scores, emb, image_scores(scores, topk=DEFAULT_IMAGE_TOPK)
+    return scores, emb, image_scores(scores, topk=DEFAULT_IMAGE_TOPK), low
 
 
 def _recognise(state: FittedState, arr: np.ndarray) -> np.ndarray:
@@ -163,11 +169,11 @@ def assign_bags(
                  else check_positive_float(new_type_threshold, "new_type_threshold"))
     if params.weights == "topk":
         params.topk_for(arr.shape[1])
-    scores, emb, anomaly = _score_new(params, state, arr)
+    scores, emb, anomaly, low = _score_new(params, state, arr)
     d2 = ((emb[:, None, :] - state.centers[None, :, :]) ** 2).sum(axis=2)
     labels = np.argmin(d2, axis=1).astype(np.int64)
     dist = np.sqrt(np.maximum(d2[np.arange(arr.shape[0]), labels], 0.0))
-    novelty = novelty_of(params, state.novelty, arr, emb)
+    novelty = novelty_of(params, state.novelty, arr, emb, low)
     same = _recognise(state, arr)
     fitted = same >= 0
     labels[fitted] = state.labels[same[fitted]]

@@ -33,13 +33,17 @@ import numpy as np
 
 from ..clustering.auto_k import DEFAULT_K_MAX
 from ..clustering.dispatch import ClusteringWarning
-from ..core.defaults import DEFAULT_AGGREGATE, DEFAULT_MEMORY_MB, DEFAULT_METHOD, DEFAULT_TOPK_FRACTION
+from ..core.defaults import (
+    DEFAULT_AGGREGATE, DEFAULT_BANK_SIZE, DEFAULT_FIT_SIZE, DEFAULT_MEMORY_MB, DEFAULT_METHOD, DEFAULT_SCORE_REFERENCE,
+    DEFAULT_SUBSAMPLE_FROM, DEFAULT_TOPK_FRACTION,
+)
 from ..core.anomaly import DEFAULT_RATE
 from ..core.kernel import limit_blas
 from ..core.memo import ArrayCache
 from .assign import Assignment, FittedState, assign_bags
 from .base import ParamsMixin
-from .fitting import Fit, fit_bags
+from .fitting import Fit
+from .scale import fit_images
 from .model_io import CORRUPT, SavedModel, read_model, write_model
 from .params import DEFAULT_REFERENCE_SIZE, Params, validate_params
 
@@ -50,7 +54,8 @@ logger = logging.getLogger(__name__)
 PathLike = Union[str, "os.PathLike[str]"]
 
 #: Fitted attributes a loaded model does not have (``None`` after :meth:`AnomalyClusterer.load`).
-_NOT_SAVED = ("scores_", "weights_", "embeddings_", "distances_", "center_distances_", "medoids_", "linkage_")
+_NOT_SAVED = ("scores_", "weights_", "embeddings_", "distances_", "center_distances_", "medoids_", "linkage_",
+              "fit_sample_")
 
 
 class AnomalyClusterer(ParamsMixin):
@@ -127,6 +132,15 @@ class AnomalyClusterer(ParamsMixin):
     new_type_rate : float, default 0.05
         False-flag rate of the new-type thresholds: the fraction of each
         cluster's fitted images (leave-one-out) that would be flagged.
+    bank_size, score_reference, subsample_from, fit_size, exact
+        Speed at scale (defaults in :mod:`anomclust_lite.core.defaults`): with
+        ``normal_bags``, scores are taken against a greedy k-centre coreset of
+        ``bank_size`` normal patches (int, or a fraction: 0.05, at least 8192;
+        :mod:`anomclust_lite.core.coreset`); unsupervised, from
+        ``subsample_from`` (500) images on, against ``score_reference`` (64)
+        seeded images (Eq. 7); above ``fit_size`` (2000) images a seeded sample
+        is fitted and the rest assigned in chunks (:mod:`.scale`; ``bags`` may
+        be a memory map). ``exact=True`` switches all three off.
 
     Attributes
     ----------
@@ -138,8 +152,8 @@ class AnomalyClusterer(ParamsMixin):
         Patch weights; rows sum to 1.
     embeddings_ : (N, D) float64
         WA embeddings.
-    distances_ : (N, N) float64
-        The distances that were clustered.
+    distances_ : (N, N) float64 or None
+        The distances that were clustered (None when a sample was fitted).
     centers_ : (K, D) float64
         Mean WA embedding of every cluster.
     center_distances_ : (N,) float64
@@ -152,7 +166,7 @@ class AnomalyClusterer(ParamsMixin):
     k_ : int
     k_choice_ : KChoice
     linkage_ : (N-1, 4) float64 or None
-        The linkage tree for hierarchical methods.
+        The linkage tree for hierarchical methods (None when a sample was fitted).
     new_type_threshold_ : float or None
         ``new_type_threshold``.
     anomaly_scores_ : (N,) float64
@@ -174,6 +188,8 @@ class AnomalyClusterer(ParamsMixin):
         Why the clustering is weak (empty when it is not).
     novelty_thresholds_ : (K,) float64
         New-type threshold of every cluster.
+    fit_sample_ : (S,) int64 or None
+        The fitted sample's positions when ``N > fit_size`` (else None).
     timings_ : dict of str to float
         Seconds spent per stage of :meth:`fit`.
     cached_steps_ : list of str
@@ -231,6 +247,11 @@ class AnomalyClusterer(ParamsMixin):
         good_group: str = "off",
         good_rate: float = DEFAULT_RATE,
         new_type_rate: float = DEFAULT_RATE,
+        bank_size: Union[int, float] = DEFAULT_BANK_SIZE,
+        score_reference: int = DEFAULT_SCORE_REFERENCE,
+        subsample_from: int = DEFAULT_SUBSAMPLE_FROM,
+        fit_size: int = DEFAULT_FIT_SIZE,
+        exact: bool = False,
     ) -> None:
         self.k = k
         self.weights = weights
@@ -251,6 +272,11 @@ class AnomalyClusterer(ParamsMixin):
         self.good_group = good_group
         self.good_rate = good_rate
         self.new_type_rate = new_type_rate
+        self.bank_size = bank_size
+        self.score_reference = score_reference
+        self.subsample_from = subsample_from
+        self.fit_size = fit_size
+        self.exact = exact
 
     # ------------------------------------------------------------------ parameters
 
@@ -311,7 +337,7 @@ class AnomalyClusterer(ParamsMixin):
         params = self.validate_params()
         report = progress if progress is not None else (lambda stage, done, total: None)
         with limit_blas(params.n_threads):
-            fit = fit_bags(params, bags, normal_bags, report, cache)
+            fit = fit_images(params, bags, normal_bags, report, cache)
         self._store(params, fit)
         n, k = fit.partition.labels.shape[0], fit.partition.k
         n_distinct = int(np.unique(fit.hashes, axis=0).shape[0])
@@ -341,6 +367,7 @@ class AnomalyClusterer(ParamsMixin):
         self.confidence_ = fit.confidence
         self.cohesion_ = fit.cohesion
         self.weak_ = list(fit.weak_reasons)
+        self.fit_sample_ = fit.sample
         self._set_state(FittedState(
             fit.centres.centers, fit.partition.labels, fit.centres.wa_distances, fit.hashes, fit.reference,
             fit.reference_kind, params.new_type_threshold, fit.anomaly_scores, fit.good_threshold, fit.good_group,

@@ -27,6 +27,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ..core.coreset import compact_bank
 from ..core.distances import euclidean_distances
 from ..core.hausdorff import hausdorff_distances
 from ..core.memo import ArrayCache, content_digest, memoized, step_key
@@ -42,7 +43,7 @@ from .trust import (
     novelty_matches, novelty_matches_pay, novelty_patch_part, novelty_patch_part_from_matches, stratified_positions,
 )
 
-__all__ = ["Fit", "Report", "check_fit_inputs", "fit_bags", "patch_weights"]
+__all__ = ["Fit", "Report", "check_fit_inputs", "fit_bags", "patch_weights", "score_reference", "scoring_bank"]
 
 #: ``report(stage, done, total)``: see the module docstring.
 Report = Callable[[str, int, int], None]
@@ -72,6 +73,7 @@ class Fit:
     weak_reasons: List[str]
     novelty: NoveltyState
     cached: Tuple[str, ...] = ()
+    sample: Optional[np.ndarray] = None
 
 
 def check_fit_inputs(
@@ -100,6 +102,23 @@ def patch_weights(params: Params, scores: np.ndarray) -> np.ndarray:
     return weigh_patches(scores, params.weights, params.effective_tau, k)
 
 
+def scoring_bank(params: Params, normals: np.ndarray) -> np.ndarray:
+    """The normal bank semi-supervised scores are taken against: a coreset of ``bank_size`` patches, or all."""
+    if params.exact:
+        return normals
+    return compact_bank(normals, params.bank_size, seed=params.seed, n_threads=params.n_threads)
+
+
+def score_reference(params: Params, n: int) -> Optional[np.ndarray]:
+    """Eq. 7: the seeded ``score_reference`` images unsupervised scores aggregate over (None: all ``n``).
+
+    Only from ``subsample_from`` images on (and never with ``exact``).
+    """
+    if params.exact or n < params.subsample_from or n <= params.score_reference:
+        return None
+    return np.sort(np.random.default_rng(params.seed).choice(n, size=params.score_reference, replace=False))
+
+
 class _Steps:
     """The costly steps of one fit, each looked up in the cache hook first; records which ones it served."""
 
@@ -126,12 +145,13 @@ class _Steps:
             self.hit(stage)
         return array
 
-    def embed(self, normals: Optional[np.ndarray]) -> WeightedEmbedding:
-        """Patch scores (against the other images, or the normal images), weights and WA embeddings."""
+    def embed(self, scored_bank: Optional[np.ndarray]) -> WeightedEmbedding:
+        """Patch scores (against the other images, Eq. 5/7, or the normal bank, Eq. 6), weights and WA embeddings."""
         p = self.params
+        ref = score_reference(p, self.arr.shape[0]) if scored_bank is None else None
         wa = embed_bags(self.arr, weights=p.weights, tau=p.tau, aggregate=p.aggregate, q=p.q, topk=p.topk,
-                        normal_bags=normals, memory_mb=p.memory_mb, n_threads=p.n_threads, cache=self.cache,
-                        progress=self.pairs("scoring"))
+                        normal_bags=scored_bank, reference=ref, memory_mb=p.memory_mb, n_threads=p.n_threads,
+                        cache=self.cache, progress=self.pairs("scoring"))
         for name in wa.cached:
             self.hit(name)
         return wa
@@ -149,7 +169,7 @@ def image_distances(params: Params, steps: _Steps, embeddings: np.ndarray) -> np
                                                    n_threads=params.n_threads), kind="distances")
 
 
-def _anomaly(params: Params, steps: _Steps, normals: Optional[np.ndarray],
+def _anomaly(params: Params, steps: _Steps, normals: Optional[np.ndarray], scored_bank: Optional[np.ndarray],
              scores: np.ndarray) -> Tuple[np.ndarray, Optional[float], Optional[np.ndarray]]:
     """Image anomaly scores, the good-group threshold (None without normal images) and the normal bank."""
     arr = steps.arr
@@ -157,7 +177,7 @@ def _anomaly(params: Params, steps: _Steps, normals: Optional[np.ndarray],
         return image_scores(scores, topk=DEFAULT_IMAGE_TOPK), None, None
     bank = normal_bank(normals, params.reference_size, params.seed)
     bank_digest = content_digest(bank) if steps.cache is not None else ""
-    if bank.shape[0] == normals.shape[0] and normals.dtype == np.float16:
+    if scored_bank is normals and bank.shape[0] == normals.shape[0] and normals.dtype == np.float16:
         anomaly = image_scores(scores, topk=DEFAULT_IMAGE_TOPK)  # scored against exactly this bank already
     else:
         anomaly = steps.run("scoring against the normal bank", {"bags": steps.digest, "bank": bank_digest},
@@ -227,9 +247,12 @@ def fit_bags(
     steps = _Steps(params, arr, cache, report)
 
     t0 = time.perf_counter()
-    wa = steps.embed(normals)
+    if normals is not None:
+        report("choosing the normal bank's coreset", 0, 0)
+    scored_bank = scoring_bank(params, normals) if normals is not None else None
+    wa = steps.embed(scored_bank)
     scores, weights, embeddings = wa.scores, wa.weights, wa.embeddings
-    anomaly, threshold, bank = _anomaly(params, steps, normals, scores)
+    anomaly, threshold, bank = _anomaly(params, steps, normals, scored_bank, scores)
     is_good = anomaly <= threshold if threshold is not None else np.zeros(arr.shape[0], dtype=bool)
     on = params.good_group == "auto" and threshold is not None
     idx = _clustered(params, is_good, on)

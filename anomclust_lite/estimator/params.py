@@ -7,10 +7,14 @@ typed values as a :class:`Params`, which the fitting and assigning code reads.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Mapping, Optional
 
+import numpy as np
+
 from ..clustering.dispatch import METHODS
+from ..core.coreset import coreset_size
 from ..core.defaults import BAG_DTYPES, DEFAULT_TAU_SEMI, DEFAULT_TAU_UNSUPERVISED
 from ..core.scores import AGGREGATES
 from ..core.anomaly import DEFAULT_RATE, check_rate
@@ -52,6 +56,11 @@ class Params:
     good_group: str
     good_rate: float
     new_type_rate: float
+    bank_size: Any
+    score_reference: int
+    subsample_from: int
+    fit_size: int
+    exact: bool
 
     @property
     def effective_tau(self) -> Optional[float]:
@@ -120,4 +129,21 @@ def validate_params(values: Mapping[str, Any]) -> Params:
         good_group=check_choice(v["good_group"], "good_group", GOOD_GROUPS),
         good_rate=check_rate(v["good_rate"], "good_rate"),
         new_type_rate=check_rate(v["new_type_rate"], "new_type_rate"),
+        bank_size=_bank_size(v["bank_size"]),
+        score_reference=check_int(v["score_reference"], "score_reference", low=2),
+        subsample_from=check_int(v["subsample_from"], "subsample_from", low=3),
+        fit_size=check_int(v["fit_size"], "fit_size", low=2),
+        exact=_flag(v["exact"], "exact"),
     )
+
+
+def _bank_size(value: Any) -> Any:
+    """``bank_size`` as an int (patches) or a float fraction in (0, 1]."""
+    coreset_size(value, 1)
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
+
+
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False; got {value!r}")
+    return bool(value)

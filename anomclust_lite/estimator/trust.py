@@ -189,10 +189,17 @@ def fit_novelty(arr: np.ndarray, embeddings: np.ndarray, labels: np.ndarray, k: 
     return NoveltyState(emb, arr[ref_idx].astype(np.float16), scales, thresholds, fitted)
 
 
-def novelty_of(params: Params, state: NoveltyState, arr: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
-    """Novelty of new images (their embeddings and bags)."""
+def novelty_of(params: Params, state: NoveltyState, arr: np.ndarray, embeddings: np.ndarray,
+               min_scores: Optional[np.ndarray] = None) -> np.ndarray:
+    """Novelty of new images (their embeddings and bags).
+
+    ``min_scores``: the images' ``aggregate="min"`` patch scores against the
+    novelty reference when already computed (one kernel pass with the weights' scores).
+    """
     emb_part = nearest_distances(embeddings.astype(np.float64), state.embeddings.astype(np.float64))
-    return novelty_scores(emb_part, _patch_part(params, arr, state.reference), *state.scales)
+    patch_part = (_patch_part(params, arr, state.reference) if min_scores is None
+                  else image_scores(min_scores, topk=DEFAULT_IMAGE_TOPK))
+    return novelty_scores(emb_part, patch_part, *state.scales)
 
 
 def finite_or_none(value: Optional[float]) -> Optional[float]:
