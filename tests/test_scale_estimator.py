@@ -153,3 +153,17 @@ def test_cli_exact_switches_every_approximation_off(tmp_path) -> None:
     exact = build_clusterer(parser.parse_args([str(tmp_path), "--exact"]), "semi")
     assert default.exact is False and exact.exact is True
     assert "--exact" in parser.format_help() and "coreset" in parser.format_help()
+
+
+def test_coreset_is_cached_with_the_normal_bank(semi_data, tmp_path) -> None:
+    from anomclust_lite import CacheFolder
+
+    bags, _, normals = semi_data
+    cache = CacheFolder(tmp_path / "cache")
+    cold = AnomalyClusterer(3, weights="semi", bank_size=40, seed=2).fit(bags, normal_bags=normals, cache=cache)
+    warm = AnomalyClusterer(3, weights="semi", bank_size=40, seed=2).fit(bags, normal_bags=normals, cache=cache)
+    assert "choosing the normal bank's coreset" in warm.cached_steps_
+    np.testing.assert_array_equal(warm.scores_, cold.scores_)
+    other = AnomalyClusterer(3, weights="semi", bank_size=41, seed=2).fit(bags, normal_bags=normals, cache=cache)
+    assert "choosing the normal bank's coreset" not in other.cached_steps_
+    assert not np.array_equal(other.scores_, cold.scores_)

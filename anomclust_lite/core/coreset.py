@@ -43,6 +43,8 @@ __all__ = [
     "random_projection",
     "kcenter_greedy",
     "coreset_indices",
+    "coreset_count",
+    "bank_rows",
     "compact_bank",
 ]
 
@@ -242,9 +244,30 @@ def compact_bank(
     k = coreset_size(bank_size, r * m)
     if k >= r * m:
         return arr
-    flat = arr.reshape(r * m, d)
-    idx = coreset_indices(flat, k, seed=seed, projection_dim=projection_dim, chunk_patches=chunk_patches,
-                          n_threads=n_threads)
+    idx = coreset_indices(arr.reshape(r * m, d), k, seed=seed, projection_dim=projection_dim,
+                          chunk_patches=chunk_patches, n_threads=n_threads)
+    return bank_rows(arr, idx)
+
+
+def coreset_count(n: int, size: int, chunk_patches: int = CHUNK_PATCHES) -> int:
+    """How many indices :func:`coreset_indices` returns for ``n`` patches and ``size`` (each chunk rounds up).
+
+    Examples
+    --------
+    >>> coreset_count(1000, 50, 250), coreset_count(1000, 2000, 250)
+    (52, 1000)
+    """
+    if size >= n:
+        return n
+    return sum(min(b - a, math.ceil(size * (b - a) / n - 1e-9)) for a, b in _chunks(n, chunk_patches))
+
+
+def bank_rows(normal_bags: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """The patches ``idx`` (into the flattened ``(R * M, D)`` bank) as rows of ``M`` patches, the last padded.
+
+    The padding repeats the first kept patch, which leaves every nearest distance unchanged.
+    """
+    r, m, d = normal_bags.shape
     rows = math.ceil(idx.size / m)
     padded = np.concatenate([idx, np.full(rows * m - idx.size, idx[0], dtype=np.int64)])
-    return flat[padded].reshape(rows, m, d)
+    return normal_bags.reshape(r * m, d)[padded].reshape(rows, m, d)

@@ -27,7 +27,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..core.coreset import compact_bank
+from ..core.coreset import bank_rows, coreset_count, coreset_indices, coreset_size
 from ..core.distances import euclidean_distances
 from ..core.hausdorff import hausdorff_distances
 from ..core.memo import ArrayCache, content_digest, memoized, step_key
@@ -102,11 +102,24 @@ def patch_weights(params: Params, scores: np.ndarray) -> np.ndarray:
     return weigh_patches(scores, params.weights, params.effective_tau, k)
 
 
-def scoring_bank(params: Params, normals: np.ndarray) -> np.ndarray:
-    """The normal bank semi-supervised scores are taken against: a coreset of ``bank_size`` patches, or all."""
-    if params.exact:
+def scoring_bank(params: Params, normals: np.ndarray, steps: "Optional[_Steps]" = None) -> np.ndarray:
+    """The normal bank semi-supervised scores are taken against: a coreset of ``bank_size`` patches, or all.
+
+    The coreset's indices go through the cache hook of ``steps``, keyed by the normal bags' content, the size
+    and the seed.
+    """
+    r, m, d = normals.shape
+    size = coreset_size(params.bank_size, r * m)
+    if params.exact or size >= r * m:
         return normals
-    return compact_bank(normals, params.bank_size, seed=params.seed, n_threads=params.n_threads)
+    cache = steps.cache if steps is not None else None
+    key = step_key("coreset", bank=content_digest(normals), size=size, seed=params.seed) if cache is not None else ""
+    idx, hit = memoized(cache, "trust", key, (coreset_count(r * m, size),), "float64",
+                        lambda: coreset_indices(normals.reshape(r * m, d), size, seed=params.seed,
+                                                n_threads=params.n_threads))
+    if hit and steps is not None:
+        steps.hit("choosing the normal bank's coreset")
+    return bank_rows(normals, idx.astype(np.int64))
 
 
 def score_reference(params: Params, n: int) -> Optional[np.ndarray]:
@@ -249,7 +262,7 @@ def fit_bags(
     t0 = time.perf_counter()
     if normals is not None:
         report("choosing the normal bank's coreset", 0, 0)
-    scored_bank = scoring_bank(params, normals) if normals is not None else None
+    scored_bank = scoring_bank(params, normals, steps) if normals is not None else None
     wa = steps.embed(scored_bank)
     scores, weights, embeddings = wa.scores, wa.weights, wa.embeddings
     anomaly, threshold, bank = _anomaly(params, steps, normals, scored_bank, scores)
