@@ -129,6 +129,8 @@ def test_rows_of_a_memory_map_are_plain_copies(tmp_path) -> None:
     got = scale.rows_of(mm, np.array([4, 1]))
     assert type(got) is np.ndarray and np.array_equal(got, x[[4, 1]]) and got.flags.owndata is not None
     assert np.array_equal(scale.rows_of(x, np.array([0, 2])), x[[0, 2]])
+    view = mm[2:]  # a view keeps the file's offset of the whole map: read through it, not remapped
+    assert np.array_equal(scale.rows_of(view, np.array([0, 2])), x[[2, 4]])
 
 
 def test_exact_fits_every_image_at_once(many) -> None:

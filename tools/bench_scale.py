@@ -11,11 +11,11 @@ Eq. 7, ``--seeds`` reference draws), each minus the exact value, and the
 kernel's cost ratio ``N^2 / 2`` pairs over ``N * R`` (the kernel's time is
 linear in its image pairs, tools/bench_kernels.py); the exact pass's seconds.
 
-``synthetic``: for each ``--sizes`` N, a seeded generator writes N bags
-(``--patches`` x ``--dims``, float16; normal texture plus a few patches of one
-of ``--types`` defect types) to a memory-mapped ``.npy`` in ``--work``, chunk by
-chunk, and a fresh process fits ``AnomalyClusterer`` on the memory map with the
-defaults (fit a sample of ``fit_size``, assign the rest in chunks). Printed per
+``synthetic``: a seeded generator writes the largest N bags (``--patches`` x
+``--dims``, float16; normal texture plus a few patches of one of ``--types``
+defect types) to a ``.npy`` in ``--work``, chunk by chunk; for each ``--sizes`` N
+a fresh process fits ``AnomalyClusterer`` on a read-only memory map of the
+first N (fit a sample of ``fit_size``, assign the rest in chunks). Printed per
 N: seconds per stage, peak resident memory (``ru_maxrss`` of that process), NMI
 against the generator's types; then each stage's growth exponent (least squares
 of log seconds on log N over the sizes).
@@ -121,50 +121,58 @@ def references(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- synthetic, end to end
 
 
-def write_bags(path: Path, n: int, m: int, d: int, types: int, seed: int) -> np.ndarray:
-    """Seeded synthetic bags (float16) written chunk by chunk to ``path``; returns the types (-1: normal)."""
+def write_bags(path: Path, n: int, m: int, d: int, types: int, seed: int) -> None:
+    """Seeded synthetic bags (float16) written chunk by chunk to the ``.npy`` file ``path`` (no mapping held),
+    and their types (-1: normal) beside it."""
     rng = np.random.default_rng(seed)
     kinds = rng.integers(-1, types, size=n)
-    protos = rng.standard_normal((8, d))
-    axes = rng.standard_normal((types, d)) * 1.5
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(n, m, d))
-    step = max(1, (32 << 20) // (m * d * 8))
-    for a in range(0, n, step):
-        b = min(n, a + step)
-        x = protos[rng.integers(0, 8, size=(b - a, m))] + rng.normal(scale=0.6, size=(b - a, m, d))
-        for i in range(b - a):
-            if kinds[a + i] >= 0:
-                where = rng.choice(m, max(1, m // 50), replace=False)
-                x[i, where] += axes[kinds[a + i]]
-        out[a:b] = ac.normalize_patches(x).astype(np.float16)
-    out.flush()
-    del out
-    return kinds
+    protos = rng.standard_normal((8, d), dtype=np.float32)
+    axes = rng.standard_normal((types, d), dtype=np.float32) * 1.5
+    step = max(1, (32 << 20) // (m * d * 4))
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": "<f2", "fortran_order": False, "shape": (n, m, d)})
+        for a in range(0, n, step):
+            b = min(n, a + step)
+            x = protos[rng.integers(0, 8, size=(b - a, m))] + 0.6 * rng.standard_normal((b - a, m, d), dtype=np.float32)
+            for i in range(b - a):
+                if kinds[a + i] >= 0:
+                    x[i, rng.choice(m, max(1, m // 50), replace=False)] += axes[kinds[a + i]]
+            ac.normalize_patches(x).astype(np.float16).tofile(fh)
+    np.save(path.with_suffix(".types.npy"), kinds)
+
+
+def first_images(path: Path, n: int) -> np.ndarray:
+    """A read-only memory map of the first ``n`` bags of the ``.npy`` file ``path``."""
+    with open(path, "rb") as fh:
+        np.lib.format.read_magic(fh)
+        shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+        offset = fh.tell()
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(n,) + tuple(shape[1:]))
 
 
 def synthetic_one(args: argparse.Namespace) -> int:
-    """One N in this process: fit the memory map, print the stage seconds, peak memory and NMI as JSON."""
-    path = Path(args.work) / f"bags-{args.n}.npy"
-    t0 = time.perf_counter()
-    kinds = write_bags(path, args.n, args.patches, args.dims, args.types, args.seed)
-    t_write = time.perf_counter() - t0
-    bags = np.load(path, mmap_mode="r")
+    """One N in this process: fit the first N bags of the file, print the stage seconds, peak memory and NMI."""
+    path = Path(args.work) / "bags.npy"
+    bags = first_images(path, args.n)
+    kinds = np.load(path.with_suffix(".types.npy"))[: args.n]
     chosen = {k: v for k, v in (("fit_size", args.fit_size), ("score_reference", args.score_reference),
                                 ("subsample_from", args.subsample_from), ("reference_size", args.reference_size)) if v is not None}
     model = ac.AnomalyClusterer(args.types + 1, bag_dtype="float16", seed=args.seed, **chosen)
     t0 = time.perf_counter()
     model.fit(bags)
-    total = time.perf_counter() - t0
-    out = {"n": args.n, "write": t_write, "fit": total, **model.timings_,
+    out = {"n": args.n, "fit": time.perf_counter() - t0, **model.timings_,
            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
            "nmi": ac.nmi(kinds, model.labels_), "sample": int(model.fit_sample_.size if model.fit_sample_ is not None
                                                              else args.n)}
-    path.unlink()
     print(json.dumps(out))
     return 0
 
 
 def synthetic(args: argparse.Namespace) -> int:
+    path = Path(args.work) / "bags.npy"
+    t0 = time.perf_counter()
+    write_bags(path, max(args.sizes), args.patches, args.dims, args.types, args.seed)
+    print(f"wrote {max(args.sizes)} bags in {time.perf_counter() - t0:.0f} s", flush=True)
     rows: List[Dict[str, float]] = []
     for n in args.sizes:
         cmd = [sys.executable, __file__, "synthetic-one", "--n", str(n), "--work", args.work, "--patches",
@@ -174,7 +182,7 @@ def synthetic(args: argparse.Namespace) -> int:
                 args.reference_size)) if v is not None]
         rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
-    stages = ["write", "scoring", "distances", "choosing_k", "clustering", "assigning", "fit"]
+    stages = ["scoring", "distances", "choosing_k", "clustering", "novelty", "assigning", "fit"]
     rows = [{s: 0.0 for s in stages} | r for r in rows]  # no "assigning" when every image was fitted
     print("| N | " + " | ".join(f"{s} s" for s in stages) + " | peak MiB | NMI |")
     print("|---" * (len(stages) + 3) + "|")
@@ -187,6 +195,7 @@ def synthetic(args: argparse.Namespace) -> int:
             fits[s] = np.polyfit(np.log([r["n"] for r in ran]), np.log([r[s] for r in ran]), 1)[0]
     print("growth exponent (seconds ~ N^e, over the sizes where the stage ran): "
           + ", ".join(f"{s} {e:.2f}" for s, e in fits.items()))
+    path.unlink()
     return 0
 
 
@@ -238,7 +247,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for name, helptext in (("synthetic", "N synthetic images end to end, for every N"),
                            ("synthetic-one", "one N (run by 'synthetic' in a fresh process)")):
         s = sub.add_parser(name, help=helptext)
-        s.add_argument("--work", required=True, help="folder for the memory-mapped bags (deleted after each N)")
+        s.add_argument("--work", required=True, help="folder for the bags file (deleted at the end)")
         s.add_argument("--patches", type=int, default=784)
         s.add_argument("--dims", type=int, default=512)
         s.add_argument("--types", type=int, default=4)

@@ -23,6 +23,7 @@ validated as it is read (unit norm, finite).
 
 from __future__ import annotations
 
+import mmap
 import time
 from typing import Dict, List, Optional
 
@@ -83,7 +84,7 @@ def rows_of(bags: np.ndarray, idx: np.ndarray) -> np.ndarray:
     it is mapped, so reading every chunk through the caller's memory map would
     grow it to the whole file; a short-lived mapping per chunk keeps it bounded.
     """
-    if isinstance(bags, np.memmap) and getattr(bags, "filename", None) and isinstance(bags.offset, int):
+    if isinstance(bags, np.memmap) and isinstance(bags.base, mmap.mmap) and bags.filename:  # a whole mapping, no view
         mapped = np.memmap(bags.filename, dtype=bags.dtype, mode="r", offset=bags.offset, shape=bags.shape,
                            order="F" if np.isfortran(bags) else "C")
         try:
