@@ -309,27 +309,34 @@ def test_threads_are_capped_at_four_per_cpu(capsys):
 
 def test_huge_resize_and_crop_are_refused_before_the_model_runs(tmp_path, capsys, monkeypatch):
     from anomclust_lite.cli import main as cli_main
+    from anomclust_lite.features import extractor as extractor_module
 
     (tmp_path / "imgs").mkdir()
     for i in range(3):
         Image.new("RGB", (8, 8), (i, i, i)).save(tmp_path / "imgs" / f"{i}.png")
     (tmp_path / "m.onnx").write_bytes(b"not used")
-    monkeypatch.setattr("anomclust_lite.features.extractor.Extractor.__init__", _fail_if_called)
+    monkeypatch.setattr(extractor_module, "BackboneSession", _fail_if_called)  # the model is never opened
     rc = cli_main.main([str(tmp_path / "imgs"), "--model", str(tmp_path / "m.onnx"), "--resize", "9000",
                         "--crop", "9000", "--k", "2", "--out", str(tmp_path / "out"), "--no-cache"])
     err = capsys.readouterr().err
-    assert rc == 1 and "batch of model inputs" in err and "--memory-mb" in err and err.count("error:") == 1
+    assert rc == 1 and "batch of 8 model inputs" in err and "--memory-mb" in err and err.count("error:") == 1
 
 
-def test_patch_grid_too_large_for_the_budget_is_refused():
-    import argparse
+def test_patch_grid_too_large_for_the_budget_is_refused_by_the_cli(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from _tiny_onnx import make_model
 
-    from anomclust_lite.cli.extraction import check_patch_grid
+    from anomclust_lite.cli import main as cli_main
 
-    args = argparse.Namespace(resize=4000, crop=4000, memory_mb=512.0)
-    with pytest.raises(ValueError, match="scoring one image pair needs"):
-        check_patch_grid(args, 500, 500, 128)
-    check_patch_grid(argparse.Namespace(resize=256, crop=224, memory_mb=512.0), 28, 28, 512)
+    (tmp_path / "imgs").mkdir()
+    for i in range(3):
+        Image.new("RGB", (32, 32), (i, i, i)).save(tmp_path / "imgs" / f"{i}.png")
+    model = make_model(tmp_path / "m.onnx")  # 4x4 patches of 4 dims at 32x32
+    rc = cli_main.main([str(tmp_path / "imgs"), "--model", str(model), "--resize", "32", "--crop", "32",
+                        "--memory-mb", "0.0001", "--k", "2", "--out", str(tmp_path / "out"), "--no-cache"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "scoring one image pair needs" in err and err.count("error:") == 1
+    assert not (tmp_path / "out" / "clusters.csv").exists()
 
 
 # -- other input files: review files, hashed models ----------------------------

@@ -27,6 +27,7 @@ from .extraction import ExtractorFactory, extract, make_extractor, problem_dicts
 from .cache import open_cache, trim_cache
 from .folders import check_folder, prepare_out
 from .naming import cluster_names
+from .output_set import check_member, open_run_folder, staged_outputs
 from .outputs import optional_number, write_assign_report, write_csv
 from .running import run_command
 
@@ -55,7 +56,7 @@ def run_assign(
     model, record = load_model(args)
     folder = check_folder(args.folder, "image folder")
     images = collect_new_images(args, folder, console)
-    out = prepare_out(args.out, folder, "_assignments")
+    out = prepare_out(args.out, folder, "_assignments", command="assign")
     cache = open_cache(args, console)
     ext_args = extractor_options(args, record)
     extractor = extractor_factory(ext_args, None if cache is None else cache.store("features"))
@@ -68,11 +69,12 @@ def run_assign(
     assignment = model.assign(result.bags, new_type_threshold=args.new_type_threshold)
     rel = [relative_name(p, folder) for p in result.paths]
     names = cluster_names(model)
-    write_assignments_csv(out, rel, assignment, names)
     facts = {"model": display_path(os.path.abspath(args.cluster_model)), "folder": display_path(folder),
              "new-type threshold": threshold_text(model, assignment)}
-    write_assign_report(out, model, assignment, result.paths, rel, extractor, facts,
-                        title=f"Images of {display_path(folder.name)} assigned to the fitted clusters", names=names)
+    with staged_outputs(out, "assign") as stage:  # assignments.csv and report.html appear together
+        write_assignments_csv(stage, rel, assignment, names)
+        write_assign_report(stage, model, assignment, result.paths, rel, extractor, facts,
+                            title=f"Images of {display_path(folder.name)} assigned to the fitted clusters", names=names)
     summary = build_assign_summary(args, model, assignment, folder, rel, result.failures)
     trim_cache(cache, args, console)
     print_assign_summary(summary, model, assignment, images, len(result.failures), out, console)
@@ -80,8 +82,16 @@ def run_assign(
 
 
 def load_model(args: argparse.Namespace) -> Tuple[AnomalyClusterer, Dict[str, Any]]:
-    """The fitted model with this machine's --memory-mb and --threads, and its extractor record."""
-    model = AnomalyClusterer.load(args.cluster_model)
+    """The fitted model with this machine's --memory-mb and --threads, and its extractor record.
+
+    In a run's output folder, an interrupted write there is finished (or
+    dropped) first and model.npz is checked against the run's manifest
+    (:mod:`.output_set`).
+    """
+    path = Path(args.cluster_model)
+    open_run_folder(path.resolve().parent)
+    check_member(path.resolve())
+    model = AnomalyClusterer.load(path)
     record = model.metadata_.get("extractor")
     if not isinstance(record, dict) or not _RECORD_KEYS <= set(record):
         raise ValueError(f"{display_path(args.cluster_model)} does not record its feature extractor; "
@@ -117,7 +127,7 @@ def extractor_options(args: argparse.Namespace, record: Dict[str, Any]) -> argpa
     return argparse.Namespace(
         model=model_path, backbone=backbone if model_path is None else None, model_output=record["output"],
         resize=record["resize"], crop=record["crop"],
-        device=args.device, threads=args.threads, max_pixels=args.max_pixels,
+        device=args.device, threads=args.threads, max_pixels=args.max_pixels, memory_mb=args.memory_mb,
     )
 
 

@@ -33,6 +33,7 @@ from .extraction import ExtractorFactory, backbone_line, extract, extractor_reco
 from .cache import open_cache, trim_cache
 from .folders import check_folder, prepare_out
 from .naming import apply_review_names, cluster_majorities, cluster_names, read_review_for
+from .output_set import staged_outputs
 from .outputs import export_clusters, optional_number, write_csv, write_json, write_report
 from .progress import duration
 from .running import run_command
@@ -96,18 +97,20 @@ def run_clustering(
     model = build_clusterer(args, weights_mode)
     check_model_file(args)
     sources = collect_sources(args, folder, normal_folder, console, timings)
-    out = prepare_out(args.out, folder, "_clusters", normal=normal_folder, export=args.export != "none")
+    out = prepare_out(args.out, folder, "_clusters", command="cluster", normal=normal_folder,
+                      export=args.export != "none")
     cache = open_cache(args, console)
     announce(sources, console)
     extractor = extractor_factory(args, None if cache is None else cache.store("features"))
     console.info(f"backbone: {backbone_line(extractor)}")
     features = extract_features(args, sources, extractor, cache, console, timings)
     clustering = fit_clusterer(args, model, sources, features, console, timings)
-    write_outputs(args, out, sources, features, clustering, console, timings)
-    trim_cache(cache, args, console)
-    timings["total"] = time.perf_counter() - started
-    summary = build_summary(args, out, sources, features, clustering, timings)
-    write_json(out / "summary.json", summary)
+    with staged_outputs(out, "cluster") as stage:  # the outputs appear together, or not at all
+        write_outputs(args, stage, sources, features, clustering, console, timings)
+        trim_cache(cache, args, console)
+        timings["total"] = time.perf_counter() - started
+        summary = build_summary(args, out, sources, features, clustering, timings)
+        write_json(stage / "summary.json", summary)
     print_summary(summary, sources, features, clustering, console)
     return summary
 
@@ -260,7 +263,7 @@ def write_outputs(
     console: Console,
     timings: Dict[str, float],
 ) -> None:
-    """Write clusters.csv, model.npz, report.html and the exported folders (summary.json comes last)."""
+    """Write clusters.csv, model.npz, report.html and the exported folders into ``out`` (the staging folder)."""
     console.info("writing results...")
     t0 = time.perf_counter()
     model = clustering.model

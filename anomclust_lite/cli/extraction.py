@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..core.defaults import DEFAULT_MEMORY_MB
-from ..core.kernel import pair_bytes
 from ..files.array_store import ArrayStore
 from ..features.folders import relative_name
 from ..features.images import ImageProblem, display_path
@@ -28,8 +27,6 @@ __all__ = [
     "ExtractorFactory",
     "RECORDED_SETTINGS",
     "make_extractor",
-    "check_input_size",
-    "check_patch_grid",
     "extract",
     "extractor_record",
     "backbone_line",
@@ -45,11 +42,17 @@ RECORDED_SETTINGS = ("model_sha256", "output", "resize", "crop", "pool")
 
 
 def make_extractor(args: argparse.Namespace, cache_dir: Optional[ArrayStore]) -> Any:
-    """The real :class:`~anomclust_lite.features.extractor.Extractor` for the parsed options."""
+    """The real :class:`~anomclust_lite.features.extractor.Extractor` for the parsed options.
+
+    The Extractor checks ``--resize``/``--crop`` against ``--memory-mb`` itself
+    (:mod:`anomclust_lite.features.memory`, the one memory check): the input
+    batch before the model is opened, one image pair's scoring once the
+    model's patch grid is known.
+    """
     from ..features.extractor import Extractor
 
-    check_input_size(args)
-    extractor = Extractor(
+    memory_mb = getattr(args, "memory_mb", None)
+    return Extractor(
         args.model,
         backbone=getattr(args, "backbone", None),
         output=args.model_output,
@@ -59,36 +62,8 @@ def make_extractor(args: argparse.Namespace, cache_dir: Optional[ArrayStore]) ->
         threads=args.threads,
         cache_dir=cache_dir,
         max_pixels=args.max_pixels,
+        memory_mb=DEFAULT_MEMORY_MB if memory_mb is None else memory_mb,
     )
-    check_patch_grid(args, *extractor.grid, extractor.dim)
-    return extractor
-
-
-def _memory_mb(args: argparse.Namespace) -> float:
-    return args.memory_mb if getattr(args, "memory_mb", None) is not None else DEFAULT_MEMORY_MB
-
-
-def check_input_size(args: argparse.Namespace, batch: int = 8) -> None:
-    """Refuse --resize/--crop whose batch of model inputs (8 x 3 x S x S float32) exceeds max(--memory-mb, 64 MiB)."""
-    side = args.crop if args.crop is not None else args.resize
-    need = batch * 3 * side * side * 4
-    limit = max(_memory_mb(args), 64)
-    if need > limit * 2**20:
-        raise ValueError(
-            f"--resize {args.resize} --crop {args.crop} makes a batch of model inputs of {need / 2**20:.0f} MiB, "
-            f"more than {limit:g} MiB (the larger of --memory-mb and 64 MiB); use smaller sizes or raise --memory-mb"
-        )
-
-
-def check_patch_grid(args: argparse.Namespace, h: int, w: int, d: int) -> None:
-    """Refuse, before any image is read, a patch grid for which one image pair exceeds --memory-mb."""
-    need = pair_bytes(h * w, d)
-    if need > _memory_mb(args) * 2**20:
-        raise ValueError(
-            f"--resize {args.resize} --crop {args.crop} gives {h}x{w} = {h * w} patches of {d} dims per image; "
-            f"scoring one image pair needs {need / 2**20:.0f} MiB, more than --memory-mb {_memory_mb(args):g}; "
-            "use smaller sizes or raise --memory-mb"
-        )
 
 
 def extract(extractor: Any, paths: List[Path], args: argparse.Namespace, console: Console, label: str) -> Any:

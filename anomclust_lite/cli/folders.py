@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Optional
 
 from ..features.images import display_path
-from .out_dir import check_output, claim_output
+from .out_dir import check_output
+from .output_set import claim_run_folder
 
 __all__ = ["PROBE_BYTES", "check_folder", "prepare_out", "probe_writable"]
 
@@ -34,9 +35,10 @@ def check_folder(text: str, what: str) -> Path:
     return path.resolve()
 
 
-def prepare_out(out_arg: Optional[str], folder: Path, suffix: str, *, normal: Optional[Path] = None,
+def prepare_out(out_arg: Optional[str], folder: Path, suffix: str, *, command: str, normal: Optional[Path] = None,
                 export: bool = False) -> Path:
-    """Resolve, check (:mod:`.out_dir`: new, empty or ours; not nested with an input), probe, then mark and lock.
+    """Resolve, check (:mod:`.out_dir`: new, empty or ours; not nested with an input; no other ``command``'s
+    outputs, :mod:`.output_set`), probe, then mark, lock and recover (an earlier interrupted write).
 
     Without ``--out`` (``out_arg`` None) the output goes beside ``folder``,
     named ``<folder name><suffix>``.
@@ -50,7 +52,7 @@ def prepare_out(out_arg: Optional[str], folder: Path, suffix: str, *, normal: Op
     inputs = [("image folder", folder)] + ([("normal folder (--normal)", normal)] if normal is not None else [])
     out = check_output(out, inputs, export=export)
     probe_writable(out, "output folder", "choose another --out")
-    return claim_output(out)
+    return claim_run_folder(out, command)
 
 
 def probe_writable(folder: Path, what: str, advice: str) -> None:

@@ -38,7 +38,9 @@ CLUSTER: Command = (build_parser, cluster_command)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``anomclust-lite`` / ``python -m anomclust_lite``; returns the exit status."""
+    """The command line in-process (argv -> exit status); the installed ``anomclust-lite`` and
+    ``python -m anomclust_lite`` run it through :func:`.entry.run` (closed standard streams, Ctrl-C at any moment).
+    """
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list and args_list[0] in SUBCOMMANDS:
         (build, command), args_list = SUBCOMMANDS[args_list[0]], args_list[1:]

@@ -27,6 +27,8 @@ from ..estimator.clusterer import AnomalyClusterer
 from ..features.images import display_path
 from ..files.safe_text import csv_text
 from .console import one_line
+from .out_dir import release_locks
+from .output_set import check_member, open_run_folder, read_manifest, staged_outputs
 from .outputs import PROG, write_csv
 
 if TYPE_CHECKING:  # the report stack is imported only when a review is read
@@ -127,8 +129,8 @@ def apply_review_names(model: AnomalyClusterer, review: "Review", paths: Sequenc
     return carried
 
 
-def _rewrite_clusters_csv(path: Path, names: Dict[int, str]) -> None:
-    """Put the clusters' names into the ``name`` column of clusters.csv (if the file has one)."""
+def _rewrite_clusters_csv(path: Path, names: Dict[int, str], target: Path) -> None:
+    """Write clusters.csv (``path``) with the clusters' names in its ``name`` column to ``target`` (if it has one)."""
     rows = _read_clusters_csv(path)
     if not rows:
         return
@@ -136,7 +138,7 @@ def _rewrite_clusters_csv(path: Path, names: Dict[int, str]) -> None:
     for row in rows[1:]:
         if len(row) > max(ci, ni) and row[ci].lstrip("-").isdigit() and int(row[ci]) in names:
             row[ni] = names[int(row[ci])]
-    write_csv(path, rows[0], rows[1:])
+    write_csv(target, rows[0], rows[1:])
 
 
 def name_command(args: argparse.Namespace) -> int:
@@ -147,28 +149,51 @@ def name_command(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"{PROG}: error: {one_line(exc)}", file=sys.stderr)
         return 1
+    finally:
+        release_locks()
 
 
 def run_name(args: argparse.Namespace) -> Dict[int, str]:
-    """Store the names given in ``args``; returns the names now in force."""
+    """Store the names given in ``args``; returns the names now in force.
+
+    In a run's output folder the folder is locked, an interrupted write there
+    is finished (or dropped) first, model.npz and clusters.csv are checked
+    against the manifest, and the two are replaced together
+    (:mod:`.output_set`).
+    """
     out = Path(args.out)
-    path = out / "model.npz" if out.is_dir() else out
+    path = (out / "model.npz" if out.is_dir() else out).resolve()
+    in_run_folder = open_run_folder(path.parent)
+    clusters_csv = path.parent / "clusters.csv"
+    for member in (path, clusters_csv):
+        if member.is_file():
+            check_member(member)
     model = AnomalyClusterer.load(path)
     given = parse_names(args.names, model.k_)
     stored = {int(c): str(v) for c, v in model.metadata_.get("cluster_names", {}).items()}
     if args.review is not None:
-        stored.update(review_names(args.review, path.parent / "clusters.csv", model.k_))
+        stored.update(review_names(args.review, clusters_csv, model.k_))
     stored.update(given)
     stored = {c: v for c, v in stored.items() if v}
     model.metadata_ = dict(model.metadata_, cluster_names={str(c): v for c, v in sorted(stored.items())})
-    model.save(path)
     majority = majority_names(model)
     shown = {c: stored.get(c, majority.get(c, "")) for c in range(model.k_)}
-    if (path.parent / "clusters.csv").is_file():
-        _rewrite_clusters_csv(path.parent / "clusters.csv", shown)
+    if in_run_folder:
+        manifest = read_manifest(path.parent) or {}
+        with staged_outputs(path.parent, str(manifest.get("command", "cluster")), keep=True) as stage:
+            _write_named(model, path, clusters_csv, stage, shown)
+    else:
+        _write_named(model, path, clusters_csv, path.parent, shown)
     if not args.quiet:
         print(f"names in {display_path(path)}: " + ", ".join(f"{c}={v or '-'}" for c, v in shown.items()))
     return stored
+
+
+def _write_named(model: AnomalyClusterer, path: Path, clusters_csv: Path, into: Path, shown: Dict[int, str]) -> None:
+    """model.npz (as ``path``'s name) and, when there is one, clusters.csv with the names, into the folder ``into``."""
+    model.save(into / path.name)
+    if clusters_csv.is_file():
+        _rewrite_clusters_csv(clusters_csv, shown, into / clusters_csv.name)
 
 
 def cluster_majorities(labels: np.ndarray, k: int, labels_true: Sequence[str]) -> List[Dict[str, Any]]:

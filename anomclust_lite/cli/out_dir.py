@@ -41,7 +41,11 @@ __all__ = [
     "check_nesting",
     "remove_exports",
     "write_export_marker",
+    "lock_output",
     "release_locks",
+    "listing",
+    "is_regular",
+    "is_folder",
 ]
 
 #: Marker of a folder written by anomclust-lite (so a rerun may replace its files).
@@ -79,7 +83,7 @@ def claim_output(out: Path) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
         _write_out_marker(out)
-        _lock(out)
+        lock_output(out)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise ValueError(f"cannot write to output folder {display_path(out)} ({reason}); choose another --out") from None
@@ -121,7 +125,7 @@ def _check_claimable(out: Path) -> None:
         entries = sorted(os.listdir(out))
     except OSError as exc:
         raise ValueError(f"cannot list output folder {display_path(out)} ({exc.strerror}); choose another --out") from None
-    if entries and not _is_regular(out / OUT_MARKER):
+    if entries and not is_regular(out / OUT_MARKER):
         shown = ", ".join(repr(display_path(e)) for e in entries[:3]) + (", ..." if len(entries) > 3 else "")
         raise ValueError(
             f"output folder {display_path(out)} is not empty and was not made by {_PROG} "
@@ -129,7 +133,8 @@ def _check_claimable(out: Path) -> None:
         )
 
 
-def _is_regular(path: Path) -> bool:
+def is_regular(path: Path) -> bool:
+    """``path`` is a regular file (links not followed)."""
     try:
         return stat.S_ISREG(os.lstat(path).st_mode)
     except OSError:
@@ -146,8 +151,8 @@ def _write_out_marker(out: Path) -> None:
         fh.write(f"made by {_PROG}: a rerun may replace the files it wrote here\n")
 
 
-def _lock(out: Path) -> None:
-    """Take the folder's lock, non-blocking; refuse when another process holds it."""
+def lock_output(out: Path, advice: str = "wait for it to finish or choose another --out") -> None:
+    """Take the folder's lock, non-blocking; refuse (ending with ``advice``) when another process holds it."""
     key = os.fspath(out)
     path = out / LOCK_NAME
     held = _HELD.get(key)
@@ -165,8 +170,7 @@ def _lock(out: Path) -> None:
         os.close(fd)
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             raise ValueError(
-                f"another {_PROG} run is writing to {display_path(out)} (it holds {LOCK_NAME}); "
-                "wait for it to finish or choose another --out"
+                f"another {_PROG} run is writing to {display_path(out)} (it holds {LOCK_NAME}); {advice}"
             ) from None
         raise
     _HELD[key] = fd
@@ -184,9 +188,9 @@ def release_locks() -> None:
 
 def _remove_leftovers(out: Path) -> None:
     """Remove our ``.*.tmp`` files (interrupted writes) from ``out`` and our export folders."""
-    folders = [out] + [p for p in _listing(out) if p.name.startswith(EXPORT_PREFIX) and _marked_export(p)]
+    folders = [out] + [p for p in listing(out) if p.name.startswith(EXPORT_PREFIX) and _marked_export(p)]
     for folder in folders:
-        for entry in _listing(folder):
+        for entry in listing(folder):
             if entry.name.startswith(".") and entry.name.endswith(".tmp") and _is_file_or_link(entry):
                 try:
                     entry.unlink()
@@ -194,11 +198,20 @@ def _remove_leftovers(out: Path) -> None:
                     pass
 
 
-def _listing(folder: Path) -> List[Path]:
+def listing(folder: Path) -> List[Path]:
+    """The entries of ``folder``, sorted ([] when it cannot be listed)."""
     try:
         return sorted(folder.iterdir())
     except OSError:
         return []
+
+
+def is_folder(path: Path) -> bool:
+    """``path`` is a folder (links not followed)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _is_file_or_link(path: Path) -> bool:
@@ -211,7 +224,7 @@ def _is_file_or_link(path: Path) -> bool:
 
 def _marked_export(folder: Path) -> bool:
     try:
-        return stat.S_ISDIR(os.lstat(folder).st_mode) and _is_regular(folder / EXPORT_MARKER)
+        return stat.S_ISDIR(os.lstat(folder).st_mode) and is_regular(folder / EXPORT_MARKER)
     except OSError:
         return False
 
@@ -231,7 +244,7 @@ def _export_names(folder: Path) -> List[str]:
 def _export_folders(out: Path) -> List[Path]:
     """Our earlier ``cluster_*`` folders; refuses any that is not ours or holds anything else."""
     ours = []
-    for entry in _listing(out):
+    for entry in listing(out):
         if not entry.name.startswith(EXPORT_PREFIX):
             continue
         if not _marked_export(entry):
@@ -240,7 +253,7 @@ def _export_folders(out: Path) -> List[Path]:
                 "move it away or choose another --out"
             )
         allowed = set(_export_names(entry)) | {EXPORT_MARKER}
-        foreign = sorted(e.name for e in _listing(entry) if e.name not in allowed or not _is_file_or_link(e))
+        foreign = sorted(e.name for e in listing(entry) if e.name not in allowed or not _is_file_or_link(e))
         if foreign:
             raise ValueError(
                 f"{display_path(entry)} holds files {_PROG} did not export there "

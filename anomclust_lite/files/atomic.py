@@ -20,7 +20,8 @@ from typing import IO, Iterator, Union
 import numpy as np
 
 __all__ = [
-    "NotRegularFileError", "atomic_open", "atomic_write_bytes", "atomic_write_text", "atomic_save_npy", "atomic_save_npz",
+    "NotRegularFileError", "refuse_non_regular", "atomic_open", "atomic_write_bytes", "atomic_write_text",
+    "atomic_save_npy", "atomic_save_npz",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -30,7 +31,8 @@ class NotRegularFileError(FileExistsError):
     """The target exists and is not a regular file (device, folder, FIFO, link): it is not replaced."""
 
 
-def _refuse_non_regular(target: Path) -> None:
+def refuse_non_regular(target: Path) -> None:
+    """Raise :class:`NotRegularFileError` if ``target`` exists and is not a regular file (links not followed)."""
     try:
         mode = os.lstat(target).st_mode
     except FileNotFoundError:
@@ -57,7 +59,7 @@ def atomic_open(path: PathLike, mode: str = "wb", *, encoding: "str | None" = No
     if mode not in ("wb", "w"):
         raise ValueError(f"mode must be 'wb' or 'w'; got {mode!r}")
     target = Path(path)
-    _refuse_non_regular(target)
+    refuse_non_regular(target)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except OSError as exc:
@@ -72,7 +74,7 @@ def atomic_open(path: PathLike, mode: str = "wb", *, encoding: "str | None" = No
             fh.flush()
             os.fsync(fh.fileno())
             _check_complete(fh)
-        _refuse_non_regular(target)
+        refuse_non_regular(target)
         os.replace(tmp, target)
     except BaseException as exc:
         with contextlib.suppress(OSError):
