@@ -147,3 +147,22 @@ def test_external_data_outside_the_main_initializers_is_refused(tmp_path, monkey
     monkeypatch.setattr(ort, "InferenceSession", lambda *a, **k: pytest.fail("onnxruntime was given the model"))
     with pytest.raises(ValueError, match="outside the main graph's initializers"):
         BackboneSession(path, **KWARGS)
+
+
+@pytest.mark.parametrize("named", ["record", "embedded"])
+def test_backbone_swapped_after_its_provenance_check_is_refused(tmp_path, monkeypatch, named):
+    """A built backbone's record (or the embedded file's name) holds the SHA-256 checked; other bytes are refused."""
+    from anomclust_lite.backbones.store import Backbone
+    from anomclust_lite.features import extractor as extractor_module
+
+    checked = make_model(tmp_path / "checked.onnx")
+    digest = hashlib.sha256(checked.read_bytes()).hexdigest()
+    path = tmp_path / (f"resnet50v2_layer2-{digest[:16]}.onnx" if named == "embedded" else "mine.onnx")
+    make_model(path, channels=8, seed=3)  # what is on disk by the time the model is read
+    info = Backbone(name="resnet50v2" if named == "embedded" else "mine", state="ready", description="",
+                    origin="", path=path, record={"model_sha256": digest} if named == "record" else {})
+    monkeypatch.setattr(extractor_module, "resolve_backbone", lambda model, backbone=None: info)
+    with pytest.raises(ValueError, match="changed after it was checked"):
+        extractor_module.Extractor(backbone=info.name, resize=32, crop=32)
+    path.write_bytes(checked.read_bytes())  # the checked bytes: accepted
+    assert extractor_module.Extractor(backbone=info.name, resize=32, crop=32).dim == 4

@@ -32,7 +32,7 @@ from ..files.array_store import ArrayStore
 from .cache import CACHE_FORMAT_VERSION, FeatureCache
 from .images import DEFAULT_MAX_PIXELS, display_path
 from .memory import check_input_batch, check_patch_grid
-from .models import resolve_backbone
+from .models import check_model_unchanged, resolve_backbone
 from .onnx_session import POOLED_METADATA_KEY, BackboneSession
 from .pipeline import ExtractionResult, ExtractionRun, Preparation, prepared_in_order
 from .postprocess import bags_of_feature_maps
@@ -168,6 +168,7 @@ class Extractor:
             threads=self.threads,
             batch_size=self.batch_size,
         )
+        check_model_unchanged(self.backbone_info, self.backbone.model_hash)
         self.output = self.backbone.output
         self.pooling_in_graph = self.backbone.pooling_in_graph
         wants_pool = pool == 3

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Optional, Union
 
 from ..backbones.store import DEFAULT_BACKBONE, Backbone, BackboneNotReadyError, get_backbone, model_backbone
 from .images import display_path
 
-__all__ = ["MODEL_ENV", "ModelNotFoundError", "resolve_backbone", "resolve_model"]
+__all__ = ["MODEL_ENV", "ModelNotFoundError", "resolve_backbone", "resolve_model", "check_model_unchanged"]
 
 logger = logging.getLogger(__name__)
 
@@ -120,3 +121,26 @@ def _existing_model(path: Path, source: str) -> Path:
         f"{source} {display_path(path)} does not exist; pass the path of an existing .onnx model, or leave it out "
         "to use the built-in backbone (`anomclust-lite backbones` lists the others)"
     )
+
+
+_EMBEDDED_FILE = re.compile(r"resnet50v2_layer2-([0-9a-f]{16})\.onnx\Z")
+
+
+def check_model_unchanged(info: Backbone, model_sha256: str) -> None:
+    """Refuse a backbone whose model bytes that were read differ from the ones checked when it was resolved.
+
+    A built backbone's provenance record holds its model's SHA-256; the
+    embedded backbone's cached file is named after the first 16 hex digits of
+    its own. The model is read once, after that check
+    (:class:`~anomclust_lite.features.onnx_session.BackboneSession`): a file
+    replaced in between is refused here, not run.
+    """
+    expected = info.record.get("model_sha256") if isinstance(info.record, dict) else None
+    match = _EMBEDDED_FILE.match(info.path.name) if info.path is not None and not expected else None
+    prefix = match.group(1) if match else None
+    if (isinstance(expected, str) and expected != model_sha256) or (prefix and not model_sha256.startswith(prefix)):
+        raise ValueError(
+            f"backbone {info.name!r}: its model file {display_path(info.path)} changed after it was checked "
+            f"(sha256 {model_sha256[:16]}...); refused. Run it again, or rebuild it with "
+            f"'anomclust-lite backbones build {info.name}'"
+        )
