@@ -103,7 +103,8 @@ def run_cli(args: argparse.Namespace, cache: Path, out: Path, extra: Sequence[st
 
 def _stages(summary: Dict) -> str:
     t = summary["timings"]
-    keys = ("extraction", "normal_extraction", "scoring", "distances", "clustering", "novelty", "report")
+    keys = ("extraction", "normal_extraction", "scoring", "distances", "clustering", "novelty", "report", "outputs",
+            "total")
     return "  ".join(f"{k} {t[k]:.1f}" for k in keys if k in t)
 
 

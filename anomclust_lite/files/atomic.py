@@ -135,9 +135,15 @@ def atomic_save_npy(path: PathLike, array: np.ndarray) -> None:
 
 
 def atomic_save_npz(path: PathLike, **arrays: np.ndarray) -> None:
-    """``np.savez_compressed`` to ``path`` atomically (no pickle)."""
+    """``np.savez`` to ``path`` atomically (no pickle).
+
+    The members are stored, not deflated: the large members of a model
+    (float16 feature bags) shrink by only a quarter when deflated, which
+    took 100 times longer than writing them (39 s against 0.4 s for a
+    102 MB model on a loaded 2-core machine; BENCHMARKS.md, issue 18).
+    """
     for key, value in arrays.items():
         if np.asarray(value).dtype == object:
             raise ValueError(f"array {key!r} has dtype object, which would need pickle; convert it first")
     with atomic_open(path, "wb") as fh:
-        np.savez_compressed(fh, **arrays)
+        np.savez(fh, **arrays)
