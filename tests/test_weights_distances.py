@@ -48,10 +48,13 @@ def test_large_tau_gives_uniform(scores):
 @settings(max_examples=20, deadline=None)
 @given(scores=finite_scores)
 def test_small_tau_gives_argmax(scores):
-    w = soft_weights(scores, 1e-6)
+    tau = 1e-6
+    w = soft_weights(scores, tau)
     onehot = np.zeros_like(w)
     onehot[np.arange(3), scores.argmax(axis=1)] = 1
-    np.testing.assert_allclose(w, onehot, atol=1e-6)
+    top2 = np.sort(scores, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 30 * tau  # a near tie (gap ~ tau) rightly shares the weight
+    np.testing.assert_allclose(w[clear], onehot[clear], atol=1e-6)
 
 
 def test_soft_weights_match_formula():
