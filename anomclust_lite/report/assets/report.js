@@ -33,7 +33,7 @@
     return Math.abs(x) >= 1e4 || (x !== 0 && Math.abs(x) < 1e-3) ? x.toExponential(3) : String(+x.toPrecision(4));
   }
   function colour(c) {
-    if (c === "good") return "#3a9d5d";
+    if (c === "good") return "#8d949c";  // neutral grey: not a defect type (the palette's greens are clusters)
     if (c === "new") return "#444";
     return D.palette[c % D.palette.length];
   }
