@@ -286,3 +286,17 @@ def test_cache_cap_from_the_environment(monkeypatch) -> None:
     monkeypatch.setenv("ANOMCLUST_CACHE_MAX_MB", "lots")
     with pytest.raises(ValueError, match="ANOMCLUST_CACHE_MAX_MB"):
         cache_max_mb()
+
+
+@pytest.mark.parametrize("change", [{"bank_size": 0.5}, {"exact": True}, {"bank_size": 40, "seed": 1}])
+def test_the_normal_bank_settings_key_the_scores(tmp_path: Path, change: dict) -> None:
+    """The coreset (issue 18, scale) reduces the normal bank before scoring: its settings must miss."""
+    cache = CacheFolder(tmp_path)
+    bags, normals = _bags(), _bags(1, n=12)
+    base = {"bank_size": 40}
+    _fit(cache, bags, normals, **base)
+    assert "scores" in _fit(cache, bags, normals, **base).cached_steps_
+    params = {**base, **change}
+    again = _fit(cache, bags, normals, **params)
+    assert "scores" not in again.cached_steps_
+    _same(again, _fit(None, bags, normals, **params))
