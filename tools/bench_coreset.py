@@ -128,6 +128,24 @@ def parse_size(text: str):
     return int(value) if value >= 1 else value
 
 
+def timing_only(args: argparse.Namespace, name: str) -> None:
+    """Only the same-run speed ratio: exact and coreset scoring of ``--time-images`` images, plus the selection."""
+    es, bags, normals = load_set(args, name)
+    sub = np.sort(np.random.default_rng(args.seed).choice(len(bags), size=min(args.time_images, len(bags)),
+                                                          replace=False))
+    _, t_exact = timed(ac.normal_scores, bags[sub], normals)
+    n_all = len(ac.mtd(ac.shared_root(args.shared) / "data" / "mtd").paths) if name == "mtd" else len(bags)
+    print(f"{name}: exact scoring of {sub.size} images against {normals.shape[0]} normal images: {t_exact:.1f} s")
+    for size in args.sizes:
+        bank, t_sel = timed(ac.compact_bank, normals, size, seed=args.seed)
+        _, t_sub = timed(ac.normal_scores, bags[sub], bank)
+        per_image = (t_exact / sub.size, t_sub / sub.size)
+        print(f"  bank {size}: {bank.shape[0] * bank.shape[1]} patches, selection {t_sel:.1f} s, scoring {t_sub:.1f} s; "
+              f"x run {t_exact / (t_sub + t_sel * sub.size / n_all):.1f} (selection shared by {n_all} images); "
+              f"for all {n_all} images: exact {per_image[0] * n_all:.0f} s, coreset {t_sel + per_image[1] * n_all:.0f} s, "
+              f"x {per_image[0] * n_all / (t_sel + per_image[1] * n_all):.1f}", flush=True)
+
+
 def bench_set(args: argparse.Namespace, name: str) -> List[Dict[str, object]]:
     """Every size's row for one evaluation set (the exact row first)."""
     es, bags, normals = load_set(args, name)
@@ -182,7 +200,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--repeats", type=int, default=10, help="80 %% subsamples the NMI and ARI are averaged over")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="also write every row here")
+    p.add_argument("--timing-only", action="store_true",
+                   help="only the same-run speed ratio on --time-images images (no exact scores of every image)")
     args = p.parse_args(argv)
+    if args.timing_only:
+        for name in args.sets:
+            timing_only(args, name)
+        return 0
     rows: List[Dict[str, object]] = []
     for name in args.sets:
         got = bench_set(args, name)
