@@ -85,12 +85,16 @@ def rows_of(bags: np.ndarray, idx: np.ndarray) -> np.ndarray:
     grow it to the whole file; a short-lived mapping per chunk keeps it bounded.
     """
     if isinstance(bags, np.memmap) and isinstance(bags.base, mmap.mmap) and bags.filename:  # a whole mapping, no view
-        mapped = np.memmap(bags.filename, dtype=bags.dtype, mode="r", offset=bags.offset, shape=bags.shape,
-                           order="F" if np.isfortran(bags) else "C")
-        try:
-            return mapped[idx].view(np.ndarray)  # fancy indexing copied the rows out of the file
-        finally:
-            del mapped
+        out = np.empty((idx.size,) + bags.shape[1:], dtype=bags.dtype)
+        step = max(1, CHUNK_BYTES // max(1, bags[0].nbytes))
+        for a in range(0, idx.size, step):  # one short mapping per chunk: at most a chunk of the file resident
+            mapped = np.memmap(bags.filename, dtype=bags.dtype, mode="r", offset=bags.offset, shape=bags.shape,
+                               order="F" if np.isfortran(bags) else "C")
+            try:
+                out[a:a + step] = mapped[idx[a:a + step]]
+            finally:
+                del mapped
+        return out
     return np.asarray(bags[idx])
 
 
