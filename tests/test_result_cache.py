@@ -300,3 +300,19 @@ def test_the_normal_bank_settings_key_the_scores(tmp_path: Path, change: dict) -
     again = _fit(cache, bags, normals, **params)
     assert "scores" not in again.cached_steps_
     _same(again, _fit(None, bags, normals, **params))
+
+
+def test_a_store_opened_on_its_own_is_never_touched_by_a_hit(tmp_path: Path) -> None:
+    """A shared feature cache used read-only (Extractor(cache_dir=DIR)) keeps its files' times; the folder's don't."""
+    from anomclust_lite import FeatureCache
+
+    alone = FeatureCache(tmp_path / "alone")
+    alone.put("ab" * 32, np.ones(3), {"k": 1})
+    sidecar = tmp_path / "alone" / "ab" / f"{'ab' * 32}.json"
+    os.utime(sidecar, (1000.0, 1000.0))
+    assert alone.get("ab" * 32, {"k": 1}) is not None
+    assert sidecar.stat().st_mtime == 1000.0
+    folder = CacheFolder(tmp_path / "folder")
+    used = _entry(folder, "features", 1, 1000.0)
+    assert folder.get("features", "01" * 32, (1000,), "float32") is not None
+    assert used.stat().st_mtime > 1000.0

@@ -15,9 +15,11 @@ sidecar's settings, shape, dtype and checksum are verified; a truncated,
 tampered or mismatching entry is logged as a warning, ignored, and
 overwritten by the next :meth:`ArrayStore.put`.
 
-A hit sets the sidecar's modification time to now (when the folder is
-writable): the least-recently-used order that
-:mod:`~anomclust_lite.files.cache_folder` evicts by.
+In a store of a :class:`~anomclust_lite.files.cache_folder.CacheFolder`
+(``track_use=True``), a hit sets the sidecar's modification time to now:
+the least-recently-used order the folder evicts by. A store opened on its
+own (``Extractor(cache_dir=DIR)``, a shared read-only feature cache) is only
+read on a hit, never touched.
 
 A write that fails (a full disk, a read-only folder, a file size limit)
 turns writing off for the stores sharing its :class:`WriteGuard`, with one
@@ -151,6 +153,8 @@ class ArrayStore:
         its own): the first write that fails turns writing off for all.
     label : str, optional
         What the store holds, as its warnings say (default ``"cache"``).
+    track_use : bool, default False
+        Refresh an entry's time on every hit (for least-recently-used eviction).
 
     Raises
     ------
@@ -176,7 +180,8 @@ class ArrayStore:
     #: What the store holds, as warnings name it ("feature cache entry ... is unreadable").
     label = "cache"
 
-    def __init__(self, directory: PathLike, *, guard: Optional[WriteGuard] = None, label: Optional[str] = None) -> None:
+    def __init__(self, directory: PathLike, *, guard: Optional[WriteGuard] = None, label: Optional[str] = None,
+                 track_use: bool = False) -> None:
         path = Path(directory)
         if path.exists() and not path.is_dir():
             raise ValueError(f"cache_dir {display_path(path)} exists and is not a folder; pass a folder path")
@@ -185,6 +190,7 @@ class ArrayStore:
         self.guard = guard if guard is not None else WriteGuard(path)
         if label is not None:
             self.label = label
+        self.track_use = track_use
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({display_path(self.directory)!r})"
@@ -234,7 +240,7 @@ class ArrayStore:
 
         A missing entry is a silent miss; an entry that fails verification
         (unreadable, truncated, checksum, shape, dtype or settings mismatch)
-        is a miss with a logged warning. A hit marks the entry as just used.
+        is a miss with a logged warning. With ``track_use``, a hit marks the entry as just used.
         """
         _check_dtype(dtype)
         array_path, meta_path = self._paths(key)
@@ -256,7 +262,7 @@ class ArrayStore:
 
     def _touch(self, meta_path: Path) -> None:
         """Mark an entry as just used (its sidecar's time); a read-only cache is left as it is."""
-        if self.guard.failure is None:
+        if self.track_use and self.guard.failure is None:
             try:
                 os.utime(meta_path)
             except OSError:

@@ -145,7 +145,7 @@ class CacheFolder:
         if kind not in CACHE_KINDS:
             raise ValueError(f"kind must be one of {CACHE_KINDS}; got {kind!r}")
         if kind not in self._stores:
-            self._stores[kind] = ArrayStore(self.root / kind, guard=self.guard, label=_LABELS[kind])
+            self._stores[kind] = ArrayStore(self.root / kind, guard=self.guard, label=_LABELS[kind], track_use=True)
         return self._stores[kind]
 
     # ------------------------------------------------------------ the estimator's hook
