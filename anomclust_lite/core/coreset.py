@@ -45,6 +45,7 @@ __all__ = [
     "coreset_indices",
     "coreset_count",
     "bank_rows",
+    "source_rows",
     "compact_bank",
 ]
 
@@ -271,3 +272,35 @@ def bank_rows(normal_bags: np.ndarray, idx: np.ndarray) -> np.ndarray:
     rows = math.ceil(idx.size / m)
     padded = np.concatenate([idx, np.full(rows * m - idx.size, idx[0], dtype=np.int64)])
     return normal_bags.reshape(r * m, d)[padded].reshape(rows, m, d)
+
+
+def source_rows(normal_bags: np.ndarray, idx: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """The patches ``idx`` grouped into rows that each hold patches of one source image, and each row's source.
+
+    ``idx`` indexes the flattened ``(R * M, D)`` bank, so patch ``idx[j]``
+    comes from image ``idx[j] // M``. Every row holds ``w`` patches (about the
+    mean count per source image), the last row of an image padded with copies
+    of its own first patch, which leave every nearest distance unchanged. With
+    ``groups`` of :func:`~anomclust_lite.core.scores.normal_scores` the rows
+    give each normal image's distance to the coreset without its own patches.
+
+    Examples
+    --------
+    >>> bags = np.arange(2 * 4 * 1, dtype=np.float32).reshape(2, 4, 1)
+    >>> rows, src = source_rows(bags, np.array([0, 1, 2, 5]))
+    >>> rows[..., 0].tolist(), src.tolist()
+    ([[0.0, 1.0], [2.0, 0.0], [5.0, 5.0]], [0, 0, 1])
+    """
+    r, m, d = normal_bags.shape
+    idx = np.sort(np.asarray(idx, dtype=np.int64))
+    sources, starts, counts = np.unique(idx // m, return_index=True, return_counts=True)
+    w = max(1, math.ceil(idx.size / sources.size))
+    picks: List[np.ndarray] = []
+    row_src: List[int] = []
+    for s, a, c in zip(sources.tolist(), starts.tolist(), counts.tolist()):
+        n_rows = math.ceil(c / w)
+        own = np.concatenate([idx[a:a + c], np.full(n_rows * w - c, idx[a], dtype=np.int64)])
+        picks.append(own)
+        row_src.extend([s] * n_rows)
+    flat = np.concatenate(picks)
+    return normal_bags.reshape(r * m, d)[flat].reshape(-1, w, d), np.array(row_src, dtype=np.int64)

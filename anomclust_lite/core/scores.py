@@ -340,12 +340,16 @@ def normal_scores(
     memory_mb: float = DEFAULT_MEMORY_MB,
     n_threads: Optional[int] = None,
     progress: Optional[Progress] = None,
+    groups: Optional[Tuple[np.ndarray, np.ndarray]] = None,
 ) -> np.ndarray:
     """Semi-supervised patch scores: distance to the nearest normal patch (Eq. 6).
 
     ``score[i, m] = min over all patches z of all normal images ||z_im - z||``.
     The normal bank is streamed block by block, so it may be large
     (e.g. 200 images x 784 patches) without extra memory beyond ``memory_mb``.
+    With ``groups = (bag_groups, bank_groups)`` (integer labels, ``(N,)`` and
+    ``(R,)``), image ``i`` is not compared with the bank rows of its own group
+    (leave one out: see :func:`anomclust_lite.core.coreset.source_rows`).
 
     Parameters
     ----------
@@ -360,6 +364,9 @@ def normal_scores(
         available CPU. Results do not depend on it.
     progress : callable, optional
         ``progress(done, total)``: image pairs compared so far.
+    groups : (ndarray, ndarray), optional
+        Group of every image and of every bank row; every image needs a bank
+        row outside its group.
 
     Returns
     -------
@@ -379,7 +386,27 @@ def normal_scores(
     mem = check_memory_mb(memory_mb)
     nt = check_n_threads(n_threads)
     n, m, _ = arr.shape
+    own = _check_groups(groups, n, normals.shape[0])
     best = np.full((n, m), -np.inf, dtype=np.float32)
     for res in block_reductions(arr, normals, memory_mb=mem, workers=nt, progress=progress):
-        best[res.rows] = np.maximum(best[res.rows], res.row_max.max(axis=2))
+        row_max = res.row_max
+        if own is not None:
+            mine = own[0][res.rows][:, None] == own[1][res.cols][None, :]
+            row_max = np.where(mine[:, None, :], np.float32(-np.inf), row_max)
+        best[res.rows] = np.maximum(best[res.rows], row_max.max(axis=2))
     return sims_to_dists(best)
+
+
+def _check_groups(groups: object, n: int, r: int) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """``(bag_groups, bank_groups)`` as int64 arrays of lengths ``n`` and ``r``; every image has a row outside its group."""
+    if groups is None:
+        return None
+    if not isinstance(groups, tuple) or len(groups) != 2:
+        raise ValueError("groups must be a pair (bag_groups, bank_groups) of integer arrays")
+    bag, bank = (np.asarray(g) for g in groups)
+    if bag.shape != (n,) or bank.shape != (r,) or not all(np.issubdtype(g.dtype, np.integer) for g in (bag, bank)):
+        raise ValueError(f"groups must be integer arrays of shapes ({n},) and ({r},); "
+                         f"got {bag.shape} {bag.dtype} and {bank.shape} {bank.dtype}")
+    if (bank == bank[0]).all() and (bag == bank[0]).any():
+        raise ValueError("groups leave an image no bank row outside its own group; the bank needs a second group")
+    return bag.astype(np.int64), bank.astype(np.int64)

@@ -37,13 +37,15 @@ from ..core.anomaly import DEFAULT_IMAGE_TOPK, image_scores
 from .centres import Centres, cluster_centres
 from .params import Params
 from .partition import Partition, partition_images
-from .reference import bag_hashes, build_reference, normal_bank
+from .reference import bag_hashes, bank_images, build_reference, normal_bank
 from .trust import (
-    GOOD_LABEL, NoveltyState, anomaly_against_bank, bank_loo_scores, confidence_summary, fit_novelty, good_threshold,
+    GOOD_LABEL, NoveltyState, anomaly_against_bank, bank_loo_scores, confidence_summary, coreset_loo_scores,
+    fit_novelty, good_threshold,
     novelty_matches, novelty_matches_pay, novelty_patch_part, novelty_patch_part_from_matches, stratified_positions,
 )
 
-__all__ = ["Fit", "Report", "check_fit_inputs", "fit_bags", "patch_weights", "score_reference", "scoring_bank"]
+__all__ = ["Fit", "Report", "check_fit_inputs", "fit_bags", "normal_coreset", "patch_weights", "score_reference",
+           "scoring_bank"]
 
 #: ``report(stage, done, total)``: see the module docstring.
 Report = Callable[[str, int, int], None]
@@ -103,15 +105,20 @@ def patch_weights(params: Params, scores: np.ndarray) -> np.ndarray:
 
 
 def scoring_bank(params: Params, normals: np.ndarray, steps: "Optional[_Steps]" = None) -> np.ndarray:
-    """The normal bank semi-supervised scores are taken against: a coreset of ``bank_size`` patches, or all.
+    """The normal bank semi-supervised scores are taken against: a coreset of ``bank_size`` patches, or all."""
+    idx = normal_coreset(params, normals, steps)
+    return normals if idx is None else bank_rows(normals, idx)
 
-    The coreset's indices go through the cache hook of ``steps``, keyed by the normal bags' content, the size
-    and the seed.
+
+def normal_coreset(params: Params, normals: np.ndarray, steps: "Optional[_Steps]" = None) -> Optional[np.ndarray]:
+    """Indices (into the flattened normal patches) of the coreset of ``bank_size`` patches; None: every patch.
+
+    The indices go through the cache hook of ``steps``, keyed by the normal bags' content, the size and the seed.
     """
     r, m, d = normals.shape
     size = coreset_size(params.bank_size, r * m)
     if params.exact or size >= r * m:
-        return normals
+        return None
     cache = steps.cache if steps is not None else None
     key = step_key("coreset", bank=content_digest(normals), size=size, seed=params.seed) if cache is not None else ""
     idx, hit = memoized(cache, "trust", key, (coreset_count(r * m, size),), "float64",
@@ -119,7 +126,7 @@ def scoring_bank(params: Params, normals: np.ndarray, steps: "Optional[_Steps]" 
                                                 n_threads=params.n_threads))
     if hit and steps is not None:
         steps.hit("choosing the normal bank's coreset")
-    return bank_rows(normals, idx.astype(np.int64))
+    return idx.astype(np.int64)
 
 
 def score_reference(params: Params, n: int) -> Optional[np.ndarray]:
@@ -182,15 +189,18 @@ def image_distances(params: Params, steps: _Steps, embeddings: np.ndarray) -> np
                                                    n_threads=params.n_threads), kind="distances")
 
 
-def _anomaly(params: Params, steps: _Steps, normals: Optional[np.ndarray], scored_bank: Optional[np.ndarray],
+def _anomaly(params: Params, steps: _Steps, normals: Optional[np.ndarray], coreset: Optional[np.ndarray],
              scores: np.ndarray) -> Tuple[np.ndarray, Optional[float], Optional[np.ndarray]]:
-    """Image anomaly scores, the good-group threshold (None without normal images) and the normal bank."""
+    """Image anomaly scores, the good-group threshold (None without normal images) and the normal bank they
+    were taken against (stored as the model's reference)."""
     arr = steps.arr
     if normals is None:
         return image_scores(scores, topk=DEFAULT_IMAGE_TOPK), None, None
+    if coreset is not None:
+        return _anomaly_coreset(params, steps, normals, coreset, scores)
     bank = normal_bank(normals, params.reference_size, params.seed)
     bank_digest = content_digest(bank) if steps.cache is not None else ""
-    if scored_bank is normals and bank.shape[0] == normals.shape[0] and normals.dtype == np.float16:
+    if bank.shape[0] == normals.shape[0] and normals.dtype == np.float16:
         anomaly = image_scores(scores, topk=DEFAULT_IMAGE_TOPK)  # scored against exactly this bank already
     else:
         anomaly = steps.run("scoring against the normal bank", {"bags": steps.digest, "bank": bank_digest},
@@ -200,6 +210,21 @@ def _anomaly(params: Params, steps: _Steps, normals: Optional[np.ndarray], score
         loo = steps.run("calibrating the good group", {"bank": bank_digest}, (bank.shape[0],),
                         lambda progress: bank_loo_scores(params, bank, progress))
     return anomaly, good_threshold(loo, params.good_rate), bank
+
+
+def _anomaly_coreset(params: Params, steps: _Steps, normals: np.ndarray, coreset: np.ndarray,
+                     scores: np.ndarray) -> Tuple[np.ndarray, Optional[float], np.ndarray]:
+    """:func:`_anomaly` against the coreset: the scores already taken, the threshold from the leave-one-out
+    scores of ``reference_size`` normal images against the coreset less their own patches."""
+    anomaly = image_scores(scores, topk=DEFAULT_IMAGE_TOPK)
+    images = bank_images(normals.shape[0], params.reference_size, params.seed)
+    loo = None
+    if np.unique(coreset // normals.shape[1]).size >= 2:
+        key = {"bank": content_digest(normals) if steps.cache is not None else "",
+               "coreset": content_digest(coreset) if steps.cache is not None else "", "images": images.tolist()}
+        loo = steps.run("calibrating the good group", key, (images.size,),
+                        lambda progress: coreset_loo_scores(params, normals, coreset, images, progress))
+    return anomaly, good_threshold(loo, params.good_rate), bank_rows(normals, coreset)
 
 
 def _novelty_patch_part(params: Params, steps: _Steps, ref_idx: np.ndarray) -> np.ndarray:
@@ -262,10 +287,11 @@ def fit_bags(
     t0 = time.perf_counter()
     if normals is not None:
         report("choosing the normal bank's coreset", 0, 0)
-    scored_bank = scoring_bank(params, normals, steps) if normals is not None else None
+    coreset = normal_coreset(params, normals, steps) if normals is not None else None
+    scored_bank = normals if coreset is None else bank_rows(normals, coreset)
     wa = steps.embed(scored_bank)
     scores, weights, embeddings = wa.scores, wa.weights, wa.embeddings
-    anomaly, threshold, bank = _anomaly(params, steps, normals, scored_bank, scores)
+    anomaly, threshold, bank = _anomaly(params, steps, normals, coreset, scores)
     is_good = anomaly <= threshold if threshold is not None else np.zeros(arr.shape[0], dtype=bool)
     on = params.good_group == "auto" and threshold is not None
     idx = _clustered(params, is_good, on)
@@ -281,7 +307,7 @@ def fit_bags(
     cen = cluster_centres(embeddings[idx], part.labels, part.k, sub_dist, wa=params.distance == "wa")
     partition, centres = _expand(part, cen, idx, embeddings)
     ref_idx = stratified_positions(partition.labels, params.reference_size, params.seed)
-    reference, kind = build_reference(arr, bank, params.reference_size, ref_idx, params.seed)
+    reference, kind = build_reference(arr, bank, ref_idx)
     t0 = time.perf_counter()
     patch_part = _novelty_patch_part(params, steps, ref_idx)
     novelty = fit_novelty(arr, embeddings, partition.labels, partition.k, ref_idx, params.new_type_rate, patch_part)

@@ -5,9 +5,11 @@ model stores (float16):
 
 - unsupervised scoring and novelty: ``reference_size`` fitted images taken
   round-robin over the clusters (all of them when fewer);
-- semi-supervised scoring: a seeded subsample of ``reference_size`` whole
-  labelled normal images (all of them when fewer), also the bank of the image
-  anomaly scores and the good group.
+- semi-supervised scoring: the coreset of the labelled normal patches the fit
+  scored against (as rows of patches), also the bank of the image anomaly
+  scores; with ``exact`` (or when the coreset keeps every patch) a seeded
+  subsample of ``reference_size`` whole labelled normal images (all of them
+  when fewer).
 
 An image whose float16 features hash like a fitted image's is that image.
 """
@@ -19,7 +21,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-__all__ = ["HASH_BYTES", "REFERENCE_KINDS", "bag_hashes", "build_reference", "normal_bank"]
+__all__ = ["HASH_BYTES", "REFERENCE_KINDS", "bag_hashes", "bank_images", "build_reference", "normal_bank"]
 
 #: Bytes of every bag's BLAKE2b digest.
 HASH_BYTES = 16
@@ -36,26 +38,32 @@ def bag_hashes(bags: np.ndarray) -> np.ndarray:
     return out
 
 
-def build_reference(
-    bags: np.ndarray, normals: Optional[np.ndarray], reference_size: int, ref_idx: np.ndarray, seed: int
-) -> Tuple[np.ndarray, str]:
+def build_reference(bags: np.ndarray, bank: Optional[np.ndarray], ref_idx: np.ndarray) -> Tuple[np.ndarray, str]:
     """The float16 reference bags stored with a model, and their kind (one of :data:`REFERENCE_KINDS`).
 
+    ``bank``: the normal bank the fit's anomaly scores were taken against
+    (the coreset's rows, or :func:`normal_bank`), None without normal images.
     ``ref_idx``: the fitted images kept for unsupervised scoring (taken
     round-robin over the clusters, so every cluster is represented).
     """
-    if normals is None:
+    if bank is None:
         return bags[ref_idx].astype(np.float16), "images"
-    return normal_bank(normals, reference_size, seed), "normal-patches"
+    return bank.astype(np.float16), "normal-patches"
+
+
+def bank_images(n: int, reference_size: int, seed: int) -> np.ndarray:
+    """Positions of at most ``reference_size`` of ``n`` normal images (a seeded subsample, ascending)."""
+    if n <= reference_size:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=reference_size, replace=False))
 
 
 def normal_bank(normals: np.ndarray, reference_size: int, seed: int) -> np.ndarray:
-    """At most ``reference_size`` whole normal images (a seeded subsample), float16.
+    """At most ``reference_size`` whole normal images (:func:`bank_images`), float16.
 
     Whole images, so that each one's score against the others (leave one
     out) calibrates the good group's threshold.
     """
     if normals.shape[0] > reference_size:
-        rng = np.random.default_rng(seed)
-        normals = normals[np.sort(rng.choice(normals.shape[0], size=reference_size, replace=False))]
+        normals = normals[bank_images(normals.shape[0], reference_size, seed)]
     return normals.astype(np.float16)

@@ -7,7 +7,9 @@
 - **Good group** (only with labelled normal images): an image is likely good
   when its anomaly score is at most the threshold calibrated on the
   leave-one-out scores of the normal bank's own images at ``good_rate`` (the
-  stated false-reject rate). With ``good_group="auto"`` such images are set
+  stated false-reject rate). When the normal bank is a coreset of patches,
+  the anomaly score is taken against the coreset and the leave-one-out score
+  of a normal image against the coreset less its own patches. With ``good_group="auto"`` such images are set
   apart (label ``-1``) and K counts the defect clusters only; with ``"off"``
   (the default, the paper's protocol) every image is clustered and
   ``is_good_`` is reported only.
@@ -32,6 +34,7 @@ from typing import Callable, List, Optional, Tuple
 import numpy as np
 
 from ..core.anomaly import DEFAULT_IMAGE_TOPK, calibrated_threshold, image_scores
+from ..core.coreset import source_rows
 from ..core.confidence import WEAK_MEAN_CONFIDENCE, centre_margins, cluster_cohesion
 from ..core.novelty import cluster_thresholds, nearest_distances, novelty_scores
 from ..core.kernel import sims_to_dists
@@ -40,7 +43,8 @@ from ..core.sweeps import nearest_patch_similarities
 from .params import GOOD_GROUPS, Params
 
 __all__ = [
-    "GOOD_GROUPS", "GOOD_LABEL", "WEAK_LARGEST_SHARE", "NoveltyState", "bank_loo_scores", "good_threshold",
+    "GOOD_GROUPS", "GOOD_LABEL", "WEAK_LARGEST_SHARE", "NoveltyState", "bank_loo_scores", "coreset_loo_scores",
+    "good_threshold",
     "anomaly_against_bank", "confidence_summary", "stratified_positions", "novelty_patch_part",
     "novelty_matches_pay", "novelty_matches", "novelty_patch_part_from_matches", "fit_novelty",
     "novelty_of",
@@ -86,6 +90,19 @@ def bank_loo_scores(params: Params, bank: np.ndarray, progress: Progress = None)
     loo = patch_scores(bank, aggregate="min", memory_mb=params.memory_mb, n_threads=params.n_threads,
                        progress=progress)
     return image_scores(loo, topk=DEFAULT_IMAGE_TOPK)
+
+
+def coreset_loo_scores(params: Params, normals: np.ndarray, idx: np.ndarray, images: np.ndarray,
+                       progress: Progress = None) -> np.ndarray:
+    """Leave-one-out anomaly score of the normal images ``images`` against the coreset ``idx`` less their own patches.
+
+    ``idx`` indexes the flattened ``(R * M, D)`` normal patches (patch ``j``
+    comes from image ``j // M``); at least two images must own coreset patches.
+    """
+    rows, sources = source_rows(normals, idx)
+    scores = normal_scores(normals[images], rows, memory_mb=params.memory_mb, n_threads=params.n_threads,
+                           progress=progress, groups=(np.asarray(images, dtype=np.int64), sources))
+    return image_scores(scores, topk=DEFAULT_IMAGE_TOPK)
 
 
 def good_threshold(loo_scores: Optional[np.ndarray], rate: float) -> Optional[float]:

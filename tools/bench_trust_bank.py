@@ -1,0 +1,83 @@
+#!/usr/bin/env python
+"""Good group and anomaly score against the coreset vs against the 64-image normal bank (issue 18).
+
+Fits ``AnomalyClusterer(K, weights="semi", good_group="auto")`` (K = the number
+of defect types) on one evaluation set (MVTec AD bottle or pill, MTD; the
+protocol of :mod:`anomclust_lite.datasets`, every labelled normal image given)
+and prints one JSON line: fit wall time, the stage timings, NMI / ARI /
+accuracy / F1 with the good group counted as a cluster (as the reproduction's
+``good_group``), the good group's size, precision and recall, the good/defect
+AUROC of ``anomaly_scores_``, the threshold and the size of the saved model.
+Run it with the code to compare on ``PYTHONPATH`` (e.g. main and a branch) and
+compare the lines; ``--exact`` fits with every approximation off.
+
+Usage::
+
+    python tools/bench_trust_bank.py --cache-dir /work/feats/r50v2_layer2 --set bottle [--exact]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import rankdata
+
+import anomclust_lite as ac
+
+NORMAL_CLASSES = ("good", "Free")
+METRIC_KEYS = ("nmi", "ari", "accuracy", "f1_macro")
+
+
+def auroc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """Probability that a positive scores above a negative (ties count half)."""
+    r = rankdata(np.concatenate([pos, neg]))
+    return float((r[: pos.size].sum() - pos.size * (pos.size + 1) / 2) / (pos.size * neg.size))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--set", required=True, choices=("bottle", "pill", "mtd"))
+    ap.add_argument("--cache-dir", required=True)
+    ap.add_argument("--shared", default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--exact", action="store_true")
+    args = ap.parse_args()
+    shared = ac.shared_root(args.shared)
+    if args.set == "mtd":
+        es, resize, crop = ac.mtd(shared / "data" / "mtd"), 224, None
+    else:
+        es, resize, crop = ac.mvtec_category(shared / "data" / "mvtec" / args.set), 256, 224
+    ex = ac.Extractor(str(shared / "models" / "resnet50v2_layer2_fp32.onnx"), output="layer2", resize=resize,
+                      crop=crop, cache_dir=args.cache_dir)
+    bags, normals = ex.extract(list(es.paths)), ex.extract(list(es.normal_paths))
+    labels = np.array(es.labels)
+    normal = np.isin(labels, NORMAL_CLASSES)
+    k = len(es.classes) - int(normal.any())
+    t0 = time.perf_counter()
+    model = ac.AnomalyClusterer(k, weights="semi", good_group="auto", seed=args.seed, exact=args.exact)
+    model.fit(bags, normal_bags=normals)
+    wall = time.perf_counter() - t0
+    rep = ac.clustering_report(labels, model.labels_)
+    good = model.labels_ < 0
+    row = {"set": args.set, "exact": args.exact, "fit_s": round(wall, 1),
+           "timings": {key: round(v, 1) for key, v in model.timings_.items()}}
+    row.update({key: round(float(rep[key]), 4) for key in METRIC_KEYS})
+    row.update(good_size=int(good.sum()), good_precision=round(float(normal[good].mean()), 4) if good.any() else None,
+               good_recall=round(float(good[normal].mean()), 4),
+               auroc=round(auroc(model.anomaly_scores_[~normal], model.anomaly_scores_[normal]), 4),
+               threshold=model.good_threshold_)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.npz"
+        model.save(path)
+        row["model_mb"] = round(os.path.getsize(path) / 2**20, 1)
+    print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
