@@ -14,10 +14,8 @@ The class is thin; each concept lives in its own module of this package:
 - :mod:`.fitting`: the fitting steps; :mod:`.partition`: K and the labels
   (cluster 0 is the largest, ties broken by the smallest image index);
   :mod:`.centres`: centres and medoids;
-- :mod:`.reference`: what is kept to weight new images (``reference_size``
-  images, or images' worth of normal patches, as float16 - about
-  ``reference_size * M * D * 2`` bytes before compression: 64 images of
-  28 x 28 patches of 128 dims: 12.8 MB; of 512 dims: 51 MB);
+- :mod:`.reference`: what is kept to weight new images, float16: ``reference_size``
+  images (64 of 784 patches x 512 dims: 51 MB) or the normal bank's coreset (8192 x 512: 8.4 MB);
 - :mod:`.assign`: assigning new images and flagging new types;
 - :mod:`.model_io`: model.npz, plain arrays and a JSON header (no pickle).
 """
@@ -108,8 +106,8 @@ class AnomalyClusterer(ParamsMixin):
     seed : int, default 0
         Seed of every random choice (clustering restarts, reference subsample).
     reference_size : int, default 64
-        Images (or images' worth of normal patches) stored for assigning new
-        images; see :mod:`anomclust_lite.estimator.reference`.
+        Images stored for assigning new images (unsupervised); normal images
+        the good group is calibrated on (semi; with ``exact``, the bank stored).
     new_type_threshold : float, optional
         Novelty beyond which an assigned image is flagged as a new type, in
         every cluster; default: each cluster's threshold calibrated at
