@@ -16,7 +16,8 @@ ones, so the fit time is that of everything else.
 
 Usage::
 
-    python tools/bench_trust_bank.py --cache-dir /work/feats/r50v2_layer2 --set bottle [--exact]
+    python tools/bench_trust_bank.py --cache-dir /work/feats/r50v2_layer2 --set bottle [--exact] \\
+        [--skip-novelty] [--per-class 30]
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--exact", action="store_true")
     ap.add_argument("--skip-novelty", action="store_true")
+    ap.add_argument("--per-class", type=int, default=0, help="at most this many images of each class (seeded)")
     args = ap.parse_args()
     if args.skip_novelty:
         from anomclust_lite.estimator import fitting
@@ -62,6 +64,12 @@ def main() -> None:
         es, resize, crop = ac.mvtec_category(shared / "data" / "mvtec" / args.set), 256, 224
     ex = ac.Extractor(str(shared / "models" / "resnet50v2_layer2_fp32.onnx"), output="layer2", resize=resize,
                       crop=crop, cache_dir=args.cache_dir)
+    if args.per_class:
+        lab = np.array(es.labels)
+        rng = np.random.default_rng(args.seed)
+        keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(lab == c))[: args.per_class] for c in es.classes]))
+        es = ac.EvalSet(es.name, tuple(es.paths[i] for i in keep), tuple(es.labels[i] for i in keep),
+                        es.normal_paths, tuple(es.mask_paths[i] for i in keep))
     bags, normals = ex.extract(list(es.paths)), ex.extract(list(es.normal_paths))
     labels = np.array(es.labels)
     normal = np.isin(labels, NORMAL_CLASSES)
@@ -72,7 +80,8 @@ def main() -> None:
     wall = time.perf_counter() - t0
     rep = ac.clustering_report(labels, model.labels_)
     good = model.labels_ < 0
-    row = {"set": args.set, "exact": args.exact, "skip_novelty": args.skip_novelty, "fit_s": round(wall, 1),
+    row = {"set": args.set, "exact": args.exact, "skip_novelty": args.skip_novelty,
+           "n": int(labels.size), "normals": int(normals.shape[0]), "fit_s": round(wall, 1),
            "timings": {key: round(v, 1) for key, v in model.timings_.items()}}
     row.update({key: round(float(rep[key]), 4) for key in METRIC_KEYS})
     row.update(good_size=int(good.sum()), good_precision=round(float(normal[good].mean()), 4) if good.any() else None,
