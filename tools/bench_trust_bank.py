@@ -10,14 +10,13 @@ accuracy / F1 with the good group counted as a cluster (as the reproduction's
 AUROC of ``anomaly_scores_``, the threshold and the size of the saved model.
 Run it with the code to compare on ``PYTHONPATH`` (e.g. main and a branch) and
 compare the lines; ``--exact`` fits with every approximation off.
-``--skip-novelty`` replaces the novelty calibration (the same code before and
-after, and the longest stage on MTD; it changes no metric printed here) by
-ones, so the fit time is that of everything else.
+The stage this compares is ``timings["scoring"]`` (coreset, scores, anomaly
+scores, good-group calibration); the novelty calibration after it is the same
+code before and after.
 
 Usage::
 
-    python tools/bench_trust_bank.py --cache-dir /work/feats/r50v2_layer2 --set bottle [--exact] \\
-        [--skip-novelty] [--per-class 30]
+    python tools/bench_trust_bank.py --cache-dir /work/feats/r50v2_layer2 --set bottle [--exact] [--per-class 30]
 """
 
 from __future__ import annotations
@@ -51,12 +50,8 @@ def main() -> None:
     ap.add_argument("--shared", default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--exact", action="store_true")
-    ap.add_argument("--skip-novelty", action="store_true")
     ap.add_argument("--per-class", type=int, default=0, help="at most this many images of each class (seeded)")
     args = ap.parse_args()
-    if args.skip_novelty:
-        from anomclust_lite.estimator import fitting
-        fitting._novelty_patch_part = lambda params, steps, ref_idx: np.ones(steps.arr.shape[0])
     shared = ac.shared_root(args.shared)
     if args.set == "mtd":
         es, resize, crop = ac.mtd(shared / "data" / "mtd"), 224, None
@@ -80,7 +75,7 @@ def main() -> None:
     wall = time.perf_counter() - t0
     rep = ac.clustering_report(labels, model.labels_)
     good = model.labels_ < 0
-    row = {"set": args.set, "exact": args.exact, "skip_novelty": args.skip_novelty,
+    row = {"set": args.set, "exact": args.exact,
            "n": int(labels.size), "normals": int(normals.shape[0]), "fit_s": round(wall, 1),
            "timings": {key: round(v, 1) for key, v in model.timings_.items()}}
     row.update({key: round(float(rep[key]), 4) for key in METRIC_KEYS})
