@@ -416,34 +416,23 @@
     var n = parseInt(key, 10);
     return String(n) === String(key) && n >= low && n < high ? n : null;
   }
-  function restoreNames(saved) {
+  // saved[K][key] -> into[K][key] for every K the page offers, keeping the entries valid(key, value, K) accepts.
+  function restorePerK(saved, into, valid) {
     Object.keys(saved || {}).forEach(function (k) {
       var kk = intKey(k, D.k_min, D.k_max + 1), given = saved[k], out = {};
       if (kk === null || !given || typeof given !== "object") return;
-      Object.keys(given).forEach(function (c) {
-        var ci = intKey(c, 0, kk);
-        if (ci !== null && typeof given[c] === "string" && given[c].length <= 200) out[ci] = given[c];
-      });
-      state.names[kk] = out;
+      Object.keys(given).forEach(function (key) { if (valid(key, given[key], kk)) out[parseInt(key, 10)] = given[key]; });
+      into[kk] = out;
     });
   }
-  function restoreMoves(saved) {
-    Object.keys(saved || {}).forEach(function (k) {
-      var kk = intKey(k, D.k_min, D.k_max + 1), given = saved[k], out = {};
-      if (kk === null || !given || typeof given !== "object") return;
-      Object.keys(given).forEach(function (i) {
-        var ii = intKey(i, 0, D.n), to = given[i];
-        if (ii !== null && typeof to === "number" && intKey(to, 0, kk) !== null) out[ii] = to;
-      });
-      state.moves[kk] = out;
-    });
-  }
+  function validName(c, name, k) { return intKey(c, 0, k) !== null && typeof name === "string" && name.length <= 200; }
+  function validMove(i, to, k) { return intKey(i, 0, D.n) !== null && typeof to === "number" && intKey(to, 0, k) !== null; }
   function loadEdits() {
     var saved = null;
     try { saved = JSON.parse(window.localStorage.getItem(STORE) || "null"); } catch (e) { return; }
     if (!saved || typeof saved !== "object") return;
-    restoreNames(saved.names);
-    restoreMoves(saved.moves);
+    restorePerK(saved.names, state.names, validName);
+    restorePerK(saved.moves, state.moves, validMove);
   }
   function saveEdits() {
     // storage switched off or full: the edits live until the page is closed
