@@ -585,7 +585,7 @@ def test_a_later_fit_takes_the_names_of_a_review(capsys, folder: Path, model_pat
     assert sorted(stored.values()) == ["crack", "dent", "scratch"]
     write_review(tmp_path / "other.csv", Review(1, {0: "x"}, (ReviewImage("elsewhere.png", 0),)))
     rc, _, err = run(capsys, folder, *model_args(model_path), "--review", tmp_path / "other.csv", "--out", tmp_path / "x")
-    assert rc == 1 and "names none of the images" in err and not (tmp_path / "x").exists()
+    assert rc == 1 and "names none of this run's images" in err and not (tmp_path / "x").exists()
 
 
 def test_name_command_reads_the_reports_review(capsys, folder: Path, model_path: Path, tmp_path: Path) -> None:
@@ -610,7 +610,7 @@ def test_name_command_reads_the_reports_review(capsys, folder: Path, model_path:
     assert run(capsys, "name", out, "--review", tmp_path / "review.csv", "-q")[0] == 0
     write_review(tmp_path / "other.csv", Review(1, {0: "x"}, (ReviewImage("elsewhere.png", 0),)))
     rc, _, err = run(capsys, "name", out, "--review", tmp_path / "other.csv")
-    assert rc == 1 and "shares no image path" in err
+    assert rc == 1 and "names none of this run's images" in err
     assert run(capsys, "name", out, "--review", tmp_path / "missing.csv")[0] == 1
 
 

@@ -127,3 +127,12 @@ def test_csv_quotes_carriage_returns_like_the_page() -> None:
     text = review_csv(r)
     assert text == 'path,cluster,name,group,moved\n"a\rb,c",0,x,cluster,0\n"q""",0,x,cluster,0\n'
     assert parse_review(text) == r
+
+
+def test_shared_images_keeps_review_order_and_refuses_no_overlap() -> None:
+    review = Review(2, {0: "scratch"}, (ReviewImage("b.png", 0), ReviewImage("a.png", 1), ReviewImage("c.png", 0)))
+    assert [im.path for im in review.shared_images(["c.png", "b.png", "zz.png"])] == ["b.png", "c.png"]
+    with pytest.raises(ValueError, match=r"^the review r\.csv names none of this run's images"):
+        review.shared_images(iter(["x.png"]), "the review r.csv")
+    with pytest.raises(ValueError, match="names none"):
+        rv.carry_names(review, {"x.png": 0}, 2)

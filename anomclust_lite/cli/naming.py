@@ -105,6 +105,7 @@ def review_names(review_file: str, clusters_csv: Path, k: int) -> Dict[int, str]
     pi, ci = rows[0].index("path"), rows[0].index("cluster")
     clusters = {r[pi]: int(r[ci]) for r in rows[1:]
                 if len(r) > max(pi, ci) and r[ci].lstrip("-").isdigit()}
+    review.shared_images(clusters, f"the review {display_path(review_file)}")
     return carry_names(review, clusters, k)
 
 
@@ -113,10 +114,7 @@ def read_review_for(review_file: str, paths: Sequence[str]) -> "Review":
     from ..report.review import read_review
 
     review = read_review(review_file)
-    wanted = set(paths)
-    if not any(im.path in wanted for im in review.images):
-        raise ValueError(f"the review {display_path(review_file)} names none of the images to cluster; "
-                         "was it exported from a run on another folder?")
+    review.shared_images(paths, f"the review {display_path(review_file)}")
     return review
 
 

@@ -45,7 +45,7 @@ import io
 import json
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ..files.atomic import atomic_write_text
 from ..files.safe_open import UnsafeFileError, read_regular
@@ -116,6 +116,21 @@ class Review:
     def clusters(self) -> Dict[str, Optional[int]]:
         """``{path: cluster}`` (None for an image in no cluster)."""
         return {im.path: im.cluster for im in self.images}
+
+    def shared_images(self, paths: Iterable[str], source: str = "the review") -> List[ReviewImage]:
+        """The reviewed images whose path is in ``paths``, in the review's order.
+
+        Raises
+        ------
+        ValueError
+            None is (``source`` names the review in the message): the review
+            was exported from a run on another folder.
+        """
+        wanted = set(paths)
+        shared = [im for im in self.images if im.path in wanted]
+        if not shared:
+            raise ValueError(f"{source} names none of this run's images; was it exported from a run on another folder?")
+        return shared
 
 
 def _check_name(name: object, where: str) -> str:
@@ -337,9 +352,7 @@ def carry_names(review: Review, clusters: Mapping[str, int], k: int) -> Dict[int
     >>> carry_names(review, {"a.png": 1, "b.png": 1, "c.png": 0}, 2)
     {1: 'scratch'}
     """
-    shared = [im for im in review.images if im.path in clusters]
-    if not shared:
-        raise ValueError("the review shares no image path with this run; was it exported from another folder?")
+    shared = review.shared_images(clusters)
     votes: List[Dict[str, int]] = [{} for _ in range(k)]
     for im in shared:
         c = clusters[im.path]
