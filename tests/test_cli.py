@@ -112,6 +112,19 @@ def test_threads_option_reaches_the_model_and_the_kernels(capsys, folder: Path, 
     assert rc == 2 and "--threads" in err
 
 
+def test_project_out_option_reaches_the_model(capsys, folder: Path, model_path: Path, tmp_path: Path) -> None:
+    from anomclust_lite import AnomalyClusterer
+
+    out = tmp_path / "out"
+    rc, _, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--project-out", "2", "--out", out, "-q")
+    assert rc == 0, err
+    assert json.loads((out / "summary.json").read_text())["parameters"]["project_out"] == 2
+    assert AnomalyClusterer.load(out / "model.npz").projection_.rank == 2
+    for bad in ("-1", "x", "1.5"):
+        rc, _, err = run(capsys, folder, *model_args(model_path), "--project-out", bad, "--out", tmp_path / "b")
+        assert rc == 2 and "--project-out" in err and "expected 'auto' or an integer >= 0" in err
+
+
 def test_default_out_and_auto_k(capsys, folder: Path, model_path: Path) -> None:
     rc, stdout, err = run(capsys, folder, *model_args(model_path))
     assert rc == 0, err

@@ -54,12 +54,15 @@ def test_fit_recovers_the_types_with_canonical_labels(data) -> None:
 
 def test_fit_follows_the_paper_pipeline(data) -> None:
     bags, _ = data
-    model = AnomalyClusterer(3).fit(bags)
+    model = AnomalyClusterer(3, project_out=0).fit(bags)
     scores = patch_scores(bags)
     np.testing.assert_allclose(model.scores_, scores)
     np.testing.assert_allclose(model.weights_, soft_weights(scores, DEFAULT_TAU_UNSUPERVISED))
     np.testing.assert_allclose(model.embeddings_, weighted_average(bags, model.weights_))
     assert model.effective_tau == DEFAULT_TAU_UNSUPERVISED
+    ours = AnomalyClusterer(3).fit(bags)  # the default adds the nuisance projection, nothing else
+    assert ours.projection_.rank > 0
+    np.testing.assert_allclose(ours.embeddings_, ours.projection_.apply(weighted_average(bags, ours.weights_)))
 
 
 def test_auto_k_finds_the_three_types(data) -> None:
@@ -183,7 +186,7 @@ def test_assign_weights_new_images_against_the_stored_reference(data) -> None:
     new, _ = defect_bags(np.random.default_rng(5), (2, 2, 2))
     a = model.assign(new)
     scores = cross_patch_scores(new, model._reference.astype(np.float32))
-    emb = weighted_average(new, soft_weights(scores, DEFAULT_TAU_UNSUPERVISED))
+    emb = model.projection_.apply(weighted_average(new, soft_weights(scores, DEFAULT_TAU_UNSUPERVISED)))
     d = np.linalg.norm(emb[:, None, :] - model.centers_[None], axis=2)
     np.testing.assert_array_equal(a.labels, d.argmin(axis=1))
     np.testing.assert_allclose(a.distances, d.min(axis=1), rtol=1e-5)
@@ -240,7 +243,7 @@ def test_save_load_round_trip(tmp_path: Path, data) -> None:
     with np.load(path, allow_pickle=False) as f:  # plain arrays only
         assert set(f.files) == {"header", "centers", "labels", "fitted_distances", "fitted_hashes", "reference",
                                 "anomaly_scores", "novelty_embeddings", "novelty_scales", "novelty_thresholds",
-                                "novelty_fitted", "novelty_reference"}
+                                "novelty_fitted", "novelty_reference", "projection_mean", "projection_components"}
     loaded = AnomalyClusterer.load(path)
     assert loaded.get_params() == model.get_params()
     assert loaded.metadata_ == {"extractor": {"output": "relu_43"}}

@@ -68,3 +68,20 @@ def test_weighted_average_equals_the_package():
     bags = ac.normalize_patches(rng.normal(size=(5, 7, 3))).astype(np.float32)
     w = ac.soft_weights(rng.uniform(size=(5, 7)), 0.1)
     np.testing.assert_allclose(T.weighted_average(bags, w), ac.weighted_average(bags, w), atol=1e-6)
+
+
+def test_projection_benchmark_on_saved_scores(tmp_path: Path, capsys):
+    import bench_projection as P
+
+    rng = np.random.default_rng(1)
+    (tmp_path / "b1").mkdir()
+    for name in T.SETS:
+        _fake_set(tmp_path / "b1", name, rng)
+    assert P.main(["--work", str(tmp_path), "--backbones", "b1", "--ranks", "0", "1", "--subsamples", "2"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| b1 |") and line.count("|") == 10]
+    assert len(rows) == 4  # the rank table: two score keys x two ranks
+    assert all(row.split("|")[-2].strip() == "+0.000" for row in rows if row.split("|")[3].strip() == "0")
+    at_defaults = [line for line in out.splitlines() if line.startswith("| b1 |") and line.count("|") == 8]
+    assert len(at_defaults) == 2  # D = 4: auto removes nothing, so only r = 0 per mode
+    assert "| paper WRN-50 | semi | - | 0.607 | 0.515 | 0.390 | 0.504 |" in out

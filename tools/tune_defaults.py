@@ -42,6 +42,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 import anomclust_lite as ac
+from anomclust_lite.core.defaults import DEFAULT_PROJECT_OUT
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -167,6 +168,13 @@ class SetData:
     scores: Dict[str, np.ndarray]  # "semi" and "unsup_<aggregate>"
     normals: str
     subsamples: List[np.ndarray]
+    projection: "Optional[ac.Projection]" = None  # removed from the WA embeddings (``--project-out``)
+
+    @property
+    def tag(self) -> str:
+        """What identifies this set's results in the memo: its size, subsamples and projection rank."""
+        rank = self.projection.rank if self.projection is not None else 0
+        return f"{len(self.labels)}|{len(self.subsamples)}" + (f"|p{rank}" if rank else "")
 
 
 def subsamples(n: int, count: int, seed: int) -> List[np.ndarray]:
@@ -212,6 +220,8 @@ def evaluate(sd: SetData, key: str, rule: str, value: float) -> Dict[str, float]
     which also covers a per-image spread."""
     s = sd.scores[key] / spread(sd.scores[key], rule)
     x = weighted_average(sd.bags, ac.soft_weights(s.astype(np.float32), value))
+    if sd.projection is not None:
+        x = sd.projection.apply(x.astype(np.float64))
     k = len(np.unique(sd.labels))
     pred = ac.cluster(x, k, method="ward")
     out = {
@@ -240,7 +250,7 @@ def sweep(
             for rule in RULES:
                 for v in GRIDS[rule]:
                     for name, sd in sets.items():
-                        tag = f"{bb}|{key}|{rule}|{v}|{name}|{len(sd.labels)}|{len(sd.subsamples)}"
+                        tag = f"{bb}|{key}|{rule}|{v}|{name}|{sd.tag}"
                         if tag not in memo:
                             memo[tag] = evaluate(sd, key, rule, v)
                         res[(bb, key, rule, v, name)] = memo[tag]
@@ -370,8 +380,15 @@ def default_choice() -> Dict[str, tuple]:
 def cmd_tables(args: argparse.Namespace) -> int:
     t0 = time.time()
     data = {bb: {n: load_set(Path(args.work) / bb, n, args.subsamples) for n in args.sets} for bb in args.backbones}
+    for sets in data.values():
+        for sd in sets.values():
+            rank = (ac.auto_rank(sd.bags.shape[2], DEFAULT_PROJECT_OUT) if args.project_out == "auto"
+                    else int(args.project_out))
+            sd.projection = ac.nuisance_projection(sd.bags, rank) if rank else None
     for bb, sets in data.items():
-        print(f"{bb}: labelled normals used " + ", ".join(f"{n} {sd.normals}" for n, sd in sets.items()))
+        print(f"{bb}: labelled normals used " + ", ".join(f"{n} {sd.normals}" for n, sd in sets.items())
+              + "; nuisance directions removed " + ", ".join(
+                  f"{n} {sd.projection.rank if sd.projection is not None else 0}" for n, sd in sets.items()))
     res = sweep(data, args.keys, Path(args.work) / "sweep_memo.json")
     rows = summarise(res)
     modes = [m for m in ("unsup", "semi") if any(mode_of(k[1]) == m for k in rows)]
@@ -419,6 +436,8 @@ def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     t.add_argument("--subsamples", type=int, default=20, help="seeded 80 %% subsamples per set (noise)")
     t.add_argument("--keys", nargs="+", default=None, help="score keys to sweep (default: all saved)")
     t.add_argument("--detail", action="store_true", help="also print the full tau grid of every setting")
+    t.add_argument("--project-out", default="auto",
+                   help="nuisance directions removed from the embeddings (auto: the package default; 0: the paper)")
     t.set_defaults(func=cmd_tables)
     return p.parse_args(argv)
 

@@ -147,6 +147,7 @@ def build_clusterer(args: argparse.Namespace, weights_mode: str) -> AnomalyClust
         bag_dtype=args.bag_dtype,
         good_group=args.good_group,
         exact=args.exact,
+        project_out=args.project_out,
     )
     model.validate_params()
     return model

@@ -24,6 +24,7 @@ from ..core.defaults import (
     DEFAULT_SUBSAMPLE_FROM,
     DEFAULT_MEMORY_MB,
     DEFAULT_METHOD,
+    DEFAULT_PROJECT_OUT,
     DEFAULT_TAU_SEMI,
     DEFAULT_TAU_UNSUPERVISED,
     DEFAULT_TOPK_FRACTION,
@@ -178,6 +179,16 @@ _k_max = _int_at_least(2)
 _non_negative_int = _int_at_least(0)
 
 
+def _project_out(text: str) -> "int | str":
+    """``--project-out``: ``auto`` or an integer >= 0."""
+    if text == "auto":
+        return text
+    try:
+        return _non_negative_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or an integer >= 0, got {text!r}") from None
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -286,7 +297,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "review.json): each cluster takes the name most of its images carry there")
     p.add_argument("--export", choices=("none", "symlink", "copy"), default="none",
                    help="also put the images into OUT/cluster_<k>/ as symlinks or copies (default none)")
+    _add_method_options(p)
+    _add_extractor_options(p, for_assign=False)
+    _add_common_options(p)
+    return p
 
+
+def _add_method_options(p: argparse.ArgumentParser) -> None:
+    """The "method" group of the cluster command."""
     g = p.add_argument_group("method")
     g.add_argument("--normal", metavar="DIR",
                    help="folder of labelled defect-free images: enables semi-supervised weights")
@@ -309,6 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the two directions of a Hausdorff distance are combined (default max)")
     g.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
                    help=f"clustering algorithm (default {DEFAULT_METHOD})")
+    g.add_argument("--project-out", type=_project_out, default="auto", metavar="R",
+                   help="remove the R main directions of variation of the images' patches (what good parts vary "
+                        f"in) from the embeddings before clustering; auto: {DEFAULT_PROJECT_OUT} for features of "
+                        "128 or more dimensions (default); 0: the paper's method (README 'The method in one paragraph')")
     g.add_argument("--seed", type=_non_negative_int, default=0, metavar="N", help="random seed (default 0)")
     g.add_argument("--bag-dtype", choices=BAG_DTYPES, default="float32",
                    help="how the features are held in memory: float16 halves it (results within 1e-3 NMI; "
@@ -322,9 +344,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "cluster the rest, K counting defect clusters only; off: cluster every image, the "
                         "paper's protocol (default off: on pill it also sets apart many subtly defective "
                         "images, see BENCHMARKS.md)")
-    _add_extractor_options(p, for_assign=False)
-    _add_common_options(p)
-    return p
 
 
 def build_assign_parser() -> argparse.ArgumentParser:

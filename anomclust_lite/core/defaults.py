@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_SCORE_REFERENCE",
     "DEFAULT_SUBSAMPLE_FROM",
     "DEFAULT_FIT_SIZE",
+    "DEFAULT_PROJECT_OUT",
     "BAG_DTYPES",
 ]
 
@@ -80,3 +81,13 @@ DEFAULT_SUBSAMPLE_FROM = 500
 DEFAULT_FIT_SIZE = 2000
 #: Storage types bags may be held in (the kernels compute in float32 either way).
 BAG_DTYPES = ("float32", "float16")
+
+#: Principal directions of the clustered images' patches removed from the WA embeddings
+#: (:mod:`anomclust_lite.core.projection`; 0 = the paper's method); ``project_out="auto"``
+#: removes ``min(DEFAULT_PROJECT_OUT, D // 16)`` for D-dimensional features, so features of
+#: fewer than 16 dimensions keep every direction. Chosen once (issue 15,
+#: ``tools/tune_defaults.py projection``, BENCHMARKS.md "Nuisance projection") on bottle +
+#: pill + MTD, both shared backbones, unsupervised and semi-supervised, over the tau values
+#: around the defaults: 8 raised the mean NMI in all four settings (by 0.013-0.033 on
+#: 80 %-subsample means); 4 gained less, 16 and more lost on the int8 ResNet-18 (D = 128).
+DEFAULT_PROJECT_OUT = 8

@@ -1,7 +1,8 @@
 """Assigning new images to the clusters of a fitted model.
 
 Every new image gets the cluster whose centre (mean WA embedding of its
-fitted members) is nearest, with that distance. Its patch weights come from
+fitted members) is nearest, with that distance (embeddings after the model's
+nuisance projection, as in fitting). Its patch weights come from
 anomaly scores against the reference the model stores (see
 :mod:`anomclust_lite.estimator.reference`): fitting scores every image against
 all other images (or all normal patches), so assignment-time scores of a new
@@ -34,6 +35,7 @@ from ..core.anomaly import DEFAULT_IMAGE_TOPK, image_scores
 from ..core.confidence import centre_margins
 from ..core.distances import weighted_average
 from ..core.novelty import flag_new_types
+from ..core.projection import Projection
 from ..core.scores import cross_patch_aggregates, cross_patch_scores, normal_scores
 from ..core.validation import check_bags, check_positive_float
 from .fitting import patch_weights
@@ -122,6 +124,8 @@ class FittedState:
     good_group : bool
         Whether the good group was set apart (label -1).
     novelty : NoveltyState
+    projection : Projection
+        Removed from the WA embeddings of new images as from the fitted ones.
     """
 
     centers: np.ndarray
@@ -135,6 +139,7 @@ class FittedState:
     good_threshold: Optional[float]
     good_group: bool
     novelty: NoveltyState
+    projection: Projection
 
 
 def _score_new(params: Params, state: FittedState,
@@ -150,7 +155,7 @@ def _score_new(params: Params, state: FittedState,
     else:
         scores = cross_patch_scores(arr, state.reference, aggregate=params.aggregate, q=params.q,
                                     memory_mb=params.memory_mb, n_threads=params.n_threads)
-    emb = weighted_average(arr, patch_weights(params, scores))
+    emb = state.projection.apply(weighted_average(arr, patch_weights(params, scores)))
     return scores, emb, image_scores(scores, topk=DEFAULT_IMAGE_TOPK), low
 
 

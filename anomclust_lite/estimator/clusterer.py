@@ -74,12 +74,10 @@ class AnomalyClusterer(ParamsMixin):
         plain average pooling. Scores come from ``normal_bags`` when they are
         given, else from the other images.
     tau : float, optional
-        Softmax temperature in patch-distance units (distances of unit vectors
-        lie in [0, 2]): a patch whose score is ``tau`` higher gets ``e`` times
-        the weight. Small: all weight on the top patches; large: average
-        pooling. Default: ``DEFAULT_TAU_UNSUPERVISED`` or ``DEFAULT_TAU_SEMI``
-        from :mod:`anomclust_lite.core.defaults` (``None`` with ``"topk"``: uniform
-        over the top patches).
+        Softmax temperature in patch-distance units (in [0, 2]): a patch whose
+        score is ``tau`` higher gets ``e`` times the weight. Default:
+        ``DEFAULT_TAU_UNSUPERVISED`` or ``DEFAULT_TAU_SEMI`` from
+        :mod:`anomclust_lite.core.defaults` (``None`` with ``"topk"``: uniform).
     aggregate : {"mean", "max", "min", "topk_mean"}, default "mean"
         How a patch's distances to the other images become its unsupervised score.
     q : float, default 0.1
@@ -100,9 +98,8 @@ class AnomalyClusterer(ParamsMixin):
     memory_mb : float, default 512
         Working-memory budget of the scoring and distance kernels.
     n_threads : int, optional
-        CPU threads of the scoring and distance kernels (the BLAS included);
-        default one per available CPU. A setting of the machine, not of the
-        model: results do not depend on it, and it is not saved.
+        CPU threads of the kernels (the BLAS included); default one per CPU.
+        A setting of the machine: results do not depend on it; not saved.
     seed : int, default 0
         Seed of every random choice (clustering restarts, reference subsample).
     reference_size : int, default 64
@@ -114,10 +111,8 @@ class AnomalyClusterer(ParamsMixin):
         ``new_type_rate``.
     bag_dtype : {"float32", "float16"}, default "float32"
         Type the bags (and normal bags) are held in while fitting and
-        assigning; they are converted when given in the other type.
-        ``"float16"`` halves the ``N * M * D`` storage; the kernels still
-        compute in float32, and on real data the partition is the same or
-        nearly (NMI within 1e-3 of float32).
+        assigning: ``"float16"`` halves the ``N * M * D`` storage; the kernels
+        still compute in float32 (on real data NMI within 1e-3 of float32).
     good_group : {"off", "auto"}, default "off"
         ``"auto"``: with ``normal_bags``, the images whose anomaly score is at
         most the good-group threshold are set apart (label ``-1``) and K counts
@@ -139,6 +134,11 @@ class AnomalyClusterer(ParamsMixin):
         seeded images (Eq. 7); above ``fit_size`` (2000) images a seeded sample
         is fitted and the rest assigned in chunks (:mod:`.scale`; ``bags`` may
         be a memory map). ``exact=True`` switches all three off.
+    project_out : int or "auto", default "auto"
+        Principal directions of the clustered images' patches (the good parts'
+        variation, shared by every defect type) removed from the WA embeddings,
+        also of assigned images (:mod:`anomclust_lite.core.projection`; not in
+        the paper, which is 0). ``"auto"``: ``min(8, D // 16)``.
 
     Attributes
     ----------
@@ -149,7 +149,10 @@ class AnomalyClusterer(ParamsMixin):
     weights_ : (N, M) float32
         Patch weights; rows sum to 1.
     embeddings_ : (N, D) float64
-        WA embeddings.
+        WA embeddings (after the ``project_out`` projection).
+    projection_ : Projection
+        The directions removed from the embeddings (``projection_.rank`` =
+        ``project_out``).
     distances_ : (N, N) float64 or None
         The distances that were clustered (None when a sample was fitted).
     centers_ : (K, D) float64
@@ -197,7 +200,7 @@ class AnomalyClusterer(ParamsMixin):
 
     After :meth:`load`, only ``labels_``, ``centers_``, ``k_``, ``k_choice_``,
     ``new_type_threshold_``, ``anomaly_scores_``, ``good_threshold_``,
-    ``is_good_``, ``good_group_``, ``novelty_thresholds_`` and ``metadata_``
+    ``is_good_``, ``good_group_``, ``novelty_thresholds_``, ``projection_`` and ``metadata_``
     are available.
 
     Conventions are scikit-learn's: ``__init__`` stores the parameters as
@@ -250,6 +253,7 @@ class AnomalyClusterer(ParamsMixin):
         subsample_from: int = DEFAULT_SUBSAMPLE_FROM,
         fit_size: int = DEFAULT_FIT_SIZE,
         exact: bool = False,
+        project_out: Union[int, str] = "auto",
     ) -> None:
         self.k = k
         self.weights = weights
@@ -275,14 +279,12 @@ class AnomalyClusterer(ParamsMixin):
         self.subsample_from = subsample_from
         self.fit_size = fit_size
         self.exact = exact
+        self.project_out = project_out
 
     # ------------------------------------------------------------------ parameters
 
     def validate_params(self) -> Params:
-        """Check every parameter (``fit`` does); raise ``ValueError`` naming the first bad one.
-
-        Returns the validated, typed values.
-        """
+        """Check every parameter (``fit`` does), returning the typed values; ``ValueError`` names the first bad one."""
         return validate_params(self._all_params())
 
     @property
@@ -369,7 +371,7 @@ class AnomalyClusterer(ParamsMixin):
         self._set_state(FittedState(
             fit.centres.centers, fit.partition.labels, fit.centres.wa_distances, fit.hashes, fit.reference,
             fit.reference_kind, params.new_type_threshold, fit.anomaly_scores, fit.good_threshold, fit.good_group,
-            fit.novelty))
+            fit.novelty, fit.projection))
         self._n_patches = fit.n_patches
         self.timings_ = fit.timings
         self.cached_steps_ = list(fit.cached)
@@ -417,6 +419,7 @@ class AnomalyClusterer(ParamsMixin):
                          else np.zeros(state.labels.shape[0], dtype=bool))
         self.good_group_ = state.good_group
         self.novelty_thresholds_ = state.novelty.thresholds
+        self.projection_ = state.projection
 
     def _state(self) -> FittedState:
         return self._fitted_state

@@ -1,6 +1,8 @@
-"""Fitting, step by step: bags -> patch scores -> weights -> WA embeddings -> distances -> partition -> centres.
+"""Fitting, step by step: bags -> patch scores -> weights -> WA embeddings -> nuisance projection -> distances
+-> partition -> centres.
 
-:func:`fit_bags` runs the steps of the paper (Sohn et al., WACV 2023) on
+:func:`fit_bags` runs the steps of the paper (Sohn et al., WACV 2023; the
+nuisance projection is ours, :mod:`anomclust_lite.core.projection`) on
 validated parameters and returns every fitted array as a :class:`Fit`; the
 estimator only stores them.
 
@@ -32,6 +34,7 @@ from ..core.distances import euclidean_distances
 from ..core.hausdorff import hausdorff_distances
 from ..core.memo import ArrayCache, content_digest, memoized, step_key
 from ..core.pipeline import WeightedEmbedding, embed_bags, weigh_patches
+from ..core.projection import Projection, nuisance_projection
 from ..core.validation import check_bags
 from ..core.anomaly import DEFAULT_IMAGE_TOPK, image_scores
 from .centres import Centres, cluster_centres
@@ -74,6 +77,7 @@ class Fit:
     cohesion: np.ndarray
     weak_reasons: List[str]
     novelty: NoveltyState
+    projection: Projection
     cached: Tuple[str, ...] = ()
     sample: Optional[np.ndarray] = None
 
@@ -290,7 +294,8 @@ def fit_bags(
     coreset = normal_coreset(params, normals, steps) if normals is not None else None
     scored_bank = normals if coreset is None else bank_rows(normals, coreset)
     wa = steps.embed(scored_bank)
-    scores, weights, embeddings = wa.scores, wa.weights, wa.embeddings
+    projection = nuisance_projection(arr, params.projection_rank(arr.shape[2]))
+    scores, weights, embeddings = wa.scores, wa.weights, projection.apply(wa.embeddings)
     anomaly, threshold, bank = _anomaly(params, steps, normals, coreset, scores)
     is_good = anomaly <= threshold if threshold is not None else np.zeros(arr.shape[0], dtype=bool)
     on = params.good_group == "auto" and threshold is not None
@@ -315,4 +320,4 @@ def fit_bags(
     confidence, cohesion, weak = confidence_summary(embeddings, centres.centers, partition.labels)
     return Fit(scores, weights, embeddings, dist, partition, centres, reference, kind, bag_hashes(arr),
                arr.shape[1], timings, anomaly, threshold, is_good, on, confidence, cohesion, weak, novelty,
-               tuple(steps.cached))
+               projection, tuple(steps.cached))

@@ -11,8 +11,11 @@ reference kind, the patch count and the caller's metadata. Version 2 adds
 ``anomaly_scores`` (N,), ``novelty_embeddings`` (N, D) float32,
 ``novelty_scales`` (2,), ``novelty_thresholds`` (K,), ``novelty_fitted`` (N,)
 and, for semi-supervised models, ``novelty_reference`` (R, M, D) float16
-(unsupervised models use ``reference``); labels may be -1 (the good group). Reading treats the file as hostile: every array's
-shape, type and range is checked before anything is used.
+(unsupervised models use ``reference``); labels may be -1 (the good group). Version 3 adds
+``projection_mean`` (D,) and ``projection_components`` (r, D) float64 (the nuisance projection,
+:mod:`anomclust_lite.core.projection`); a version 2 file is read as ``project_out=0``, which is
+what it was fitted with. Reading treats the file as hostile: every array's shape, type and range
+is checked before anything is used.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from ..clustering.auto_k import KChoice
 from ..files.atomic import atomic_save_npz
 from ..files.npz import NpzRefused, read_npz_checked
 from .assign import FittedState
+from ..core.defaults import DEFAULT_PROJECT_OUT
+from ..core.projection import Projection, auto_rank, identity_projection
 from .trust import NoveltyState
 from .reference import HASH_BYTES, REFERENCE_KINDS
 
@@ -37,7 +42,9 @@ __all__ = ["MODEL_FORMAT", "MODEL_FORMAT_VERSION", "CORRUPT", "SavedModel", "wri
 #: ``format`` entry of a saved model's JSON header.
 MODEL_FORMAT = "anomclust_lite.AnomalyClusterer"
 #: Version of the saved-model layout; :func:`read_model` refuses others.
-MODEL_FORMAT_VERSION = 2
+MODEL_FORMAT_VERSION = 3
+#: Older layouts still read (see the module docstring).
+_READABLE_VERSIONS = (2, 3)
 #: Start of every message about a damaged or foreign model file.
 CORRUPT = "model.npz is corrupt or from an incompatible version"
 
@@ -45,11 +52,14 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 _ARRAYS = ("header", "centers", "labels", "fitted_distances", "fitted_hashes", "reference", "anomaly_scores",
            "novelty_embeddings", "novelty_scales", "novelty_thresholds", "novelty_fitted", "novelty_reference")
+#: Arrays added by version 3.
+_ARRAYS_V3 = ("projection_mean", "projection_components")
 _DTYPES = {
     "header": np.uint8, "centers": np.float64, "labels": np.int64, "fitted_distances": np.float64,
     "fitted_hashes": np.uint8, "reference": np.float16, "anomaly_scores": np.float64,
     "novelty_embeddings": np.float32, "novelty_scales": np.float64, "novelty_thresholds": np.float64,
     "novelty_fitted": np.float64, "novelty_reference": np.float16,
+    "projection_mean": np.float64, "projection_components": np.float64,
 }
 #: Largest model.npz read, and largest total of its members once decompressed (4 GiB).
 MAX_MODEL_BYTES = 4 << 30
@@ -112,6 +122,8 @@ def write_model(path: PathLike, model: SavedModel) -> None:
         # unsupervised models score and measure novelty against the same images: stored once
         novelty_reference=(state.novelty.reference if state.reference_kind != "images"
                            else np.zeros((0,) + state.reference.shape[1:], dtype=np.float16)),
+        projection_mean=state.projection.mean.astype(np.float64),
+        projection_components=state.projection.components.astype(np.float64),
     )
 
 
@@ -129,7 +141,7 @@ def read_model(path: PathLike) -> SavedModel:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file {os.fspath(path)!r} does not exist; pass the model.npz written by a clustering run")
     try:
-        arrays = read_npz_checked(path, _DTYPES, max_bytes=MAX_MODEL_BYTES)
+        arrays = read_npz_checked(path, _DTYPES, max_bytes=MAX_MODEL_BYTES, optional=_ARRAYS_V3)
     except NpzRefused as exc:
         raise ValueError(f"{CORRUPT}: {exc}") from None
     except Exception as exc:  # zipfile, zlib, the .npy parser, MemoryError: a damaged file raises any of them
@@ -141,9 +153,8 @@ def read_model(path: PathLike) -> SavedModel:
 def _read_header(arrays: Mapping[str, np.ndarray]) -> Dict[str, Any]:
     from .. import __version__
 
-    missing = [key for key in _ARRAYS if key not in arrays]
-    if missing:
-        raise ValueError(f"{CORRUPT}: missing arrays {', '.join(missing)}")
+    if "header" not in arrays:
+        raise ValueError(f"{CORRUPT}: missing arrays header")
     try:
         header = json.loads(arrays["header"].astype(np.uint8).tobytes().decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -152,11 +163,15 @@ def _read_header(arrays: Mapping[str, np.ndarray]) -> Dict[str, Any]:
         raise ValueError(f"{CORRUPT}: unreadable header (JSON nested too deeply)") from None
     if not isinstance(header, dict) or header.get("format") != MODEL_FORMAT:
         raise ValueError(f"{CORRUPT}: not an AnomalyClusterer model")
-    if header.get("format_version") != MODEL_FORMAT_VERSION:
+    version = header.get("format_version")
+    if version not in _READABLE_VERSIONS:
         raise ValueError(
-            f"{CORRUPT}: format version {header.get('format_version')!r}, this anomclust_lite "
-            f"({__version__}) reads version {MODEL_FORMAT_VERSION}"
+            f"{CORRUPT}: format version {version!r}, this anomclust_lite "
+            f"({__version__}) reads versions {', '.join(map(str, _READABLE_VERSIONS))}"
         )
+    missing = [key for key in _ARRAYS + (_ARRAYS_V3 if version >= 3 else ()) if key not in arrays]
+    if missing:
+        raise ValueError(f"{CORRUPT}: missing arrays {', '.join(missing)}")
     return header
 
 
@@ -176,6 +191,7 @@ def _from_arrays(arrays: Mapping[str, np.ndarray]) -> SavedModel:
         meta = dict(header["metadata"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{CORRUPT}: bad header ({exc})") from None
+    projection = _projection(arrays, params)
     novelty_reference = arrays["novelty_reference"]
     if novelty_reference.ndim == 3 and novelty_reference.shape[0] == 0:
         novelty_reference = arrays["reference"]
@@ -185,9 +201,9 @@ def _from_arrays(arrays: Mapping[str, np.ndarray]) -> SavedModel:
         centers=arrays["centers"], labels=arrays["labels"], wa_distances=arrays["fitted_distances"],
         hashes=arrays["fitted_hashes"], reference=arrays["reference"], reference_kind=kind, threshold=threshold,
         anomaly_scores=arrays["anomaly_scores"], good_threshold=good_threshold, good_group=good_group,
-        novelty=novelty,
+        novelty=novelty, projection=projection,
     )
-    problems = (_array_problems(state, k) + _trust_problems(state, k)
+    problems = (_array_problems(state, k) + _trust_problems(state, k) + _projection_problems(state, params)
                 + _setting_problems(kind, 0.0 if threshold is None else threshold, m))
     problems = problems or _consistency_problems(state, params, m)
     if problems:
@@ -216,6 +232,31 @@ def _array_problems(state: FittedState, k: int) -> List[str]:
     ):
         problems.append(f"reference has shape {reference.shape} / dtype {reference.dtype}, expected (R, M, D) float16")
     return problems
+
+
+def _projection(arrays: Mapping[str, np.ndarray], params: Dict[str, Any]) -> Projection:
+    """The stored projection; a version 2 file (no projection) gets the identity and ``project_out=0``."""
+    if "projection_mean" in arrays and "projection_components" in arrays:
+        return Projection(arrays["projection_mean"], arrays["projection_components"])
+    params.setdefault("project_out", 0)
+    centers = arrays["centers"]
+    return identity_projection(centers.shape[1] if centers.ndim == 2 and centers.shape[1] > 0 else 1)
+
+
+def _projection_problems(state: FittedState, params: Mapping[str, Any]) -> List[str]:
+    """What is wrong with the projection: shapes, finiteness, orthonormal rows, rank = ``project_out``."""
+    mean, comp = state.projection.mean, state.projection.components
+    d = state.centers.shape[1] if state.centers.ndim == 2 else -1
+    if mean.shape != (d,) or comp.ndim != 2 or comp.shape[1] != d or not (
+            np.isfinite(mean).all() and np.isfinite(comp).all()):
+        return [f"projection_mean / projection_components have shapes {mean.shape} / {comp.shape}, "
+                f"expected ({d},) / (r, {d}) finite float64"]
+    want = params.get("project_out")
+    if comp.shape[0] != (auto_rank(d, DEFAULT_PROJECT_OUT) if want == "auto" else want):
+        return [f"projection_components has {comp.shape[0]} rows, which project_out={want!r} does not give for D={d}"]
+    if comp.shape[0] and np.abs(comp @ comp.T - np.eye(comp.shape[0])).max() > 1e-6:
+        return ["projection_components rows are not orthonormal"]
+    return []
 
 
 def _optional_float(value: Any) -> Any:

@@ -15,7 +15,8 @@ import numpy as np
 
 from ..clustering.dispatch import METHODS
 from ..core.coreset import coreset_size
-from ..core.defaults import BAG_DTYPES, DEFAULT_TAU_SEMI, DEFAULT_TAU_UNSUPERVISED
+from ..core.defaults import BAG_DTYPES, DEFAULT_PROJECT_OUT, DEFAULT_TAU_SEMI, DEFAULT_TAU_UNSUPERVISED
+from ..core.projection import auto_rank
 from ..core.scores import AGGREGATES
 from ..core.anomaly import DEFAULT_RATE, check_rate
 from ..core.validation import check_choice, check_int, check_memory_mb, check_n_threads, check_positive_float
@@ -61,6 +62,7 @@ class Params:
     subsample_from: int
     fit_size: int
     exact: bool
+    project_out: Any
 
     @property
     def effective_tau(self) -> Optional[float]:
@@ -82,6 +84,15 @@ class Params:
         if k > m:
             raise ValueError(f"topk={k} exceeds the {m} patches per image; choose topk <= {m}")
         return k
+
+    def projection_rank(self, dim: int) -> int:
+        """Directions removed from ``dim``-dimensional embeddings (``"auto"``: see :func:`auto_rank`)."""
+        if self.project_out == "auto":
+            return auto_rank(dim, DEFAULT_PROJECT_OUT)
+        if self.project_out >= dim:
+            raise ValueError(f"project_out={self.project_out} must be below the feature dimension {dim}; "
+                             "choose fewer directions, or 0 to keep all")
+        return int(self.project_out)
 
     def saved(self) -> Dict[str, Any]:
         """The model's parameters as JSON-ready values (``n_threads``, a machine setting, left out)."""
@@ -134,6 +145,7 @@ def validate_params(values: Mapping[str, Any]) -> Params:
         subsample_from=check_int(v["subsample_from"], "subsample_from", low=3),
         fit_size=check_int(v["fit_size"], "fit_size", low=2),
         exact=_flag(v["exact"], "exact"),
+        project_out=_project_out(v["project_out"]),
     )
 
 
@@ -141,6 +153,15 @@ def _bank_size(value: Any) -> Any:
     """``bank_size`` as an int (patches) or a float fraction in (0, 1]."""
     coreset_size(value, 1)
     return int(value) if isinstance(value, numbers.Integral) else float(value)
+
+
+def _project_out(value: Any) -> Any:
+    """``project_out`` as ``"auto"`` or an int >= 0."""
+    if isinstance(value, str):
+        if value != "auto":
+            raise ValueError(f"project_out must be 'auto' or an integer >= 0; got {value!r}")
+        return value
+    return check_int(value, "project_out", low=0)
 
 
 def _flag(value: Any, name: str) -> bool:

@@ -64,7 +64,7 @@ def fit_images(params: Params, bags: np.ndarray, normal_bags: Optional[np.ndarra
     t0 = time.perf_counter()
     state = FittedState(fit.centres.centers, fit.partition.labels, fit.centres.wa_distances, fit.hashes,
                         fit.reference, fit.reference_kind, params.new_type_threshold, fit.anomaly_scores,
-                        fit.good_threshold, fit.good_group, fit.novelty)
+                        fit.good_threshold, fit.good_group, fit.novelty, fit.projection)
     rest = np.setdiff1d(np.arange(n), sample)
     step = max(1, CHUNK_BYTES // (4 * bags.shape[1] * bags.shape[2]))
     parts, hashes = [], []
@@ -130,4 +130,4 @@ def _merge(params: Params, fit: Fit, sample: np.ndarray, rest: np.ndarray, parts
     partition = Partition(labels, fit.partition.k, fit.partition.choice, None)
     return Fit(scores, weights, embeddings, None, partition, centres, fit.reference, fit.reference_kind, all_hashes,
                fit.n_patches, timings, anomaly, fit.good_threshold, put(fit.is_good, "is_good"), fit.good_group,
-               confidence, cohesion, weak, novelty, fit.cached, sample)
+               confidence, cohesion, weak, novelty, fit.projection, fit.cached, sample)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import os
 import zipfile
-from typing import Dict, Mapping, Union
+from typing import Dict, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -37,10 +37,12 @@ class NpzRefused(ValueError):
     """The .npz was refused before decompression; the message names the member."""
 
 
-def _check_members(zf: zipfile.ZipFile, dtypes: Mapping[str, "np.dtype"], max_bytes: int) -> None:
+def _check_members(zf: zipfile.ZipFile, dtypes: Mapping[str, "np.dtype"], max_bytes: int,
+                   optional: Sequence[str] = ()) -> None:
     infos = zf.infolist()
     names = [info.filename for info in infos]
-    expected = sorted(f"{name}.npy" for name in dtypes)
+    present = set(names)
+    expected = sorted(f"{name}.npy" for name in dtypes if name not in optional or f"{name}.npy" in present)
     if sorted(names) != expected:
         extra = sorted(set(names) - set(expected)) or ([n for n in names if names.count(n) > 1][:1])
         missing = sorted(set(expected) - set(names))
@@ -86,8 +88,11 @@ def _checked_array(zf: zipfile.ZipFile, name: str, dtype: "np.dtype") -> np.ndar
     return array
 
 
-def read_npz_checked(path: PathLike, dtypes: Mapping[str, "np.dtype"], *, max_bytes: int) -> Dict[str, np.ndarray]:
+def read_npz_checked(path: PathLike, dtypes: Mapping[str, "np.dtype"], *, max_bytes: int,
+                     optional: Sequence[str] = ()) -> Dict[str, np.ndarray]:
     """The arrays of the ``.npz`` at ``path``, one per name of ``dtypes``, checked as the module says.
+
+    Names in ``optional`` may be absent (an older layout); the result then lacks them.
 
     Raises
     ------
@@ -99,5 +104,6 @@ def read_npz_checked(path: PathLike, dtypes: Mapping[str, "np.dtype"], *, max_by
         Unreadable or not a zip file.
     """
     with open_regular(path, max_bytes) as raw, zipfile.ZipFile(raw) as zf:
-        _check_members(zf, dtypes, max_bytes)
-        return {name: _checked_array(zf, name, dtype) for name, dtype in dtypes.items()}
+        _check_members(zf, dtypes, max_bytes, optional)
+        present = set(zf.namelist())
+        return {name: _checked_array(zf, name, dtype) for name, dtype in dtypes.items() if f"{name}.npy" in present}
