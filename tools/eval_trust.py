@@ -52,6 +52,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.stats import rankdata
 
 import anomclust_lite as ac
+from anomclust_lite.core.defaults import DEFAULT_PROJECT_OUT
 
 GOOD_CLASSES = ("good", "Free")
 
@@ -129,6 +130,13 @@ def embed(bags: np.ndarray, rows: np.ndarray, scores: np.ndarray, tau: float) ->
     return ac.weighted_average(np.asarray(bags[rows], dtype=np.float32), w), w
 
 
+def projection(bags: np.ndarray, rows: np.ndarray, args: argparse.Namespace) -> "ac.Projection":
+    """The nuisance projection the estimator would fit on the images ``rows`` (``--project-out``)."""
+    sub = np.asarray(bags[rows], dtype=np.float32)
+    rank = ac.auto_rank(sub.shape[2], DEFAULT_PROJECT_OUT) if args.project_out == "auto" else int(args.project_out)
+    return ac.nuisance_projection(sub, rank)
+
+
 def centres(emb: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     return np.stack([emb[labels == c].mean(axis=0) for c in range(k)])
 
@@ -194,6 +202,7 @@ def measure_confidence(data: Dict[str, object], patch: np.ndarray, args: argpars
     """Ward at the true K: accuracy of the most vs least confident half; mean confidence; auto-K run."""
     y, n = data["labels"], data["n"]
     emb, _ = embed(data["bags"], np.arange(n), patch, args.tau)
+    emb = projection(data["bags"], np.arange(n), args).apply(emb)
     k = np.unique(y).size
     pred = ac.cluster(emb, k, method="ward")
     conf = ac.centre_margins(emb, centres(emb, pred, k), pred)
@@ -240,8 +249,9 @@ def novelty_run(data: Dict[str, object], fit: np.ndarray, query: np.ndarray, mod
     bank = np.arange(data["n"], dist.shape[0])
     cols = fit if mode == "unsup" else bank
     how = "mean" if mode == "unsup" else "min"
-    e_fit, _ = embed(bags, fit, reduce_over(dist, fit, cols, how), args.tau)
-    e_q, _ = embed(bags, query, reduce_over(dist, query, cols, how), args.tau)
+    proj = projection(bags, fit, args)
+    e_fit = proj.apply(embed(bags, fit, reduce_over(dist, fit, cols, how), args.tau)[0])
+    e_q = proj.apply(embed(bags, query, reduce_over(dist, query, cols, how), args.tau)[0])
     k = np.unique(data["labels"][fit]).size
     lab = ac.cluster(e_fit, k, method="ward")
     cen = centres(e_fit, lab, k)
@@ -334,6 +344,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--rate", type=float, default=ac.DEFAULT_RATE, help="calibrated false-reject / false-flag rate")
     parser.add_argument("--tau", type=float, default=0.03, help="softmax temperature of the patch weights")
     parser.add_argument("--seeds", type=int, default=1, help="leave-one-type-out splits per type")
+    parser.add_argument("--project-out", default="auto",
+                        help="nuisance directions removed from the embeddings (auto: the package default; 0: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--memory-mb", type=float, default=512.0)
     args = parser.parse_args(argv)
