@@ -118,7 +118,9 @@ def test_project_out_option_reaches_the_model(capsys, folder: Path, model_path: 
     out = tmp_path / "out"
     rc, _, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--project-out", "2", "--out", out, "-q")
     assert rc == 0, err
-    assert json.loads((out / "summary.json").read_text())["parameters"]["project_out"] == 2
+    parameters = json.loads((out / "summary.json").read_text())["parameters"]
+    assert parameters["project_out"] == 2 and parameters["projected_out"] == 2
+    assert "nuisance directions removed" in (out / "report.html").read_text()
     assert AnomalyClusterer.load(out / "model.npz").projection_.rank == 2
     for bad in ("-1", "x", "1.5"):
         rc, _, err = run(capsys, folder, *model_args(model_path), "--project-out", bad, "--out", tmp_path / "b")

@@ -327,6 +327,7 @@ def report_facts(
         "K": f"{model.k_} ({k_text(model.k_choice_)})",
         "weights": f"{model.weights}" + (f", tau = {model.effective_tau:g}" if model.effective_tau else ""),
         "distance / method": f"{args.distance} / {args.method}",
+        "nuisance directions removed": f"{model.projection_.rank} (--project-out {model.project_out})",
         "backbone": backbone_line(features.extractor),
         "model": f"{record['model_path']} ({record['output']}, grid {record['grid'][0]}x{record['grid'][1]})",
     }

@@ -79,7 +79,8 @@ def build_summary(
 def summary_parameters(args: argparse.Namespace, sources: "Sources", model: AnomalyClusterer) -> Dict[str, Any]:
     """The estimator's parameters and the command's own options, as summary.json records them."""
     params = model.get_params()
-    params.update(effective_tau=model.effective_tau, n_threads=model.n_threads, labels=args.labels,
+    params.update(effective_tau=model.effective_tau, projected_out=model.projection_.rank,
+                  n_threads=model.n_threads, labels=args.labels,
                   export=args.export, exclude=list(args.exclude), default_exclude=not args.no_default_exclude,
                   normal=None if sources.normal_folder is None else display_path(sources.normal_folder))
     return params
