@@ -137,14 +137,14 @@ def test_nearest_distances_equal_naive_at_any_block_size(n, d, seed, block):
     q = rng.normal(size=(n + 1, d))
     naive = np.array([np.linalg.norm(p - row, axis=1).min() for row in q])
     naive_loo = np.array([np.delete(np.linalg.norm(p - row, axis=1), i).min() for i, row in enumerate(p)])
-    old = novelty_mod._BLOCK_ROWS
+    old = novelty_mod._BLOCK_BYTES
     try:
-        for rows in (block, old):
-            novelty_mod._BLOCK_ROWS = rows
-            np.testing.assert_allclose(nearest_distances(q, p), naive, atol=1e-12)
-            np.testing.assert_allclose(nearest_distances(p, p, leave_one_out=True), naive_loo, atol=1e-12)
+        for size in (block * 8 * n, old):  # ``block`` query rows per (rows, P) float64 block, then the default
+            novelty_mod._BLOCK_BYTES = size
+            np.testing.assert_allclose(nearest_distances(q, p), naive, rtol=1e-10, atol=1e-9)
+            np.testing.assert_allclose(nearest_distances(p, p, leave_one_out=True), naive_loo, rtol=1e-10, atol=1e-9)
     finally:
-        novelty_mod._BLOCK_ROWS = old
+        novelty_mod._BLOCK_BYTES = old
 
 
 def test_nearest_distances_validate():
@@ -180,3 +180,18 @@ def test_good_images_are_never_new_types_and_validation():
         cluster_thresholds([1.0, 2.0], [0, 0], 2)
     with pytest.raises(ValueError, match="scale"):
         novelty_scores([1.0], [1.0], 0.0, 1.0)
+
+
+def test_nearest_distances_memory_is_one_block_not_rows_times_points_times_dims():
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    q, p = rng.normal(size=(300, 256)), rng.normal(size=(400, 256))
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        nearest_distances(q, p)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * novelty_mod._BLOCK_BYTES  # the old broadcast held 256 x 400 x 256 x 8 bytes twice (420 MB)

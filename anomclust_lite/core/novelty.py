@@ -30,8 +30,8 @@ from .validation import check_finite_array, check_int
 
 __all__ = ["nearest_distances", "novelty_scores", "cluster_thresholds", "flag_new_types"]
 
-#: Query rows per block of :func:`nearest_distances` (bounds its memory to ``rows * P * 8`` bytes).
-_BLOCK_ROWS = 256
+#: Bytes of one block of :func:`nearest_distances`' ``(rows, P)`` float64 distance matrix.
+_BLOCK_BYTES = 16 << 20
 
 
 def nearest_distances(queries: np.ndarray, points: np.ndarray, *, leave_one_out: bool = False) -> np.ndarray:
@@ -64,9 +64,13 @@ def nearest_distances(queries: np.ndarray, points: np.ndarray, *, leave_one_out:
     if leave_one_out and q.shape != p.shape:
         raise ValueError(f"leave_one_out needs queries and points to be the same rows; got {q.shape} and {p.shape}")
     out = np.empty(q.shape[0])
-    for start in range(0, q.shape[0], _BLOCK_ROWS):
-        block = q[start:start + _BLOCK_ROWS]
-        d2 = ((block[:, None, :] - p[None, :, :]) ** 2).sum(axis=2)
+    p64 = np.asarray(p, dtype=np.float64)
+    p_sq = np.einsum("ij,ij->i", p64, p64)
+    step = max(1, _BLOCK_BYTES // (8 * p64.shape[0]))
+    for start in range(0, q.shape[0], step):
+        block = np.asarray(q[start:start + step], dtype=np.float64)
+        # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b: one matrix product, (rows, P) float64 beside the inputs
+        d2 = np.einsum("ij,ij->i", block, block)[:, None] + p_sq[None, :] - 2.0 * (block @ p64.T)
         if leave_one_out:
             rows = np.arange(block.shape[0])
             d2[rows, start + rows] = np.inf
