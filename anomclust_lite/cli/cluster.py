@@ -37,6 +37,7 @@ from .output_set import staged_outputs
 from .outputs import export_clusters, optional_number, write_csv, write_json, write_report
 from .progress import duration
 from .running import run_command
+from .spill import bags_on_disk
 from .summary import build_summary, k_text
 
 __all__ = ["Sources", "Features", "Clustering", "run_clustering", "cluster_command"]
@@ -103,8 +104,9 @@ def run_clustering(
     announce(sources, console)
     extractor = extractor_factory(args, None if cache is None else cache.store("features"))
     console.info(f"backbone: {backbone_line(extractor)}")
-    features = extract_features(args, sources, extractor, cache, console, timings)
-    clustering = fit_clusterer(args, model, sources, features, console, timings)
+    with bags_on_disk(model, len(sources.images.paths), out, console) as bags_file:
+        features = extract_features(args, sources, extractor, cache, console, timings, bags_file)
+        clustering = fit_clusterer(args, model, sources, features, console, timings)
     with staged_outputs(out, "cluster") as stage:  # the outputs appear together, or not at all
         write_outputs(args, stage, sources, features, clustering, console, timings)
         trim_cache(cache, args, console)
@@ -147,6 +149,7 @@ def build_clusterer(args: argparse.Namespace, weights_mode: str) -> AnomalyClust
         bag_dtype=args.bag_dtype,
         good_group=args.good_group,
         exact=args.exact,
+        fit_size=args.fit_size,
         project_out=args.project_out,
     )
     model.validate_params()
@@ -207,10 +210,12 @@ def extract_features(
     cache: Optional[CacheFolder],
     console: Console,
     timings: Dict[str, float],
+    bags_file: Optional[Path] = None,
 ) -> Features:
-    """Extract the features of the images (and normal images); refuse when too few could be read."""
+    """Extract the features of the images (into ``bags_file`` when given) and of the normal images; refuse
+    when too few could be read."""
     t0 = time.perf_counter()
-    result = extract(extractor, sources.images.paths, args, console, "extracting features")
+    result = extract(extractor, sources.images.paths, args, console, "extracting features", bags_file)
     timings["extraction"] = time.perf_counter() - t0
     normal_result = None
     if sources.normals is not None:

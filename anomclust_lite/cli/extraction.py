@@ -66,12 +66,16 @@ def make_extractor(args: argparse.Namespace, cache_dir: Optional[ArrayStore]) ->
     )
 
 
-def extract(extractor: Any, paths: List[Path], args: argparse.Namespace, console: Console, label: str) -> Any:
-    """The features of ``paths``, with progress under ``label``; a warning per image skipped."""
+def extract(extractor: Any, paths: List[Path], args: argparse.Namespace, console: Console, label: str,
+            bags_file: Optional[Path] = None) -> Any:
+    """The features of ``paths`` (written into ``bags_file`` when given), with progress under ``label``; a
+    warning per image skipped."""
     on_error = "raise" if args.on_error == "fail" else "skip"
     bag_dtype = getattr(args, "bag_dtype", "float32")
-    # Only ask for float16 when chosen, so extractors without a bag_dtype argument keep working.
-    dtype_option = {} if bag_dtype == "float32" else {"bag_dtype": bag_dtype}
+    # Only pass the options that were chosen, so extractors without those arguments keep working.
+    dtype_option: Dict[str, Any] = {} if bag_dtype == "float32" else {"bag_dtype": bag_dtype}
+    if bags_file is not None:
+        dtype_option["bags_file"] = bags_file
     result = extractor.extract_all(paths, on_error=on_error, progress=console.counter(label), **dtype_option)
     for problem in result.failures:
         console.warn(f"skipped {display_path(problem.path)}: {problem.reason}")

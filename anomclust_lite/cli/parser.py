@@ -339,6 +339,11 @@ def _add_method_options(p: argparse.ArgumentParser) -> None:
                    help="images (or images' worth of normal patches) kept in model.npz to weight new images "
                         f"in 'assign' (default {DEFAULT_REFERENCE_SIZE})")
     _add_exact_option(g)
+    g.add_argument("--fit-size", type=_int_at_least(2), default=DEFAULT_FIT_SIZE, metavar="N",
+                   help=f"above N images (default {DEFAULT_FIT_SIZE}), fit a seeded sample of N and assign the "
+                        "others to its clusters in chunks; their features then stay on disk in a temporary file "
+                        "inside --out while the run lasts, so memory does not grow with the number of images "
+                        "(README 'Memory model')")
     g.add_argument("--good-group", choices=("off", "auto"), default="off",
                    help="auto: with --normal, set the likely-good images apart (cluster -1, is_good = 1) and "
                         "cluster the rest, K counting defect clusters only; off: cluster every image, the "

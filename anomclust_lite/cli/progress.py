@@ -22,7 +22,7 @@ from typing import Callable, Optional, TextIO
 
 from ..files.safe_text import terminal_text
 
-__all__ = ["REDRAW_SECONDS", "LOG_PERCENT", "LOG_SECONDS", "LOG_MIN_SECONDS", "Bar", "StageProgress", "duration"]
+__all__ = ["REDRAW_SECONDS", "LOG_PERCENT", "LOG_SECONDS", "LOG_MIN_SECONDS", "IMAGE_STAGES", "Bar", "StageProgress", "duration"]
 
 #: Seconds between redraws of a terminal bar.
 REDRAW_SECONDS = 0.1
@@ -140,6 +140,10 @@ class Bar:
         self.stream.flush()
 
 
+#: Fitting stages that count images rather than image pairs (:mod:`anomclust_lite.estimator.scale`).
+IMAGE_STAGES = ("assigning",)
+
+
 class StageProgress:
     """Renders the fitting's ``progress(stage, done, total)``: a :class:`Bar` per kernel stage, a line per other stage.
 
@@ -157,7 +161,8 @@ class StageProgress:
             return
         if total > 0:
             if self.bar is None or self.bar.label != stage or self.bar.finished:
-                self.bar = Bar(stage, "image pairs", self.stream, self.tty, self.clock)
+                self.bar = Bar(stage, "images" if stage in IMAGE_STAGES else "image pairs", self.stream, self.tty,
+                               self.clock)
             self.bar.update(done, total)
             return
         self.bar = None

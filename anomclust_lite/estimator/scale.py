@@ -67,6 +67,7 @@ def fit_images(params: Params, bags: np.ndarray, normal_bags: Optional[np.ndarra
                         fit.good_threshold, fit.good_group, fit.novelty, fit.projection)
     rest = np.setdiff1d(np.arange(n), sample)
     step = max(1, CHUNK_BYTES // (4 * bags.shape[1] * bags.shape[2]))
+    report("assigning", 0, rest.size)  # images assigned so far, of rest.size
     parts, hashes = [], []
     for a in range(0, rest.size, step):
         chunk = check_bags(rows_of(bags, rest[a:a + step]), "bags", dim=bags.shape[2])

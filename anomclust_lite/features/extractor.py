@@ -336,6 +336,7 @@ class Extractor:
         on_error: str = "skip",
         progress: "Optional[Callable[[int, int], None]]" = None,
         bag_dtype: str = "float32",
+        bags_file: "Optional[PathLike]" = None,
     ) -> ExtractionResult:
         """Bags of image files, collecting the files that fail.
 
@@ -355,6 +356,12 @@ class Extractor:
             Storage type of the returned bags. ``"float16"`` halves the
             ``N * M * D`` buffer (the only allocation that grows with every
             image); bags are computed and cached in float32 either way.
+        bags_file : str or os.PathLike, optional
+            Write the bags into this ``.npy`` file (created or overwritten) and
+            return them as a memory map of it, so that they need not fit in
+            memory (e.g. for :class:`~anomclust_lite.AnomalyClusterer`'s
+            fit-a-sample path, which reads them chunk by chunk). The caller
+            deletes the file.
 
         Returns
         -------
@@ -368,7 +375,7 @@ class Extractor:
         if progress is not None and not callable(progress):
             raise ValueError(f"progress must be a callable progress(done, total) or None; got {progress!r}")
         started = time.perf_counter()
-        run = self._new_run(path_list, dtype, on_error, progress)
+        run = self._new_run(path_list, dtype, on_error, progress, bags_file)
         prepare = Preparation(
             resize=self.resize,
             crop=self.crop,
@@ -386,13 +393,18 @@ class Extractor:
         return run.result(started)
 
     def _new_run(
-        self, paths: Sequence[Path], dtype: np.dtype, on_error: str, progress: "Optional[Callable[[int, int], None]]"
+        self, paths: Sequence[Path], dtype: np.dtype, on_error: str, progress: "Optional[Callable[[int, int], None]]",
+        bags_file: "Optional[PathLike]" = None,
     ) -> ExtractionRun:
-        """An :class:`~anomclust_lite.features.pipeline.ExtractionRun` with its ``(N, M, D)`` buffer."""
+        """An :class:`~anomclust_lite.features.pipeline.ExtractionRun` with its ``(N, M, D)`` buffer (in memory,
+        or a memory map of ``bags_file``)."""
         h, w = self.grid
+        shape = (len(paths), h * w, self.dim)
+        buffer = (np.empty(shape, dtype=dtype) if bags_file is None or not paths
+                  else np.lib.format.open_memmap(os.fspath(bags_file), mode="w+", dtype=dtype, shape=shape))
         return ExtractionRun(
             paths,
-            np.empty((len(paths), h * w, self.dim), dtype=dtype),
+            buffer,
             on_error=on_error,
             progress=progress,
             batch_size=self.backbone.step,

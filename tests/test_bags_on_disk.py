@@ -1,0 +1,75 @@
+"""Features of a run that fits a sample kept on disk (cli/spill.py, Extractor.extract_all(bags_file=...))."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from anomclust_lite.cli import cluster as cluster_cli
+from _cli_support import fixture_base_folder, fixture_folder, fixture_model_path  # noqa: F401 (pytest fixtures)
+from _cli_support import N_IMAGES, model_args, read_csv, run
+
+
+def test_extract_all_writes_a_memory_mapped_npy(folder: Path, model_path: Path, tmp_path: Path) -> None:
+    from anomclust_lite.features.extractor import Extractor
+
+    paths = sorted(folder.rglob("*.png"))
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    paths = paths[:3] + [tmp_path / "broken.png"] + paths[3:]
+    ext = Extractor(model_path, resize=64, crop=64)
+    in_memory = ext.extract_all(paths)
+    on_disk = ext.extract_all(paths, bags_file=tmp_path / "bags.npy", bag_dtype="float16")
+    assert isinstance(on_disk.bags.base, np.memmap) or isinstance(on_disk.bags, np.memmap)
+    assert on_disk.paths == in_memory.paths and len(on_disk.failures) == 1  # the broken image compacted away
+    np.testing.assert_array_equal(on_disk.bags, in_memory.bags.astype(np.float16))
+    saved = np.load(tmp_path / "bags.npy", mmap_mode="r")
+    np.testing.assert_array_equal(saved[: len(on_disk.paths)], on_disk.bags)
+
+
+def test_cli_keeps_the_bags_of_a_sampled_fit_on_disk(capsys, folder: Path, model_path: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    size = str(N_IMAGES // 2)
+    rc, _, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--fit-size", size, "--out", tmp_path / "a")
+    assert rc == 0, err
+    assert f"{N_IMAGES} images, more than --fit-size {size}: their features stay on disk" in err
+    assert not list((tmp_path / "a").glob(".bags-*"))  # removed at the end
+    seen = []
+
+    class InMemory:  # the same run with the bags in memory: the same clusters
+        def __init__(self, model, n_images, out, console):
+            seen.append(n_images)
+
+        def __enter__(self):
+            return None
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(cluster_cli, "bags_on_disk", InMemory)
+    rc, _, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--fit-size", size, "--out", tmp_path / "b")
+    assert rc == 0 and seen == [N_IMAGES] and "stay on disk" not in err
+    assert read_csv(tmp_path / "a" / "clusters.csv") == read_csv(tmp_path / "b" / "clusters.csv")
+
+
+def test_small_runs_and_exact_runs_stay_in_memory(capsys, folder: Path, model_path: Path, tmp_path: Path) -> None:
+    rc, _, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--out", tmp_path / "a")
+    assert rc == 0 and "stay on disk" not in err
+    rc, _, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--fit-size", "4", "--exact",
+                     "--out", tmp_path / "b")
+    assert rc == 0 and "stay on disk" not in err
+    assert run(capsys, folder, "--fit-size", "1")[0] == 2
+
+
+def test_bags_file_is_removed_when_the_fit_fails(capsys, folder: Path, model_path: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_fit(*args, **kwargs):
+        (tmp,) = (tmp_path / "a").glob(".bags-*.tmp")  # the file exists while the fit runs, private
+        assert tmp.stat().st_mode & 0o777 == 0o600 and tmp.stat().st_size > 0
+        raise ValueError("fit failed on purpose")
+
+    monkeypatch.setattr(cluster_cli, "fit_clusterer", broken_fit)
+    rc, _, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--fit-size", "4", "--out", tmp_path / "a")
+    assert rc == 1 and "fit failed on purpose" in err
+    assert not list((tmp_path / "a").glob(".bags-*"))
