@@ -21,7 +21,10 @@ def test_extract_all_writes_a_memory_mapped_npy(folder: Path, model_path: Path, 
     ext = Extractor(model_path, resize=64, crop=64)
     in_memory = ext.extract_all(paths)
     on_disk = ext.extract_all(paths, bags_file=tmp_path / "bags.npy", bag_dtype="float16")
-    assert isinstance(on_disk.bags.base, np.memmap) or isinstance(on_disk.bags, np.memmap)
+    import mmap
+
+    assert isinstance(on_disk.bags, np.memmap) and isinstance(on_disk.bags.base, mmap.mmap)  # one whole mapping
+    assert not on_disk.bags.flags.writeable
     assert on_disk.paths == in_memory.paths and len(on_disk.failures) == 1  # the broken image compacted away
     np.testing.assert_array_equal(on_disk.bags, in_memory.bags.astype(np.float16))
     saved = np.load(tmp_path / "bags.npy", mmap_mode="r")
@@ -73,3 +76,25 @@ def test_bags_file_is_removed_when_the_fit_fails(capsys, folder: Path, model_pat
     rc, _, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--fit-size", "4", "--out", tmp_path / "a")
     assert rc == 1 and "fit failed on purpose" in err
     assert not list((tmp_path / "a").glob(".bags-*"))
+
+
+def test_npy_rows_write_read_compact_and_finish(tmp_path: Path) -> None:
+    from anomclust_lite.files.npy_rows import NpyRows
+
+    rows = NpyRows(tmp_path / "r.npy", (4, 2, 3), np.float16)
+    assert (len(rows), rows.shape, rows.ndim, rows.dtype) == (4, (4, 2, 3), 3, np.float16)
+    for i in range(4):
+        rows[i] = np.full((2, 3), i + 0.5)
+    rows[1] = rows[3]  # in-place compaction as the extractor does it
+    np.testing.assert_array_equal(rows[0], np.full((2, 3), 0.5, np.float16))
+    with pytest.raises(IndexError, match="outside 0..3"):
+        rows[4] = np.zeros((2, 3))
+    with pytest.raises(ValueError, match="rows\\[:k\\]"):
+        rows[1:3]
+    kept = rows[:2]
+    assert isinstance(kept, np.memmap) and kept.shape == (2, 2, 3) and not kept.flags.writeable
+    np.testing.assert_array_equal(kept[1], np.full((2, 3), 3.5, np.float16))
+    np.testing.assert_array_equal(np.load(tmp_path / "r.npy")[:2], kept)  # a valid .npy (header: all 4 rows)
+    with pytest.raises(ValueError, match="finished"):
+        rows[0] = np.zeros((2, 3))
+    assert rows.read_only(0).shape == (0, 2, 3)

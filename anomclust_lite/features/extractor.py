@@ -29,6 +29,7 @@ import numpy as np
 from ..core.defaults import BAG_DTYPES, DEFAULT_MEMORY_MB
 from ..core.validation import check_choice, check_int, check_memory_mb, check_n_threads
 from ..files.array_store import ArrayStore
+from ..files.npy_rows import NpyRows
 from .cache import CACHE_FORMAT_VERSION, FeatureCache
 from .images import DEFAULT_MAX_PIXELS, display_path
 from .memory import check_input_batch, check_patch_grid
@@ -357,8 +358,9 @@ class Extractor:
             ``N * M * D`` buffer (the only allocation that grows with every
             image); bags are computed and cached in float32 either way.
         bags_file : str or os.PathLike, optional
-            Write the bags into this ``.npy`` file (created or overwritten) and
-            return them as a memory map of it, so that they need not fit in
+            Write the bags into this ``.npy`` file (created or overwritten; row
+            by row, :class:`~anomclust_lite.files.npy_rows.NpyRows`) and return
+            them as a read-only memory map of it, so that they need not fit in
             memory (e.g. for :class:`~anomclust_lite.AnomalyClusterer`'s
             fit-a-sample path, which reads them chunk by chunk). The caller
             deletes the file.
@@ -400,8 +402,7 @@ class Extractor:
         or a memory map of ``bags_file``)."""
         h, w = self.grid
         shape = (len(paths), h * w, self.dim)
-        buffer = (np.empty(shape, dtype=dtype) if bags_file is None or not paths
-                  else np.lib.format.open_memmap(os.fspath(bags_file), mode="w+", dtype=dtype, shape=shape))
+        buffer = np.empty(shape, dtype=dtype) if bags_file is None or not paths else NpyRows(bags_file, shape, dtype)
         return ExtractionRun(
             paths,
             buffer,

@@ -168,8 +168,9 @@ class ExtractionRun:
     ----------
     paths : sequence of pathlib.Path
         The images, in input order.
-    bags : numpy.ndarray, shape (N, M, D)
-        Output buffer (the only allocation that grows with N); filled in place.
+    bags : numpy.ndarray or NpyRows, shape (N, M, D)
+        Output buffer (the only allocation that grows with N; or rows of a
+        file, :class:`~anomclust_lite.files.npy_rows.NpyRows`); filled in place.
     on_error : {"skip", "raise"}
         What a failing image does.
     progress : callable or None
