@@ -36,7 +36,7 @@ def test_cli_keeps_the_bags_of_a_sampled_fit_on_disk(capsys, folder: Path, model
     size = str(N_IMAGES // 2)
     rc, _, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--fit-size", size, "--out", tmp_path / "a")
     assert rc == 0, err
-    assert f"{N_IMAGES} images, more than --fit-size {size}: their features stay on disk" in err
+    assert f"{N_IMAGES} images, more than the fit size {size} (--fit-size): their features stay on disk" in err
     assert not list((tmp_path / "a").glob(".bags-*"))  # removed at the end
     seen = []
 
@@ -98,3 +98,45 @@ def test_npy_rows_write_read_compact_and_finish(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="finished"):
         rows[0] = np.zeros((2, 3))
     assert rows.read_only(0).shape == (0, 2, 3)
+
+
+def test_assign_of_many_images_reads_them_in_chunks(capsys, folder: Path, model_path: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from anomclust_lite.estimator import scale
+
+    size = str(N_IMAGES // 2)
+    rc, _, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--out", tmp_path / "fit")
+    assert rc == 0, err
+    rc, _, err = run(capsys, "assign", tmp_path / "fit" / "model.npz", folder, "--out", tmp_path / "one")
+    assert rc == 0 and "stay on disk" not in err  # fitted with the default fit size: in memory, one chunk
+    rc, _, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--fit-size", size, "--out", tmp_path / "f2")
+    assert rc == 0, err
+    monkeypatch.setattr(scale, "CHUNK_BYTES", 1)  # one image per chunk
+    rc, _, err = run(capsys, "assign", tmp_path / "f2" / "model.npz", folder, "--out", tmp_path / "many")
+    assert rc == 0 and "stay on disk" in err, err
+    assert not list((tmp_path / "many").glob(".bags-*"))
+    rows = read_csv(tmp_path / "many" / "assignments.csv")
+    assert len(rows) == N_IMAGES and {r["fitted"] for r in rows} == {"1"}  # the fitted images, recognised
+    fitted = {r["path"]: r["cluster"] for r in read_csv(tmp_path / "f2" / "clusters.csv")}
+    assert {r["path"]: r["cluster"] for r in rows} == fitted
+
+
+def test_join_of_chunked_assignments_equals_one_pass() -> None:
+    from anomclust_lite import AnomalyClusterer, normalize_patches
+    from anomclust_lite.estimator import scale
+
+    rng = np.random.default_rng(0)
+    bags = normalize_patches(rng.normal(size=(30, 16, 24)) + np.repeat(np.eye(24)[:3], 10, 0)[:, None] * 2)
+    model = AnomalyClusterer(3).fit(bags.astype(np.float32))
+    new = normalize_patches(rng.normal(size=(9, 16, 24)) + np.repeat(np.eye(24)[:3], 3, 0)[:, None] * 2)
+    one = model.assign(new.astype(np.float32))
+    old = scale.CHUNK_BYTES
+    try:
+        scale.CHUNK_BYTES = 2 * 16 * 24 * 4  # two images per chunk
+        chunked = model.assign(new.astype(np.float32))
+    finally:
+        scale.CHUNK_BYTES = old
+    for field in ("labels", "distances", "new_type", "fitted", "anomaly_scores", "is_good", "novelty", "scores",
+                  "embeddings", "thresholds"):
+        np.testing.assert_allclose(getattr(chunked, field), getattr(one, field), rtol=1e-6, atol=1e-9, err_msg=field)
+    np.testing.assert_allclose(chunked.confidence, one.confidence, rtol=1e-6, atol=1e-9)

@@ -30,6 +30,7 @@ from .naming import cluster_names
 from .output_set import check_member, open_run_folder, staged_outputs
 from .outputs import optional_number, write_assign_report, write_csv
 from .running import run_command
+from .spill import bags_on_disk
 
 __all__ = ["run_assign", "assign_command"]
 
@@ -62,11 +63,12 @@ def run_assign(
     extractor = extractor_factory(ext_args, None if cache is None else cache.store("features"))
     check_extractor(extractor, record, ext_args.model, args.cluster_model)
     console.info(f"{len(images.paths)} images in {display_path(folder)}")
-    result = extract(extractor, images.paths, args, console, "extracting features")
-    if result.bags.shape[0] == 0:
-        raise ValueError(f"none of the images in {display_path(folder)} could be read")
-    console.info("assigning...")
-    assignment = model.assign(result.bags, new_type_threshold=args.new_type_threshold)
+    with bags_on_disk(model, len(images.paths), out, console) as bags_file:
+        result = extract(extractor, images.paths, args, console, "extracting features", bags_file)
+        if result.bags.shape[0] == 0:
+            raise ValueError(f"none of the images in {display_path(folder)} could be read")
+        console.info("assigning...")
+        assignment = model.assign(result.bags, new_type_threshold=args.new_type_threshold)
     rel = [relative_name(p, folder) for p in result.paths]
     names = cluster_names(model)
     facts = {"model": display_path(os.path.abspath(args.cluster_model)), "folder": display_path(folder),

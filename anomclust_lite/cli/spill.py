@@ -1,8 +1,9 @@
-"""The features of a run that fits a sample, kept on disk: a memory-mapped bags file while the run lasts.
+"""The features of a large run kept on disk: a memory-mapped bags file while the run lasts.
 
 Above ``--fit-size`` images the model fits a seeded sample and assigns the
-rest in chunks (:mod:`anomclust_lite.estimator.scale`), so it never needs
-every image's features at once. The command then has the extractor write
+rest in chunks (:mod:`anomclust_lite.estimator.scale`), and ``assign`` of more
+than the model's fit size assigns in chunks too, so neither needs every
+image's features at once. The command then has the extractor write
 them into a ``.bags-*.tmp`` file inside the output folder (a disk the user
 chose, not a RAM-backed temporary folder) and reads them through a memory
 map; the file is deleted when the fit ends, and a file left by a killed run
@@ -37,8 +38,8 @@ def bags_on_disk(model: AnomalyClusterer, n_images: int, out: Path, console: Con
     fd, name = tempfile.mkstemp(prefix=".bags-", suffix=".tmp", dir=out)
     os.close(fd)
     path = Path(name)
-    console.info(f"{n_images} images, more than --fit-size {model.fit_size}: their features stay on disk "
-                 f"in {display_path(path)} while the run lasts")
+    console.info(f"{n_images} images, more than the fit size {model.fit_size} (--fit-size): their features "
+                 f"stay on disk in {display_path(path)} while the run lasts")
     try:
         yield path
     finally:

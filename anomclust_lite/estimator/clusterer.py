@@ -38,10 +38,10 @@ from ..core.defaults import (
 from ..core.anomaly import DEFAULT_RATE
 from ..core.kernel import limit_blas
 from ..core.memo import ArrayCache
-from .assign import Assignment, FittedState, assign_bags
+from .assign import Assignment, FittedState
 from .base import ParamsMixin
 from .fitting import Fit
-from .scale import fit_images
+from .scale import assign_images, fit_images
 from .model_io import CORRUPT, SavedModel, read_model, write_model
 from .params import DEFAULT_REFERENCE_SIZE, Params, validate_params
 
@@ -430,7 +430,7 @@ class AnomalyClusterer(ParamsMixin):
         Parameters
         ----------
         bags : (N, M, D) array_like
-            Unit-norm patch embeddings made with the same extractor settings.
+            Unit-norm patch embeddings made with the same extractor settings (may be a memory map: read in chunks).
         new_type_threshold : float, optional
             Overrides the model's threshold for this call.
 
@@ -441,7 +441,7 @@ class AnomalyClusterer(ParamsMixin):
         self._check_fitted()
         params = self.validate_params()
         with limit_blas(params.n_threads):
-            return assign_bags(params, self._state(), bags, new_type_threshold)
+            return assign_images(params, self._state(), bags, new_type_threshold)
 
     def predict(self, bags: np.ndarray) -> np.ndarray:
         """Cluster of every new image (``assign(bags).labels``)."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import mmap
 import time
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -39,7 +39,8 @@ from .partition import Partition
 from .reference import bag_hashes
 from .trust import NoveltyState, confidence_summary
 
-__all__ = ["CHUNK_BYTES", "fit_images", "fit_sample", "rows_of"]
+__all__ = ["CHUNK_BYTES", "assign_images", "chunked_assignments", "fit_images", "fit_sample", "join_assignments",
+           "rows_of"]
 
 #: Bags assigned at a time (in float32), beside the sample.
 CHUNK_BYTES = 64 << 20
@@ -66,16 +67,47 @@ def fit_images(params: Params, bags: np.ndarray, normal_bags: Optional[np.ndarra
                         fit.reference, fit.reference_kind, params.new_type_threshold, fit.anomaly_scores,
                         fit.good_threshold, fit.good_group, fit.novelty, fit.projection)
     rest = np.setdiff1d(np.arange(n), sample)
-    step = max(1, CHUNK_BYTES // (4 * bags.shape[1] * bags.shape[2]))
-    report("assigning", 0, rest.size)  # images assigned so far, of rest.size
     parts, hashes = [], []
-    for a in range(0, rest.size, step):
-        chunk = check_bags(rows_of(bags, rest[a:a + step]), "bags", dim=bags.shape[2])
-        parts.append(assign_bags(params, state, chunk))
+    for chunk, part in chunked_assignments(params, state, bags, rest, report):
+        parts.append(part)
         hashes.append(bag_hashes(chunk))
-        report("assigning", min(rest.size, a + step), rest.size)
     timings = dict(fit.timings, assigning=time.perf_counter() - t0)
     return _merge(params, fit, sample, rest, parts, np.concatenate(hashes), timings)
+
+
+def chunked_assignments(params: Params, state: FittedState, bags: np.ndarray, rows: np.ndarray, report: Report,
+                        new_type_threshold: Optional[float] = None) -> Iterator[Tuple[np.ndarray, Assignment]]:
+    """``(chunk, assignment)`` for :data:`CHUNK_BYTES` of the bags ``rows`` at a time, each chunk validated as it
+    is read; ``report("assigning", done, len(rows))`` counts images."""
+    step = max(1, CHUNK_BYTES // (4 * bags.shape[1] * bags.shape[2]))
+    report("assigning", 0, rows.size)
+    for a in range(0, rows.size, step):
+        chunk = check_bags(rows_of(bags, rows[a:a + step]), "bags", dim=bags.shape[2])
+        yield chunk, assign_bags(params, state, chunk, new_type_threshold)
+        report("assigning", min(rows.size, a + step), rows.size)
+
+
+def assign_images(params: Params, state: FittedState, bags: np.ndarray,
+                  new_type_threshold: Optional[float] = None) -> Assignment:
+    """:func:`~.assign.assign_bags` for any number of images: in chunks (``bags`` may be a memory map) when
+    they are more than one chunk, the results joined."""
+    if np.ndim(bags) != 3 or len(bags) * 4 * int(np.prod(np.shape(bags)[1:])) <= CHUNK_BYTES:
+        return assign_bags(params, state, bags, new_type_threshold)
+    parts = [part for _, part in chunked_assignments(params, state, bags, np.arange(len(bags)),
+                                                     lambda stage, done, total: None, new_type_threshold)]
+    return join_assignments(parts)
+
+
+def join_assignments(parts: List[Assignment]) -> Assignment:
+    """One :class:`~.assign.Assignment` of the images of ``parts``, in order (thresholds: the first part's)."""
+    def joined(field: str) -> Optional[np.ndarray]:
+        values = [getattr(p, field) for p in parts]
+        return None if any(v is None for v in values) else np.concatenate(values)
+
+    first = parts[0]
+    return Assignment(joined("labels"), joined("distances"), joined("new_type"), joined("fitted"), first.threshold,
+                      joined("anomaly_scores"), joined("is_good"), joined("confidence"), joined("novelty"),
+                      first.thresholds, scores=joined("scores"), embeddings=joined("embeddings"))
 
 
 def rows_of(bags: np.ndarray, idx: np.ndarray) -> np.ndarray:
