@@ -38,6 +38,7 @@ def test_cli_keeps_the_bags_of_a_sampled_fit_on_disk(capsys, folder: Path, model
     assert rc == 0, err
     assert f"{N_IMAGES} images, more than the fit size {size} (--fit-size): their features stay on disk" in err
     assert not list((tmp_path / "a").glob(".bags-*"))  # removed at the end
+    assert f"{size} of {N_IMAGES} images (--fit-size {size})" in (tmp_path / "a" / "report.html").read_text()
     seen = []
 
     class InMemory:  # the same run with the bags in memory: the same clusters

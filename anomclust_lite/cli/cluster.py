@@ -336,6 +336,9 @@ def report_facts(
         "backbone": backbone_line(features.extractor),
         "model": f"{record['model_path']} ({record['output']}, grid {record['grid'][0]}x{record['grid'][1]})",
     }
+    if model.fit_sample_ is not None:
+        n, s = len(model.labels_), len(model.fit_sample_)
+        facts["fitted sample"] = f"{s} of {n} images (--fit-size {model.fit_size}); the other {n - s} assigned to its clusters"
     if sources.normal_folder is not None:
         facts["normal images"] = f"{display_path(sources.normal_folder)} ({features.normal_result.bags.shape[0]})"
     return facts
