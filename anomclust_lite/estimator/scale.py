@@ -19,6 +19,10 @@ and weights; ``bags`` may be a read-only memory map (``numpy.load(path,
 mmap_mode="r")``), read chunk by chunk through short-lived mappings
 (:func:`rows_of`), so the file is never resident as a whole. Each chunk is
 validated as it is read (unit norm, finite).
+
+:func:`assign_images` (``AnomalyClusterer.assign``) assigns any number of new
+images the same way: one :data:`CHUNK_BYTES` chunk at a time
+(:func:`chunked_assignments`, the loop step 2 uses), the results joined.
 """
 
 from __future__ import annotations
