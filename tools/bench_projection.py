@@ -27,7 +27,7 @@ import numpy as np
 
 import anomclust_lite as ac
 import tune_defaults as td
-from anomclust_lite.core.defaults import DEFAULT_PROJECT_OUT, DEFAULT_TAU_SEMI, DEFAULT_TAU_UNSUPERVISED
+from anomclust_lite.core.defaults import DEFAULT_TAU_SEMI, DEFAULT_TAU_UNSUPERVISED
 
 RANKS = (0, 2, 4, 8, 16, 32)
 #: Score key -> tau values around the package default (0.02 unsupervised, 0.04 semi-supervised).
@@ -105,7 +105,7 @@ def main(argv: "List[str] | None" = None) -> int:
     for bb in args.backbones:
         for name in args.sets:
             sd = td.load_set(Path(args.work) / bb, name, args.subsamples)
-            rank = ac.auto_rank(sd.bags.shape[2], DEFAULT_PROJECT_OUT)
+            rank = ac.projection_rank("auto", sd.bags.shape[2])
             for key in args.keys:
                 results.setdefault((bb, key), {})[name] = rank_table(sd, key, args.ranks, TAUS[key])
                 for r in sorted({0, rank}):

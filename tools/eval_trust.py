@@ -52,7 +52,6 @@ from scipy.optimize import linear_sum_assignment
 from scipy.stats import rankdata
 
 import anomclust_lite as ac
-from anomclust_lite.core.defaults import DEFAULT_PROJECT_OUT
 
 GOOD_CLASSES = ("good", "Free")
 
@@ -133,8 +132,8 @@ def embed(bags: np.ndarray, rows: np.ndarray, scores: np.ndarray, tau: float) ->
 def projection(bags: np.ndarray, rows: np.ndarray, args: argparse.Namespace) -> "ac.Projection":
     """The nuisance projection the estimator would fit on the images ``rows`` (``--project-out``)."""
     sub = np.asarray(bags[rows], dtype=np.float32)
-    rank = ac.auto_rank(sub.shape[2], DEFAULT_PROJECT_OUT) if args.project_out == "auto" else int(args.project_out)
-    return ac.nuisance_projection(sub, rank)
+    project_out = args.project_out if args.project_out == "auto" else int(args.project_out)
+    return ac.nuisance_projection(sub, ac.projection_rank(project_out, sub.shape[2]))
 
 
 def centres(emb: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:

@@ -42,7 +42,6 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 import anomclust_lite as ac
-from anomclust_lite.core.defaults import DEFAULT_PROJECT_OUT
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -382,8 +381,8 @@ def cmd_tables(args: argparse.Namespace) -> int:
     data = {bb: {n: load_set(Path(args.work) / bb, n, args.subsamples) for n in args.sets} for bb in args.backbones}
     for sets in data.values():
         for sd in sets.values():
-            rank = (ac.auto_rank(sd.bags.shape[2], DEFAULT_PROJECT_OUT) if args.project_out == "auto"
-                    else int(args.project_out))
+            rank = ac.projection_rank(args.project_out if args.project_out == "auto" else int(args.project_out),
+                                      sd.bags.shape[2])
             sd.projection = ac.nuisance_projection(sd.bags, rank) if rank else None
     for bb, sets in data.items():
         print(f"{bb}: labelled normals used " + ", ".join(f"{n} {sd.normals}" for n, sd in sets.items())

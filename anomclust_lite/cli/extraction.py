@@ -73,10 +73,10 @@ def extract(extractor: Any, paths: List[Path], args: argparse.Namespace, console
     on_error = "raise" if args.on_error == "fail" else "skip"
     bag_dtype = getattr(args, "bag_dtype", "float32")
     # Only pass the options that were chosen, so extractors without those arguments keep working.
-    dtype_option: Dict[str, Any] = {} if bag_dtype == "float32" else {"bag_dtype": bag_dtype}
+    options: Dict[str, Any] = {} if bag_dtype == "float32" else {"bag_dtype": bag_dtype}
     if bags_file is not None:
-        dtype_option["bags_file"] = bags_file
-    result = extractor.extract_all(paths, on_error=on_error, progress=console.counter(label), **dtype_option)
+        options["bags_file"] = bags_file
+    result = extractor.extract_all(paths, on_error=on_error, progress=console.counter(label), **options)
     for problem in result.failures:
         console.warn(f"skipped {display_path(problem.path)}: {problem.reason}")
     hits = int(getattr(result, "cache_hits", 0))

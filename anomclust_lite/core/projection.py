@@ -32,9 +32,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .defaults import DEFAULT_PROJECT_OUT
 from .validation import check_int
 
-__all__ = ["MAX_POSITIONS", "MAX_IMAGES", "Projection", "auto_rank", "identity_projection", "nuisance_projection"]
+__all__ = ["MAX_POSITIONS", "MAX_IMAGES", "Projection", "auto_rank", "projection_rank", "identity_projection",
+           "nuisance_projection"]
 
 #: Patch positions per image that enter the covariance (evenly spaced beyond this).
 MAX_POSITIONS = 256
@@ -84,6 +86,26 @@ def auto_rank(dim: int, most: int) -> int:
     (8, 8, 4, 0)
     """
     return min(int(most), int(dim) // 16)
+
+
+def projection_rank(project_out: object, dim: int) -> int:
+    """Directions ``project_out`` removes from ``dim``-dimensional embeddings.
+
+    ``"auto"``: :func:`auto_rank` with :data:`~anomclust_lite.core.defaults.DEFAULT_PROJECT_OUT`;
+    an integer: itself, which must be below ``dim``.
+
+    Examples
+    --------
+    >>> projection_rank("auto", 512), projection_rank("auto", 64), projection_rank(3, 512)
+    (8, 4, 3)
+    """
+    if project_out == "auto":
+        return auto_rank(dim, DEFAULT_PROJECT_OUT)
+    rank = check_int(project_out, "project_out", low=0)
+    if rank >= dim:
+        raise ValueError(f"project_out={rank} must be below the feature dimension {dim}; "
+                         "choose fewer directions, or 0 to keep all")
+    return rank
 
 
 def _positions(m: int) -> np.ndarray:

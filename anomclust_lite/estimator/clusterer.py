@@ -41,7 +41,7 @@ from ..core.memo import ArrayCache
 from .assign import Assignment, FittedState
 from .base import ParamsMixin
 from .fitting import Fit
-from .scale import assign_images, fit_images
+from .scale import assign_images, fit_images, fitted_state
 from .model_io import CORRUPT, SavedModel, read_model, write_model
 from .params import DEFAULT_REFERENCE_SIZE, Params, validate_params
 
@@ -368,10 +368,7 @@ class AnomalyClusterer(ParamsMixin):
         self.cohesion_ = fit.cohesion
         self.weak_ = list(fit.weak_reasons)
         self.fit_sample_ = fit.sample
-        self._set_state(FittedState(
-            fit.centres.centers, fit.partition.labels, fit.centres.wa_distances, fit.hashes, fit.reference,
-            fit.reference_kind, params.new_type_threshold, fit.anomaly_scores, fit.good_threshold, fit.good_group,
-            fit.novelty, fit.projection))
+        self._set_state(fitted_state(params, fit))
         self._n_patches = fit.n_patches
         self.timings_ = fit.timings
         self.cached_steps_ = list(fit.cached)

@@ -47,8 +47,7 @@ from .trust import (
     novelty_matches, novelty_matches_pay, novelty_patch_part, novelty_patch_part_from_matches, stratified_positions,
 )
 
-__all__ = ["Fit", "Report", "check_fit_inputs", "fit_bags", "normal_coreset", "patch_weights", "score_reference",
-           "scoring_bank"]
+__all__ = ["Fit", "Report", "check_fit_inputs", "fit_bags", "normal_coreset", "patch_weights", "score_reference"]
 
 #: ``report(stage, done, total)``: see the module docstring.
 Report = Callable[[str, int, int], None]
@@ -106,12 +105,6 @@ def patch_weights(params: Params, scores: np.ndarray) -> np.ndarray:
     """Patch weights from patch scores: softmax (Eq. 5, 6), top-k or uniform (as :func:`embed_bags` makes them)."""
     k = params.topk_for(scores.shape[1]) if params.weights == "topk" else None
     return weigh_patches(scores, params.weights, params.effective_tau, k)
-
-
-def scoring_bank(params: Params, normals: np.ndarray, steps: "Optional[_Steps]" = None) -> np.ndarray:
-    """The normal bank semi-supervised scores are taken against: a coreset of ``bank_size`` patches, or all."""
-    idx = normal_coreset(params, normals, steps)
-    return normals if idx is None else bank_rows(normals, idx)
 
 
 def normal_coreset(params: Params, normals: np.ndarray, steps: "Optional[_Steps]" = None) -> Optional[np.ndarray]:

@@ -32,8 +32,7 @@ from ..clustering.auto_k import KChoice
 from ..files.atomic import atomic_save_npz
 from ..files.npz import NpzRefused, read_npz_checked
 from .assign import FittedState
-from ..core.defaults import DEFAULT_PROJECT_OUT
-from ..core.projection import Projection, auto_rank, identity_projection
+from ..core.projection import Projection, identity_projection, projection_rank
 from .trust import NoveltyState
 from .reference import HASH_BYTES, REFERENCE_KINDS
 
@@ -191,7 +190,9 @@ def _from_arrays(arrays: Mapping[str, np.ndarray]) -> SavedModel:
         meta = dict(header["metadata"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{CORRUPT}: bad header ({exc})") from None
-    projection = _projection(arrays, params)
+    if "projection_mean" not in arrays:  # a version 2 file: fitted without the projection
+        params.setdefault("project_out", 0)
+    projection = _projection(arrays)
     novelty_reference = arrays["novelty_reference"]
     if novelty_reference.ndim == 3 and novelty_reference.shape[0] == 0:
         novelty_reference = arrays["reference"]
@@ -234,11 +235,10 @@ def _array_problems(state: FittedState, k: int) -> List[str]:
     return problems
 
 
-def _projection(arrays: Mapping[str, np.ndarray], params: Dict[str, Any]) -> Projection:
-    """The stored projection; a version 2 file (no projection) gets the identity and ``project_out=0``."""
+def _projection(arrays: Mapping[str, np.ndarray]) -> Projection:
+    """The stored projection; the identity for a version 2 file (which has none)."""
     if "projection_mean" in arrays and "projection_components" in arrays:
         return Projection(arrays["projection_mean"], arrays["projection_components"])
-    params.setdefault("project_out", 0)
     centers = arrays["centers"]
     return identity_projection(centers.shape[1] if centers.ndim == 2 and centers.shape[1] > 0 else 1)
 
@@ -252,7 +252,11 @@ def _projection_problems(state: FittedState, params: Mapping[str, Any]) -> List[
         return [f"projection_mean / projection_components have shapes {mean.shape} / {comp.shape}, "
                 f"expected ({d},) / (r, {d}) finite float64"]
     want = params.get("project_out")
-    if comp.shape[0] != (auto_rank(d, DEFAULT_PROJECT_OUT) if want == "auto" else want):
+    try:
+        expected = projection_rank(want, d)
+    except ValueError:
+        expected = None
+    if comp.shape[0] != expected:
         return [f"projection_components has {comp.shape[0]} rows, which project_out={want!r} does not give for D={d}"]
     if comp.shape[0] and np.abs(comp @ comp.T - np.eye(comp.shape[0])).max() > 1e-6:
         return ["projection_components rows are not orthonormal"]

@@ -15,8 +15,8 @@ import numpy as np
 
 from ..clustering.dispatch import METHODS
 from ..core.coreset import coreset_size
-from ..core.defaults import BAG_DTYPES, DEFAULT_PROJECT_OUT, DEFAULT_TAU_SEMI, DEFAULT_TAU_UNSUPERVISED
-from ..core.projection import auto_rank
+from ..core.defaults import BAG_DTYPES, DEFAULT_TAU_SEMI, DEFAULT_TAU_UNSUPERVISED
+from ..core.projection import projection_rank
 from ..core.scores import AGGREGATES
 from ..core.anomaly import DEFAULT_RATE, check_rate
 from ..core.validation import check_choice, check_int, check_memory_mb, check_n_threads, check_positive_float
@@ -86,13 +86,8 @@ class Params:
         return k
 
     def projection_rank(self, dim: int) -> int:
-        """Directions removed from ``dim``-dimensional embeddings (``"auto"``: see :func:`auto_rank`)."""
-        if self.project_out == "auto":
-            return auto_rank(dim, DEFAULT_PROJECT_OUT)
-        if self.project_out >= dim:
-            raise ValueError(f"project_out={self.project_out} must be below the feature dimension {dim}; "
-                             "choose fewer directions, or 0 to keep all")
-        return int(self.project_out)
+        """Directions removed from ``dim``-dimensional embeddings (:func:`~anomclust_lite.core.projection.projection_rank`)."""
+        return projection_rank(self.project_out, dim)
 
     def saved(self) -> Dict[str, Any]:
         """The model's parameters as JSON-ready values (``n_threads``, a machine setting, left out)."""

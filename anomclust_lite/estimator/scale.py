@@ -43,8 +43,8 @@ from .partition import Partition
 from .reference import bag_hashes
 from .trust import NoveltyState, confidence_summary
 
-__all__ = ["CHUNK_BYTES", "assign_images", "chunked_assignments", "fit_images", "fit_sample", "join_assignments",
-           "rows_of"]
+__all__ = ["CHUNK_BYTES", "assign_images", "chunked_assignments", "fit_images", "fit_sample", "fitted_state",
+           "join_assignments", "rows_of"]
 
 #: Bags assigned at a time (in float32), beside the sample.
 CHUNK_BYTES = 64 << 20
@@ -67,9 +67,7 @@ def fit_images(params: Params, bags: np.ndarray, normal_bags: Optional[np.ndarra
     fit = fit_bags(params, rows_of(bags, sample), normal_bags, report, cache)
     report("assigning", 0, 0)
     t0 = time.perf_counter()
-    state = FittedState(fit.centres.centers, fit.partition.labels, fit.centres.wa_distances, fit.hashes,
-                        fit.reference, fit.reference_kind, params.new_type_threshold, fit.anomaly_scores,
-                        fit.good_threshold, fit.good_group, fit.novelty, fit.projection)
+    state = fitted_state(params, fit)
     rest = np.setdiff1d(np.arange(n), sample)
     parts, hashes = [], []
     for chunk, part in chunked_assignments(params, state, bags, rest, report):
@@ -77,6 +75,13 @@ def fit_images(params: Params, bags: np.ndarray, normal_bags: Optional[np.ndarra
         hashes.append(bag_hashes(chunk))
     timings = dict(fit.timings, assigning=time.perf_counter() - t0)
     return _merge(params, fit, sample, rest, parts, np.concatenate(hashes), timings)
+
+
+def fitted_state(params: Params, fit: Fit) -> FittedState:
+    """What assigning needs of ``fit`` (the estimator stores it; the rest of a sampled fit is assigned with it)."""
+    return FittedState(fit.centres.centers, fit.partition.labels, fit.centres.wa_distances, fit.hashes, fit.reference,
+                       fit.reference_kind, params.new_type_threshold, fit.anomaly_scores, fit.good_threshold,
+                       fit.good_group, fit.novelty, fit.projection)
 
 
 def chunked_assignments(params: Params, state: FittedState, bags: np.ndarray, rows: np.ndarray, report: Report,
