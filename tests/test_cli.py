@@ -127,6 +127,34 @@ def test_project_out_option_reaches_the_model(capsys, folder: Path, model_path: 
         assert rc == 2 and "--project-out" in err and "expected 'auto' or an integer >= 0" in err
 
 
+def test_bank_size_option_reaches_the_model(capsys, folder: Path, model_path: Path, tmp_path: Path) -> None:
+    from anomclust_lite import AnomalyClusterer
+    from anomclust_lite.core.defaults import DEFAULT_BANK_SIZE
+
+    normal = tmp_path / "normal"
+    normal.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(4):
+        draw_image("good", rng).save(normal / f"n{i}.png")
+    for size, expect in (("40", 40), ("0.5", 0.5)):
+        out = tmp_path / f"out{size}"
+        rc, _, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--normal", normal,
+                         "--bank-size", size, "--out", out, "-q")
+        assert rc == 0, err
+        assert json.loads((out / "summary.json").read_text())["parameters"]["bank_size"] == expect
+        model = AnomalyClusterer.load(out / "model.npz")
+        assert model.bank_size == expect and type(model.bank_size) is type(expect)
+    # 0.5 keeps all 4 normal images (a fraction never keeps fewer than MIN_CORESET_PATCHES);
+    # 40 patches fill one image-sized row of the stored bank
+    rows, patches = AnomalyClusterer.load(tmp_path / "out0.5" / "model.npz")._reference.shape[:2]
+    assert rows == 4 and patches > 40
+    assert AnomalyClusterer.load(tmp_path / "out40" / "model.npz")._reference.shape[:2] == (1, patches)
+    assert build_parser().parse_args([str(folder)]).bank_size == DEFAULT_BANK_SIZE
+    for bad in ("0", "1.5", "-3", "x", "nan"):
+        rc, _, err = run(capsys, folder, *model_args(model_path), "--bank-size", bad, "--out", tmp_path / "b")
+        assert rc == 2 and "--bank-size" in err and "expected a fraction in (0, 1]" in err
+
+
 def test_default_out_and_auto_k(capsys, folder: Path, model_path: Path) -> None:
     rc, stdout, err = run(capsys, folder, *model_args(model_path))
     assert rc == 0, err

@@ -118,7 +118,7 @@ def compute_set(args: argparse.Namespace, name: str, out_dir: Path) -> None:
     np.save(out_dir / f"{name}_bags.npy", bags)
     np.save(out_dir / f"{name}_labels.npy", np.array(es.labels))
     _log(f"{name}: {bags.shape} bags in {time.time() - t0:.0f}s")
-    if not (out_dir / f"{name}_unsup_mean.npy").exists():
+    if not args.semi_only and not (out_dir / f"{name}_unsup_mean.npy").exists():
         t0 = time.time()
         for key, s in unsupervised_scores(bags, args.memory_mb).items():
             np.save(out_dir / f"{name}_unsup_{key}.npy", s)
@@ -127,7 +127,9 @@ def compute_set(args: argparse.Namespace, name: str, out_dir: Path) -> None:
         t0 = time.time()
         keep = normal_subset(len(es.normal_paths), args.normal_cap, args.seed)
         normal = extract(args, [es.normal_paths[i] for i in keep], name)
-        tiers = np.zeros(len(keep), dtype=np.int64)
+        if args.bank_size is not None:  # the product's compact bank (a coreset of the normal patches)
+            normal = ac.compact_bank(normal, args.bank_size, seed=args.seed)
+        tiers = np.zeros(len(normal), dtype=np.int64)
         semi = ac.tiered_normal_scores(bags, normal, tiers, n_tiers=1, memory_mb=args.memory_mb)[0]
         np.save(out_dir / f"{name}_semi.npy", semi)
         np.save(out_dir / f"{name}_semi_normals.npy", np.array([len(keep), len(es.normal_paths)]))
@@ -425,6 +427,10 @@ def _parse(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     s.add_argument("--resize", type=int, default=256, help="MVTec resize (crop 7/8 of it); MTD gets 7/8 whole")
     s.add_argument("--mtd-fraction", type=float, default=1.0, help="cluster a stratified subset of MTD")
     s.add_argument("--normal-cap", type=int, default=None, help="use at most this many labelled normals")
+    s.add_argument("--bank-size", type=float, default=None,
+                   help="score the semi-supervised set against this coreset fraction of the normal patches, "
+                        "as the estimator does (default: every patch, exact)")
+    s.add_argument("--semi-only", action="store_true", help="skip the unsupervised pass")
     s.add_argument("--memory-mb", type=float, default=1024.0)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_scores)

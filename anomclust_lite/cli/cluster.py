@@ -149,6 +149,7 @@ def build_clusterer(args: argparse.Namespace, weights_mode: str) -> AnomalyClust
         bag_dtype=args.bag_dtype,
         good_group=args.good_group,
         exact=args.exact,
+        bank_size=args.bank_size,
         fit_size=args.fit_size,
         project_out=args.project_out,
     )

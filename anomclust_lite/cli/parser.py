@@ -206,6 +206,19 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _bank_size(text: str) -> "int | float":
+    """``--bank-size``: a fraction in (0, 1] such as ``0.1``, or a whole number of patches such as ``20000``."""
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        pass
+    try:
+        return _fraction(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a fraction in (0, 1] (e.g. 0.1) or a number of patches >= 1 (e.g. 20000), got {text!r}") from None
+
+
 def _threads(text: str) -> int:
     try:
         return check_n_threads(_positive_int(text), "--threads")  # type: ignore[return-value]
@@ -339,6 +352,10 @@ def _add_method_options(p: argparse.ArgumentParser) -> None:
                    help="images (or images' worth of normal patches) kept in model.npz to weight new images "
                         f"in 'assign' (default {DEFAULT_REFERENCE_SIZE})")
     _add_exact_option(g)
+    g.add_argument("--bank-size", type=_bank_size, default=DEFAULT_BANK_SIZE, metavar="F|N",
+                   help=f"with --normal, the coreset of the normal patches scored against: a fraction "
+                        f"(default {DEFAULT_BANK_SIZE:g}, at least {MIN_CORESET_PATCHES} patches) or a number of "
+                        "patches; larger is slower and closer to --exact (README 'Speed')")
     g.add_argument("--fit-size", type=_int_at_least(2), default=DEFAULT_FIT_SIZE, metavar="N",
                    help=f"above N images (default {DEFAULT_FIT_SIZE}), fit a seeded sample of N and assign the "
                         "others to its clusters in chunks; their features then stay on disk in a temporary file "

@@ -128,7 +128,7 @@ class AnomalyClusterer(ParamsMixin):
     bank_size, score_reference, subsample_from, fit_size, exact
         Speed at scale (defaults in :mod:`anomclust_lite.core.defaults`): with
         ``normal_bags``, scores are taken against a greedy k-centre coreset of
-        ``bank_size`` normal patches (int, or a fraction: 0.05, at least 8192;
+        ``bank_size`` normal patches (int, or a fraction: 0.1, at least 8192;
         :mod:`anomclust_lite.core.coreset`); unsupervised, from
         ``subsample_from`` (500) images on, against ``score_reference`` (64)
         seeded images (Eq. 7); above ``fit_size`` (2000) images a seeded sample
