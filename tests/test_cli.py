@@ -127,6 +127,19 @@ def test_project_out_option_reaches_the_model(capsys, folder: Path, model_path: 
         assert rc == 2 and "--project-out" in err and "expected 'auto' or an integer >= 0" in err
 
 
+def test_tau_option_takes_a_number_or_a_factor(capsys, folder: Path, model_path: Path, tmp_path: Path) -> None:
+    for given, stored, shown in (("0.05", 0.05, "tau = 0.05"), ("0.4X", "0.4x", "tau = 0.4x (0.4 x each image")):
+        out = tmp_path / f"out{given}"
+        rc, _, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--tau", given, "--out", out, "-q")
+        assert rc == 0, err
+        parameters = json.loads((out / "summary.json").read_text())["parameters"]
+        assert parameters["tau"] == stored and parameters["effective_tau"] == stored
+        assert shown in (out / "report.html").read_text()
+    for bad in ("0", "-1", "x", "0x", "abc", "nan"):
+        rc, _, err = run(capsys, folder, *model_args(model_path), "--tau", bad, "--out", tmp_path / "b")
+        assert rc == 2 and "--tau" in err and "expected a positive number (e.g. 0.02) or Cx" in err
+
+
 def test_bank_size_option_reaches_the_model(capsys, folder: Path, model_path: Path, tmp_path: Path) -> None:
     from anomclust_lite import AnomalyClusterer
     from anomclust_lite.core.defaults import DEFAULT_BANK_SIZE

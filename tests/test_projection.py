@@ -165,6 +165,24 @@ def test_version_2_model_reads_as_the_papers_method(tmp_path):
     _refused(_write(tmp_path / "v9.npz", _with_header(arrays, format_version=9)), "reads versions 2, 3")
 
 
+def test_version_3_semi_model_keeps_the_absolute_tau_it_was_fitted_with(tmp_path):
+    """Before format 4 the default semi-supervised tau was the absolute 0.04; such a file must not switch rules."""
+    bags, normals, fresh = _bags(n=10), _bags(n=6, seed=3), _bags(n=8, seed=1)
+    absolute = AnomalyClusterer(2, weights="semi", tau=0.04).fit(bags, normal_bags=normals)
+    absolute.save(tmp_path / "abs.npz")
+    arrays = _arrays(tmp_path / "abs.npz")
+    header = json.loads(arrays["header"].tobytes().decode())
+    assert header["format_version"] == 4
+    params = {**header["params"], "tau": None}  # as a format 3 file fitted at its default
+    old = AnomalyClusterer.load(_write(tmp_path / "v3.npz", _with_header(arrays, format_version=3, params=params)))
+    assert old.tau == 0.04 and old.effective_tau == 0.04
+    np.testing.assert_allclose(old.assign(fresh).distances, absolute.assign(fresh).distances, rtol=1e-6)
+    # the same file as format 4 means today's default, which weighs new images otherwise
+    new = AnomalyClusterer.load(_write(tmp_path / "v4.npz", _with_header(arrays, format_version=4, params=params)))
+    assert new.tau is None and new.effective_tau == "0.4x"
+    assert not np.allclose(new.assign(fresh).distances, absolute.assign(fresh).distances, rtol=1e-3)
+
+
 def test_projection_dataclass_apply_keeps_shape():
     p = Projection(np.zeros(3), np.array([[0.0, 0.0, 1.0]]))
     assert p.apply(np.ones((4, 3))).shape == (4, 3) and p.rank == 1

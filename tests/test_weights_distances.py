@@ -20,6 +20,7 @@ from anomclust_lite import (
     weighted_average,
 )
 from anomclust_lite.core.kernel import block_bytes
+from anomclust_lite.core.weights import MIN_RELATIVE_TAU, check_tau, describe_tau, temperatures
 from anomclust_lite.datasets import mask_cells
 
 from _reference import naive_hausdorff, naive_wa_distances
@@ -86,6 +87,49 @@ def test_mask_weights():
     # Sequence of differently sized masks.
     w2 = mask_weights(mask_cells([np.ones((5, 3)), np.zeros((2, 2))], (1, 3)))
     np.testing.assert_allclose(w2, [[1 / 3] * 3] * 2, rtol=1e-6)
+
+
+# --- relative temperature ("<c>x": c times each image's score std) ------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(scores=finite_scores, factor=st.floats(0.05, 5.0),
+       scale=st.lists(st.floats(0.01, 100.0), min_size=3, max_size=3),
+       shift=st.lists(st.floats(-10.0, 10.0), min_size=3, max_size=3))
+def test_relative_tau_ignores_each_images_scale_and_offset(scores, factor, scale, shift):
+    spec = f"{factor}x"
+    moved = scores * np.array(scale)[:, None] + np.array(shift)[:, None]
+    np.testing.assert_allclose(soft_weights(moved, spec), soft_weights(scores, spec), atol=2e-6)
+    np.testing.assert_allclose(topk_weights(moved, 3, spec), topk_weights(scores, 3, spec), atol=2e-6)
+
+
+def test_relative_tau_is_factor_times_each_images_std():
+    scores = np.array([[0.0, 0.1, 0.5, 0.2], [0.3, 0.3, 0.9, 0.0]])
+    taus = temperatures(scores, "0.4x").ravel()
+    np.testing.assert_allclose(taus, 0.4 * scores.std(axis=1))
+    np.testing.assert_allclose(soft_weights(scores, "0.4x")[1], soft_weights(scores[1:], float(taus[1]))[0], rtol=1e-6)
+    # an image whose patches all score the same: uniform weights, never a division by zero
+    flat = soft_weights(np.full((1, 5), 0.7), "0.4x")
+    np.testing.assert_allclose(flat, 0.2)
+    assert temperatures(np.full((1, 5), 0.7), "0.4x")[0, 0] == MIN_RELATIVE_TAU
+
+
+def test_relative_tau_is_monotone_in_its_factor():
+    scores = np.random.default_rng(0).uniform(0, 1, size=(4, 50))
+    top = [soft_weights(scores, f"{c}x").max(axis=1) for c in (0.1, 0.4, 1.0, 4.0)]
+    assert all((a >= b - 1e-7).all() for a, b in zip(top, top[1:]))  # a larger factor spreads the weight
+
+
+@pytest.mark.parametrize("good,canonical", [(0.02, 0.02), (3, 3.0), ("0.40x", "0.4x"), (" 1X ", "1x"), ("2.5e-1x", "0.25x")])
+def test_check_tau_accepts_numbers_and_factors(good, canonical):
+    assert check_tau(good) == canonical
+    assert describe_tau(good).startswith(str(canonical) if isinstance(canonical, str) else f"{canonical:g}")
+
+
+@pytest.mark.parametrize("bad", ["x", "0x", "-0.4x", "0.4", "abc", "nanx", "infx", "0.4xx", 0, -1.0, float("nan"), True, None])
+def test_check_tau_refuses_with_the_forms_it_takes(bad):
+    with pytest.raises(ValueError, match="tau"):
+        check_tau(bad)
 
 
 @pytest.mark.parametrize(

@@ -110,12 +110,12 @@ def accuracy(es: ac.EvalSet, bags: np.ndarray, scores: np.ndarray, repeats: int,
     ``ari1`` are the single full-set values at the default tau.
     """
     labels = np.array(es.labels)
-    tau = ac.embed_bags(bags[:1], weights="semi", scores=scores[:1]).tau
+    tau = ac.embed_bags(bags[:1], weights="semi", scores=scores[:1]).tau  # a number, or "<c>x" (relative)
     rng = np.random.default_rng(1)
     subs = [np.sort(rng.choice(labels.size, int(0.8 * labels.size), replace=False)) for _ in range(repeats)]
     proj = ac.nuisance_projection(bags, rank)
     out: Dict[str, List[float]] = {"nmi": [], "ari": []}
-    for t in (0.75 * tau, tau, 1.25 * tau):
+    for t in (scaled_tau(tau, 0.75), tau, scaled_tau(tau, 1.25)):
         emb = proj.apply(ac.embed_bags(bags, weights="semi", tau=t, scores=scores).embeddings)
         for sub in subs:
             pred = ac.cluster(emb[sub], es.k, method="ward")
@@ -127,6 +127,11 @@ def accuracy(es: ac.EvalSet, bags: np.ndarray, scores: np.ndarray, repeats: int,
     good = np.isin(labels, GOOD_CLASSES)
     return {"nmi": float(np.mean(out["nmi"])), "ari": float(np.mean(out["ari"])), "auroc": auroc(img[~good], img[good]),
             "nmi1": ac.nmi(labels, pred), "ari1": ac.ari(labels, pred)}
+
+
+def scaled_tau(tau: "float | str", factor: float) -> "float | str":
+    """``tau`` times ``factor``: a number, or the factor of a relative ``"<c>x"``."""
+    return f"{float(tau[:-1]) * factor:g}x" if isinstance(tau, str) else tau * factor
 
 
 def parse_size(text: str):

@@ -116,8 +116,10 @@ def _settings(args: argparse.Namespace) -> Settings:
     if args.max_normal is not None:
         settings.max_normal = args.max_normal
     settings.seed = args.seed
-    # The sweeps always include the defaults, so the tables show them.
-    settings.taus = tuple(sorted(set(settings.taus) | {defaults.DEFAULT_TAU_UNSUPERVISED, defaults.DEFAULT_TAU_SEMI}))
+    # The sweeps (absolute tau values) always include the absolute defaults, so the tables show them;
+    # a relative default ("0.4x", semi-supervised) is shown in the tables at the defaults instead.
+    numeric = {t for t in (defaults.DEFAULT_TAU_UNSUPERVISED, defaults.DEFAULT_TAU_SEMI) if not isinstance(t, str)}
+    settings.taus = tuple(sorted(set(settings.taus) | numeric))
     settings.memory_mb = args.memory_mb
     return settings
 

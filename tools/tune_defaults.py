@@ -37,7 +37,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -374,8 +374,12 @@ def default_choice() -> Dict[str, tuple]:
 
     agg = d.DEFAULT_AGGREGATE
     key = f"unsup_topk_mean{d.DEFAULT_TOPK_FRACTION}" if agg == "topk_mean" else f"unsup_{agg}"
-    rule = getattr(d, "DEFAULT_TAU_RULE", "abs")
-    return {"unsup": (key, rule, d.DEFAULT_TAU_UNSUPERVISED), "semi": ("semi", rule, d.DEFAULT_TAU_SEMI)}
+    return {"unsup": (key, *_rule_value(d.DEFAULT_TAU_UNSUPERVISED)), "semi": ("semi", *_rule_value(d.DEFAULT_TAU_SEMI))}
+
+
+def _rule_value(tau: "float | str") -> Tuple[str, float]:
+    """A package tau as sweep coordinates: ``("abs", tau)``, or ``("imgstd", c)`` for a relative ``"<c>x"``."""
+    return ("imgstd", float(tau[:-1])) if isinstance(tau, str) else ("abs", float(tau))
 
 
 def cmd_tables(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..core.defaults import DEFAULT_MEMORY_MB
+from ..core.weights import describe_tau
 from ..estimator.clusterer import AnomalyClusterer
 from ..features.folders import ImageSet, collect_images, folder_labels, relative_name
 from ..features.images import display_path
@@ -331,7 +332,7 @@ def report_facts(
     facts: Dict[str, object] = {
         "folder": display_path(sources.folder),
         "K": f"{model.k_} ({k_text(model.k_choice_)})",
-        "weights": f"{model.weights}" + (f", tau = {model.effective_tau:g}" if model.effective_tau else ""),
+        "weights": f"{model.weights}" + (f", tau = {describe_tau(model.effective_tau)}" if model.effective_tau else ""),
         "distance / method": f"{args.distance} / {args.method}",
         "nuisance directions removed": f"{model.projection_.rank} (--project-out {model.project_out})",
         "backbone": backbone_line(features.extractor),

@@ -31,6 +31,7 @@ from ..core.defaults import (
     THREADS_PER_CPU_MAX,
 )
 from ..core.validation import check_n_threads
+from ..core.weights import check_tau
 from ..features.images import DEFAULT_MAX_PIXELS
 from .cache import add_cache_options
 from .outputs import PROG
@@ -71,7 +72,11 @@ weights (how much each patch counts):
   --tau sets how sharply the weight concentrates on the highest-scoring
   patches: a patch whose score is higher by tau gets e (2.7) times the weight.
   Smaller tau = only the most anomalous patches count; larger = closer to a
-  plain average. Scores are patch distances between 0 and 2.
+  plain average. Scores are patch distances between 0 and 2. Written Cx
+  (e.g. 0.4x), tau is C times each image's own standard deviation of its
+  patch scores, so it follows how spread that image's scores are (the
+  semi-supervised default: scores against many good images are lower and
+  closer together than against a few).
 
 number of clusters:
   without --k, K is read off the corner of the merge-cost graph (L-method):
@@ -219,6 +224,15 @@ def _bank_size(text: str) -> "int | float":
             f"expected a fraction in (0, 1] (e.g. 0.1) or a number of patches >= 1 (e.g. 20000), got {text!r}") from None
 
 
+def _tau(text: str) -> "float | str":
+    """``--tau``: a positive number, or ``Cx`` (relative to each image's score spread)."""
+    try:
+        return check_tau(text.strip() if text.strip().lower().endswith("x") else _positive_float(text), "--tau")
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number (e.g. 0.02) or Cx with C > 0 (e.g. 0.4x), got {text!r}") from None
+
+
 def _threads(text: str) -> int:
     try:
         return check_n_threads(_positive_int(text), "--threads")  # type: ignore[return-value]
@@ -323,9 +337,10 @@ def _add_method_options(p: argparse.ArgumentParser) -> None:
                    help="folder of labelled defect-free images: enables semi-supervised weights")
     g.add_argument("--weights", choices=WEIGHT_MODES,
                    help="how patches are weighted (see below); default semi with --normal, else unsupervised")
-    g.add_argument("--tau", type=_positive_float,
-                   help=f"weight temperature (see below); default {DEFAULT_TAU_UNSUPERVISED:g} unsupervised, "
-                        f"{DEFAULT_TAU_SEMI:g} semi; with --weights topk: none = equal weights on the top patches")
+    g.add_argument("--tau", type=_tau, metavar="T|Cx",
+                   help=f"weight temperature (see below): a number, or Cx for C times each image's own score "
+                        f"spread; default {DEFAULT_TAU_UNSUPERVISED:g} unsupervised, {DEFAULT_TAU_SEMI} semi; "
+                        "with --weights topk: none = equal weights on the top patches")
     g.add_argument("--aggregate", choices=AGGREGATES, default=DEFAULT_AGGREGATE,
                    help="unsupervised scores: how a patch's distances to the other images are combined "
                         f"(default {DEFAULT_AGGREGATE})")

@@ -52,7 +52,7 @@ from .distances import average_patches, euclidean_distances
 from .memo import ArrayCache, content_digest, memoized, step_key
 from .scores import cross_patch_scores, normal_scores, patch_scores
 from .validation import check_bags, check_choice, check_finite_array, check_int
-from .weights import mask_weights, soft_weights, topk_weights, uniform_weights
+from .weights import Tau, check_tau, mask_weights, soft_weights, topk_weights, uniform_weights
 
 __all__ = ["WEIGHT_MODES", "PIPELINE_WEIGHT_MODES", "WeightedEmbedding", "embed_bags", "effective_tau", "topk_patches",
            "weigh_patches"]
@@ -77,8 +77,8 @@ class WeightedEmbedding:
         Weighted-average (WA) embeddings.
     mode : str
         The weight mode, one of :data:`PIPELINE_WEIGHT_MODES`.
-    tau : float or None
-        The temperature, as :func:`effective_tau` resolves it.
+    tau : float, str or None
+        The temperature, as :func:`effective_tau` resolves it (``"<c>x"``: relative).
     topk : int or None
         Patches kept per image by ``mode="topk"``, else None.
     cached : tuple of str
@@ -89,7 +89,7 @@ class WeightedEmbedding:
     weights: np.ndarray
     embeddings: np.ndarray
     mode: str
-    tau: Optional[float]
+    tau: Optional[Tau]
     topk: Optional[int]
     cached: Tuple[str, ...] = ()
 
@@ -98,24 +98,26 @@ class WeightedEmbedding:
         return euclidean_distances(self.embeddings)
 
 
-def effective_tau(weights: str, tau: Optional[float]) -> Optional[float]:
-    """The temperature a weight mode uses: ``tau``, or the mode's default.
+def effective_tau(weights: str, tau: Optional[Tau]) -> Optional[Tau]:
+    """The temperature a weight mode uses: ``tau`` (checked by :func:`~anomclust_lite.core.weights.check_tau`),
+    or the mode's default.
 
     ``"topk"`` keeps ``tau`` as given (None: uniform over the top patches);
-    ``"semi"`` defaults to :data:`~anomclust_lite.core.defaults.DEFAULT_TAU_SEMI`,
-    every other mode to :data:`~anomclust_lite.core.defaults.DEFAULT_TAU_UNSUPERVISED`
-    (``"uniform"`` and ``"mask"`` do not use it).
+    ``"semi"`` defaults to :data:`~anomclust_lite.core.defaults.DEFAULT_TAU_SEMI`
+    (relative: ``"0.4x"``), every other mode to
+    :data:`~anomclust_lite.core.defaults.DEFAULT_TAU_UNSUPERVISED` (``"uniform"``
+    and ``"mask"`` do not use it).
 
     Examples
     --------
     >>> effective_tau("semi", None), effective_tau("topk", None), effective_tau("unsupervised", 0.1)
-    (0.04, None, 0.1)
+    ('0.4x', None, 0.1)
     """
-    if tau is not None or weights == "topk":
-        return tau
-    if weights == "semi":
-        return float(DEFAULT_TAU_SEMI)
-    return float(DEFAULT_TAU_UNSUPERVISED)
+    if tau is not None:
+        return check_tau(tau)
+    if weights == "topk":
+        return None
+    return check_tau(DEFAULT_TAU_SEMI if weights == "semi" else DEFAULT_TAU_UNSUPERVISED)
 
 
 def topk_patches(topk: Optional[int], m: int) -> int:
@@ -161,7 +163,7 @@ def _score(arr: np.ndarray, normal_bags, reference_bags, reference, aggregate, q
                         progress=progress)
 
 
-def weigh_patches(scores: np.ndarray, mode: str, tau: Optional[float], k: Optional[int],
+def weigh_patches(scores: np.ndarray, mode: str, tau: Optional[Tau], k: Optional[int],
                   masks: Optional[np.ndarray] = None) -> np.ndarray:
     """Step 2: patch weights from the scores (or the masks) for a weight mode (``tau`` as resolved by
     :func:`effective_tau`, ``k`` by :func:`topk_patches`).
@@ -197,7 +199,7 @@ def embed_bags(
     bags: np.ndarray,
     *,
     weights: str = "unsupervised",
-    tau: Optional[float] = None,
+    tau: Optional[Tau] = None,
     aggregate: str = DEFAULT_AGGREGATE,
     q: float = DEFAULT_TOPK_FRACTION,
     topk: Optional[int] = None,
@@ -219,8 +221,9 @@ def embed_bags(
         Unit-norm patch embeddings (float32 or float16).
     weights : {"unsupervised", "semi", "uniform", "topk", "mask"}
         How patch weights are made; see the module docstring.
-    tau : float, optional
-        Softmax temperature; default as :func:`effective_tau` says.
+    tau : float or str, optional
+        Softmax temperature: a number (patch-distance units) or ``"<c>x"`` (c times
+        each image's patch-score std); default as :func:`effective_tau` says.
     aggregate, q
         Score aggregate over the other images, as in
         :func:`~anomclust_lite.core.scores.patch_scores`.

@@ -5,17 +5,85 @@ Every function returns float32 weights of shape ``(N, M)`` whose rows sum to 1
 (Eq. 5/6 with temperature ``tau``); the baselines are uniform weights (plain
 average pooling), hard top-k weights (Eq. 8/9) and weights from ground-truth
 defect masks.
+
+A temperature is either absolute, a number in the units of the scores (the
+paper's), or *relative*, written ``"<c>x"`` (e.g. ``"0.4x"``): ``c`` times each
+image's own standard deviation of its patch scores (:func:`temperatures`).
+A relative temperature makes the weights independent of the scale and offset
+of an image's scores (``a * s + b`` gives the same weights for any ``a > 0``), so
+they do not move when a larger normal bank lowers every score, or with another
+backbone.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import math
+from typing import Optional, Union
 
 import numpy as np
 
 from .validation import check_finite_array, check_int, check_positive_float
 
-__all__ = ["soft_weights", "topk_weights", "mask_weights", "uniform_weights"]
+__all__ = ["Tau", "MIN_RELATIVE_TAU", "check_tau", "describe_tau", "temperatures", "soft_weights", "topk_weights", "mask_weights",
+           "uniform_weights"]
+
+#: A temperature: absolute (a number > 0) or relative (``"<c>x"``, c > 0).
+Tau = Union[float, str]
+#: A relative temperature is never below this (an image whose patch scores are all equal).
+MIN_RELATIVE_TAU = 1e-6
+
+
+def check_tau(tau: object, name: str = "tau") -> Tau:
+    """``tau`` checked: a positive finite number (float), or ``"<c>x"`` with ``c`` positive (canonical ``f"{c:g}x"``).
+
+    Examples
+    --------
+    >>> check_tau(0.02), check_tau("0.40x"), check_tau(" 1X ")
+    (0.02, '0.4x', '1x')
+    """
+    if isinstance(tau, str):
+        text = tau.strip().lower()
+        try:
+            factor = float(text[:-1]) if text.endswith("x") else math.nan
+        except ValueError:
+            factor = math.nan
+        if not (math.isfinite(factor) and factor > 0):
+            raise ValueError(f"{name} must be a positive number (patch-distance units) or '<c>x' with c > 0 "
+                             f"(c times each image's patch-score standard deviation), e.g. 0.02 or '0.4x'; got {tau!r}")
+        return f"{factor:g}x"
+    return check_positive_float(tau, name)
+
+
+def describe_tau(tau: Tau) -> str:
+    """``tau`` in words for a report line.
+
+    Examples
+    --------
+    >>> describe_tau(0.02), describe_tau("0.4x")
+    ('0.02', "0.4x (0.4 x each image's patch-score std)")
+    """
+    t = check_tau(tau)
+    return f"{t:g}" if isinstance(t, float) else f"{t} ({t[:-1]} x each image's patch-score std)"
+
+
+def temperatures(scores: np.ndarray, tau: Tau) -> np.ndarray:
+    """Every image's temperature, ``(N, 1)`` float64: ``tau`` itself, or ``c`` x the image's score std for ``"<c>x"``.
+
+    A relative temperature is at least :data:`MIN_RELATIVE_TAU`.
+
+    Examples
+    --------
+    >>> temperatures(np.array([[0.0, 1.0], [0.0, 0.2]]), "0.5x").ravel().tolist()
+    [0.25, 0.05]
+    >>> temperatures(np.array([[0.0, 1.0]]), 0.1).ravel().tolist()
+    [0.1]
+    """
+    s = _check_scores(scores)
+    t = check_tau(tau)
+    if isinstance(t, float):
+        return np.full((s.shape[0], 1), t)
+    std = np.std(s, axis=1, dtype=np.float64, keepdims=True)
+    return np.maximum(float(t[:-1]) * std, MIN_RELATIVE_TAU)
 
 
 def _check_scores(scores: object) -> np.ndarray:
@@ -33,7 +101,7 @@ def _softmax_rows(z: np.ndarray) -> np.ndarray:
     return z
 
 
-def soft_weights(scores: np.ndarray, tau: float) -> np.ndarray:
+def soft_weights(scores: np.ndarray, tau: Tau) -> np.ndarray:
     """Softmax weights ``alpha_im ∝ exp(score_im / tau)`` (Eq. 5 and 6).
 
     The maximum is subtracted before exponentiating, so any ``tau`` from
@@ -45,9 +113,10 @@ def soft_weights(scores: np.ndarray, tau: float) -> np.ndarray:
     ----------
     scores : ndarray, shape (N, M)
         Patch anomaly scores, e.g. from :func:`anomclust_lite.patch_scores`.
-    tau : float
+    tau : float or str
         Temperature > 0, in the units of the scores (patch distances of
-        unit vectors lie in ``[0, 2]``).
+        unit vectors lie in ``[0, 2]``), or ``"<c>x"``: relative to each
+        image's score spread (:func:`temperatures`).
 
     Returns
     -------
@@ -62,11 +131,10 @@ def soft_weights(scores: np.ndarray, tau: float) -> np.ndarray:
     [[0.0, 1.0]]
     """
     s = _check_scores(scores)
-    t = check_positive_float(tau, "tau")
-    return _softmax_rows(s / t).astype(np.float32)
+    return _softmax_rows(s / temperatures(s, tau)).astype(np.float32)
 
 
-def topk_weights(scores: np.ndarray, k: int, tau: Optional[float] = None) -> np.ndarray:
+def topk_weights(scores: np.ndarray, k: int, tau: Optional[Tau] = None) -> np.ndarray:
     """Weights restricted to the ``k`` highest-scoring patches of each image.
 
     Without ``tau``: uniform over the top ``k`` (Eq. 8); with ``tau``: a
@@ -79,8 +147,9 @@ def topk_weights(scores: np.ndarray, k: int, tau: Optional[float] = None) -> np.
     scores : ndarray, shape (N, M)
     k : int
         Number of patches kept, ``1 <= k <= M``.
-    tau : float, optional
-        Temperature > 0 of the restricted softmax.
+    tau : float or str, optional
+        Temperature of the restricted softmax, as in :func:`soft_weights`
+        (a relative one is taken from the spread of all the image's scores).
 
     Returns
     -------
@@ -100,8 +169,7 @@ def topk_weights(scores: np.ndarray, k: int, tau: Optional[float] = None) -> np.
     np.put_along_axis(keep, order, True, axis=1)
     if tau is None:
         return (keep / kk).astype(np.float32)
-    t = check_positive_float(tau, "tau")
-    z = np.where(keep, s / t, -np.inf)
+    z = np.where(keep, s / temperatures(s, tau), -np.inf)
     return _softmax_rows(z).astype(np.float32)
 
 

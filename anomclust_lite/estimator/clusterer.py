@@ -73,10 +73,11 @@ class AnomalyClusterer(ParamsMixin):
         patches (uniform, or a softmax with ``tau`` when given); ``"uniform"``:
         plain average pooling. Scores come from ``normal_bags`` when they are
         given, else from the other images.
-    tau : float, optional
+    tau : float or str, optional
         Softmax temperature in patch-distance units (in [0, 2]): a patch whose
-        score is ``tau`` higher gets ``e`` times the weight. Default:
-        ``DEFAULT_TAU_UNSUPERVISED`` or ``DEFAULT_TAU_SEMI`` from
+        score is ``tau`` higher gets ``e`` times the weight; or ``"<c>x"``, c times
+        each image's own patch-score std. Default: ``DEFAULT_TAU_UNSUPERVISED``
+        (0.02) or ``DEFAULT_TAU_SEMI`` (``"0.4x"``) from
         :mod:`anomclust_lite.core.defaults` (``None`` with ``"topk"``: uniform).
     aggregate : {"mean", "max", "min", "topk_mean"}, default "mean"
         How a patch's distances to the other images become its unsupervised score.
@@ -231,7 +232,7 @@ class AnomalyClusterer(ParamsMixin):
         k: Optional[int] = None,
         *,
         weights: str = "unsupervised",
-        tau: Optional[float] = None,
+        tau: Optional[Union[float, str]] = None,
         aggregate: str = DEFAULT_AGGREGATE,
         q: float = DEFAULT_TOPK_FRACTION,
         topk: Optional[int] = None,
@@ -288,7 +289,7 @@ class AnomalyClusterer(ParamsMixin):
         return validate_params(self._all_params())
 
     @property
-    def effective_tau(self) -> Optional[float]:
+    def effective_tau(self) -> Optional[Union[float, str]]:
         """The temperature used: ``tau``, or its default for the weight mode."""
         return self.validate_params().effective_tau
 

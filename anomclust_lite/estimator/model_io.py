@@ -14,8 +14,10 @@ and, for semi-supervised models, ``novelty_reference`` (R, M, D) float16
 (unsupervised models use ``reference``); labels may be -1 (the good group). Version 3 adds
 ``projection_mean`` (D,) and ``projection_components`` (r, D) float64 (the nuisance projection,
 :mod:`anomclust_lite.core.projection`); a version 2 file is read as ``project_out=0``, which is
-what it was fitted with. Reading treats the file as hostile: every array's shape, type and range
-is checked before anything is used.
+what it was fitted with. Version 4 changes no array: its default semi-supervised temperature is
+relative (``tau=None`` means ``"0.4x"``); a version 2 or 3 semi-supervised file with ``tau=None``
+was fitted with the absolute 0.04 and is read as ``tau=0.04``. Reading treats the file as hostile:
+every array's shape, type and range is checked before anything is used.
 """
 
 from __future__ import annotations
@@ -41,9 +43,11 @@ __all__ = ["MODEL_FORMAT", "MODEL_FORMAT_VERSION", "CORRUPT", "SavedModel", "wri
 #: ``format`` entry of a saved model's JSON header.
 MODEL_FORMAT = "anomclust_lite.AnomalyClusterer"
 #: Version of the saved-model layout; :func:`read_model` refuses others.
-MODEL_FORMAT_VERSION = 3
+MODEL_FORMAT_VERSION = 4
 #: Older layouts still read (see the module docstring).
-_READABLE_VERSIONS = (2, 3)
+_READABLE_VERSIONS = (2, 3, 4)
+#: The default semi-supervised temperature of format 2 and 3 files (absolute).
+_OLD_TAU_SEMI = 0.04
 #: Start of every message about a damaged or foreign model file.
 CORRUPT = "model.npz is corrupt or from an incompatible version"
 
@@ -192,6 +196,8 @@ def _from_arrays(arrays: Mapping[str, np.ndarray]) -> SavedModel:
         raise ValueError(f"{CORRUPT}: bad header ({exc})") from None
     if "projection_mean" not in arrays:  # a version 2 file: fitted without the projection
         params.setdefault("project_out", 0)
+    if header["format_version"] < 4 and params.get("weights") == "semi" and params.get("tau") is None:
+        params["tau"] = _OLD_TAU_SEMI  # the default it was fitted with
     projection = _projection(arrays)
     novelty_reference = arrays["novelty_reference"]
     if novelty_reference.ndim == 3 and novelty_reference.shape[0] == 0:

@@ -15,7 +15,9 @@ import numpy as np
 
 from ..clustering.dispatch import METHODS
 from ..core.coreset import coreset_size
-from ..core.defaults import BAG_DTYPES, DEFAULT_TAU_SEMI, DEFAULT_TAU_UNSUPERVISED
+from ..core.defaults import BAG_DTYPES
+from ..core.pipeline import effective_tau
+from ..core.weights import Tau, check_tau
 from ..core.projection import projection_rank
 from ..core.scores import AGGREGATES
 from ..core.anomaly import DEFAULT_RATE, check_rate
@@ -40,7 +42,7 @@ class Params:
 
     k: Optional[int]
     weights: str
-    tau: Optional[float]
+    tau: Optional[Tau]
     aggregate: str
     q: float
     topk: Optional[int]
@@ -65,13 +67,9 @@ class Params:
     project_out: Any
 
     @property
-    def effective_tau(self) -> Optional[float]:
+    def effective_tau(self) -> Optional[Tau]:
         """The temperature used: ``tau``, or its default for the weight mode (``None`` for uniform top-k)."""
-        if self.tau is not None or self.weights == "topk":
-            return self.tau
-        if self.weights == "semi":
-            return float(DEFAULT_TAU_SEMI)
-        return float(DEFAULT_TAU_UNSUPERVISED)
+        return effective_tau(self.weights, self.tau)
 
     @property
     def hausdorff_inner(self) -> str:
@@ -108,7 +106,7 @@ def validate_params(values: Mapping[str, Any]) -> Params:
     v = dict(values)
     k = _optional(check_int, v["k"], "k", low=1)
     weights = check_choice(v["weights"], "weights", WEIGHT_MODES)
-    tau = _optional(check_positive_float, v["tau"], "tau")
+    tau = _optional(check_tau, v["tau"], "tau")
     aggregate = check_choice(v["aggregate"], "aggregate", AGGREGATES)
     q = check_positive_float(v["q"], "q")
     if q > 1:
