@@ -312,3 +312,23 @@ def test_hostile_saved_edits_are_ignored(browser: Browser, report: Path, stored:
     assert sorted(section_paths(again, "0")) == expected
     assert again.evaluate("document.querySelector('section.cluster[data-cluster=\"0\"] input.name').value") == ""
     assert_clean(again, report)
+
+
+def test_likely_good_images_stay_in_their_clusters_when_the_good_group_is_off(browser: Browser,
+                                                                                tmp_path: Path) -> None:
+    """--good-group off (the default): is_good images are clustered, so the page shows them where clusters.csv does."""
+    import dataclasses
+
+    import bench_report as bench
+
+    run = bench.synthetic_run(40, k=3, seed=5, k_max=5, good_fraction=0.0)
+    flagged = {0, 1, 2, 3, 4}
+    images = [dataclasses.replace(it, is_good=i in flagged) for i, it in enumerate(run.images)]
+    path = tmp_path / "report.html"
+    path.write_text(render_report(dataclasses.replace(run, images=images)), encoding="utf-8")
+    page = open_page(browser, path, "#k=3")
+    assert "good" not in cluster_ids(page)
+    for i in flagged:
+        assert images[i].path in section_paths(page, str(images[i].cluster))
+    assert "good group" not in page.evaluate("document.getElementById('summary').textContent")
+    assert_clean(page, path)

@@ -42,11 +42,13 @@
   function namesAt() { return state.names[state.k] || (state.names[state.k] = {}); }
   function isLow(i) { return D.confidence !== null && D.confidence[i] !== null && D.confidence[i] < D.low_confidence; }
 
-  // Where image i is shown at the current K: a cluster id, "good" or "new".
+  // Where image i is shown at the current K: a cluster id, "good" or "new". Only an image in no
+  // cluster (--good-group auto) is in the good group; with the good group off a likely-good image
+  // stays in its cluster, as in clusters.csv.
   function placeOf(i) {
     var moved = movesAt()[i];
     if (moved !== undefined) return moved;
-    if (D.is_good && D.is_good[i]) return "good";
+    if (D.is_good && D.is_good[i] && D.cuts[kIndex()][i] < 0) return "good";
     if (D.new_type && D.new_type[i]) return "new";
     return D.cuts[kIndex()][i];
   }
@@ -315,7 +317,7 @@
     [["anomaly_score", "anomaly score"], ["confidence", "confidence"], ["novelty", "novelty"]].forEach(function (f) {
       if (D[f[0]]) rows.push([f[1], fmt(D[f[0]][i])]);
     });
-    if (D.is_good) rows.push(["good group", D.is_good[i] ? "yes" : "no"]);
+    if (D.is_good) rows.push(["likely good (is_good)", D.is_good[i] ? "yes" : "no"]);
     if (D.new_type) rows.push(["possible new type", D.new_type[i] ? "yes" : "no"]);
     if (D.confidence && state.k !== D.k_fit) rows.push(["note", "confidence refers to the fitted K = " + D.k_fit]);
     return rows;
