@@ -679,6 +679,15 @@ def test_weak_clustering_is_warned_and_recorded(capsys, monkeypatch, folder: Pat
         rc, _, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--out", tmp_path / "w")
     summary = json.loads((tmp_path / "w" / "summary.json").read_text())
     assert rc == 0 and summary["weak"] and "weak clustering: mean confidence" in err
+    assert "try another K or --normal)" in err
+    normal = tmp_path / "normal"
+    normal.mkdir()
+    for i in range(4):
+        draw_image("good", np.random.default_rng(i)).save(normal / f"n{i}.png")
+    with monkeypatch.context() as m:
+        m.setattr(trust, "WEAK_MEAN_CONFIDENCE", 1.01)
+        rc, _, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--normal", normal, "--out", tmp_path / "n")
+    assert rc == 0 and "try another K)" in err  # --normal was given: not suggested again
     assert 0 <= summary["confidence"]["mean"] <= 1 and len(summary["confidence"]["cohesion"]) == 3
     rc, _, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--out", tmp_path / "s")
     assert json.loads((tmp_path / "s" / "summary.json").read_text())["weak"] == [] and "weak clustering" not in err

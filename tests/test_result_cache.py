@@ -80,22 +80,19 @@ def test_another_k_or_method_runs_no_kernel(tmp_path: Path, kernel_calls) -> Non
     _same(other, _fit(None, bags, k=4, method="average"))
 
 
-def test_another_k_runs_no_kernel_when_the_novelty_reference_moves(tmp_path: Path, kernel_calls, monkeypatch) -> None:
-    """N > reference_size: the reference follows the clusters; the all-pairs tensor serves any of them."""
-    import anomclust_lite.core.sweeps as sweeps_module
-
-    tensor_calls = []
-    real = sweeps_module.block_reductions
-    monkeypatch.setattr(sweeps_module, "block_reductions", lambda *a, **k: tensor_calls.append(1) or real(*a, **k))
+def test_another_k_runs_no_kernel_when_there_are_more_images_than_the_reference(tmp_path: Path, kernel_calls) -> None:
+    """N > reference_size: the novelty reference is a seeded subsample drawn before clustering, so any K reuses it."""
     cache = CacheFolder(tmp_path)
     bags = _bags()
     first = _fit(cache, bags, k=2, reference_size=8)
-    assert "comparing all image pairs" not in first.cached_steps_ and tensor_calls == [1]
+    assert "calibrating novelty" not in first.cached_steps_
     kernel_calls.clear()
-    other = _fit(cache, bags, k=5, reference_size=8)
-    assert kernel_calls == [] and tensor_calls == [1]
-    assert "comparing all image pairs" in other.cached_steps_
-    _same(other, _fit(None, bags, k=5, reference_size=8))
+    other = _fit(cache, bags, k=5, method="average", reference_size=8)
+    assert kernel_calls == [] and "calibrating novelty" in other.cached_steps_
+    _same(other, _fit(None, bags, k=5, method="average", reference_size=8))
+    kernel_calls.clear()
+    _fit(cache, bags, k=5, reference_size=8, seed=1)  # another seed draws another reference: computed again
+    assert kernel_calls != []
 
 
 def test_another_tau_skips_the_kernel_but_not_the_embeddings(tmp_path: Path, kernel_calls) -> None:

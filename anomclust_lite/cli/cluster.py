@@ -355,8 +355,8 @@ def print_summary(
                    f"sizes: {', '.join(map(str, summary['cluster_sizes']))}"
                    + (f"; {int((model.labels_ < 0).sum())} in the good group" if model.good_group_ else ""))
     if model.weak_:
-        console.warn("weak clustering: " + "; ".join(model.weak_)
-                     + " (see 'confidence' in clusters.csv; try another K or --normal)")
+        hint = "another K" if model.weights == "semi" else "another K or --normal"
+        console.warn("weak clustering: " + "; ".join(model.weak_) + f" (see 'confidence' in clusters.csv; try {hint})")
     images = sources.images
     note = skipped_note(len(features.result.failures), len(images.paths), len(images.problems))
     if note is not None:

@@ -40,11 +40,11 @@ from ..core.anomaly import DEFAULT_IMAGE_TOPK, image_scores
 from .centres import Centres, cluster_centres
 from .params import Params
 from .partition import Partition, partition_images
-from .reference import bag_hashes, bank_images, build_reference, normal_bank
+from .reference import bag_hashes, build_reference, normal_bank, seeded_images
 from .trust import (
     GOOD_LABEL, NoveltyState, anomaly_against_bank, bank_loo_scores, confidence_summary, coreset_loo_scores,
     fit_novelty, good_threshold,
-    novelty_matches, novelty_matches_pay, novelty_patch_part, novelty_patch_part_from_matches, stratified_positions,
+    novelty_patch_part,
 )
 
 __all__ = ["Fit", "Report", "check_fit_inputs", "fit_bags", "normal_coreset", "patch_weights", "score_reference"]
@@ -214,7 +214,7 @@ def _anomaly_coreset(params: Params, steps: _Steps, normals: np.ndarray, coreset
     """:func:`_anomaly` against the coreset: the scores already taken, the threshold from the leave-one-out
     scores of ``reference_size`` normal images against the coreset less their own patches."""
     anomaly = image_scores(scores, topk=DEFAULT_IMAGE_TOPK)
-    images = bank_images(normals.shape[0], params.reference_size, params.seed)
+    images = seeded_images(normals.shape[0], params.reference_size, params.seed)
     loo = None
     if np.unique(coreset // normals.shape[1]).size >= 2:
         key = {"bank": content_digest(normals) if steps.cache is not None else "",
@@ -225,15 +225,9 @@ def _anomaly_coreset(params: Params, steps: _Steps, normals: np.ndarray, coreset
 
 
 def _novelty_patch_part(params: Params, steps: _Steps, ref_idx: np.ndarray) -> np.ndarray:
-    """The novelty calibration's kernel: from the all-pairs tensor when that pays (it serves any K), else direct."""
-    arr = steps.arr
-    n, m = arr.shape[:2]
-    if novelty_matches_pay(params, n, m):
-        sims = steps.run("comparing all image pairs", {"bags": steps.digest}, (n, m, n),
-                         lambda progress: novelty_matches(params, arr, progress), dtype="float32")
-        return novelty_patch_part_from_matches(sims, ref_idx)
-    return steps.run("calibrating novelty", {"bags": steps.digest, "reference": ref_idx.tolist()}, (n,),
-                     lambda progress: novelty_patch_part(params, arr, ref_idx, progress))
+    """The novelty calibration's kernel (``N x reference_size`` image pairs); its cache entry serves any K and method."""
+    return steps.run("calibrating novelty", {"bags": steps.digest, "reference": ref_idx.tolist()}, (steps.arr.shape[0],),
+                     lambda progress: novelty_patch_part(params, steps.arr, ref_idx, progress))
 
 
 def _clustered(params: Params, is_good: np.ndarray, on: bool) -> np.ndarray:
@@ -272,10 +266,9 @@ def fit_bags(
 ) -> Fit:
     """Run every fitting step, reporting progress and using the ``cache`` hook as the module docstring says.
 
-    The novelty calibration compares every image with ``reference_size``
-    fitted images taken round-robin over the clusters; its cache entry is
-    keyed by those images, so it is served again when the partition picks
-    the same ones (always when ``N <= reference_size``).
+    The novelty calibration compares every image with a seeded subsample of
+    ``reference_size`` fitted images, drawn independently of the clustering,
+    so its cache entry serves any K and method.
     """
     arr, normals = check_fit_inputs(params, bags, normal_bags)
     timings: Dict[str, float] = {}
@@ -304,7 +297,7 @@ def fit_bags(
     part = partition_images(params, embeddings[idx], sub_dist, lambda stage: report(stage, 0, 0), timings)
     cen = cluster_centres(embeddings[idx], part.labels, part.k, sub_dist, wa=params.distance == "wa")
     partition, centres = _expand(part, cen, idx, embeddings)
-    ref_idx = stratified_positions(partition.labels, params.reference_size, params.seed)
+    ref_idx = seeded_images(arr.shape[0], params.reference_size, params.seed)
     reference, kind = build_reference(arr, bank, ref_idx)
     t0 = time.perf_counter()
     patch_part = _novelty_patch_part(params, steps, ref_idx)

@@ -3,8 +3,12 @@
 The weights of a new image need anomaly scores, computed against what the
 model stores (float16):
 
-- unsupervised scoring and novelty: ``reference_size`` fitted images taken
-  round-robin over the clusters (all of them when fewer);
+- unsupervised scoring and novelty: a seeded subsample of ``reference_size``
+  fitted images (all of them when fewer; :func:`seeded_images`), chosen
+  before and independently of the clustering, so every K and method shares
+  it (and its cached novelty calibration); at the defaults it is the same
+  subsample as Eq. 7's reference from ``subsample_from`` images on, so new
+  images are scored against the images the fit scored against;
 - semi-supervised scoring: the coreset of the labelled normal patches the fit
   scored against (as rows of patches), also the bank of the image anomaly
   scores; with ``exact`` (or when the coreset keeps every patch) a seeded
@@ -21,7 +25,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-__all__ = ["HASH_BYTES", "REFERENCE_KINDS", "bag_hashes", "bank_images", "build_reference", "normal_bank"]
+__all__ = ["HASH_BYTES", "REFERENCE_KINDS", "bag_hashes", "seeded_images", "build_reference", "normal_bank"]
 
 #: Bytes of every bag's BLAKE2b digest.
 HASH_BYTES = 16
@@ -43,27 +47,31 @@ def build_reference(bags: np.ndarray, bank: Optional[np.ndarray], ref_idx: np.nd
 
     ``bank``: the normal bank the fit's anomaly scores were taken against
     (the coreset's rows, or :func:`normal_bank`), None without normal images.
-    ``ref_idx``: the fitted images kept for unsupervised scoring (taken
-    round-robin over the clusters, so every cluster is represented).
+    ``ref_idx``: the fitted images kept for unsupervised scoring
+    (:func:`seeded_images`).
     """
     if bank is None:
         return bags[ref_idx].astype(np.float16), "images"
     return bank.astype(np.float16), "normal-patches"
 
 
-def bank_images(n: int, reference_size: int, seed: int) -> np.ndarray:
-    """Positions of at most ``reference_size`` of ``n`` normal images (a seeded subsample, ascending)."""
+def seeded_images(n: int, reference_size: int, seed: int) -> np.ndarray:
+    """Positions of at most ``reference_size`` of ``n`` images (a seeded subsample, ascending; all when fewer).
+
+    The same draw as :func:`~anomclust_lite.estimator.fitting.score_reference` makes for
+    Eq. 7 when the two sizes are equal.
+    """
     if n <= reference_size:
         return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, size=reference_size, replace=False))
 
 
 def normal_bank(normals: np.ndarray, reference_size: int, seed: int) -> np.ndarray:
-    """At most ``reference_size`` whole normal images (:func:`bank_images`), float16.
+    """At most ``reference_size`` whole normal images (:func:`seeded_images`), float16.
 
     Whole images, so that each one's score against the others (leave one
     out) calibrates the good group's threshold.
     """
     if normals.shape[0] > reference_size:
-        normals = normals[bank_images(normals.shape[0], reference_size, seed)]
+        normals = normals[seeded_images(normals.shape[0], reference_size, seed)]
     return normals.astype(np.float16)

@@ -37,16 +37,12 @@ from ..core.anomaly import DEFAULT_IMAGE_TOPK, calibrated_threshold, image_score
 from ..core.coreset import source_rows
 from ..core.confidence import WEAK_MEAN_CONFIDENCE, centre_margins, cluster_cohesion
 from ..core.novelty import cluster_thresholds, nearest_distances, novelty_scores
-from ..core.kernel import sims_to_dists
 from ..core.scores import cross_patch_scores, normal_scores, patch_scores
-from ..core.sweeps import nearest_patch_similarities
 from .params import GOOD_GROUPS, Params
 
 __all__ = [
     "GOOD_GROUPS", "GOOD_LABEL", "WEAK_LARGEST_SHARE", "NoveltyState", "bank_loo_scores", "coreset_loo_scores",
-    "good_threshold",
-    "anomaly_against_bank", "confidence_summary", "stratified_positions", "novelty_patch_part",
-    "novelty_matches_pay", "novelty_matches", "novelty_patch_part_from_matches", "fit_novelty",
+    "good_threshold", "anomaly_against_bank", "confidence_summary", "novelty_patch_part", "fit_novelty",
     "novelty_of",
 ]
 
@@ -69,7 +65,7 @@ class NoveltyState:
     embeddings : (N, D) float32
         WA embeddings of the fitted images.
     reference : (R, M, D) float16
-        Bags of fitted images taken round-robin over the clusters.
+        Bags of a seeded subsample of the fitted images (:func:`~anomclust_lite.estimator.reference.seeded_images`).
     scales : (2,) float64
         Median leave-one-out embedding and patch parts among the fitted images.
     thresholds : (K,) float64
@@ -133,18 +129,6 @@ def confidence_summary(embeddings: np.ndarray, centers: np.ndarray, labels: np.n
     return conf, cohesion, reasons
 
 
-def stratified_positions(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
-    """Up to ``size`` image positions taken round-robin over the groups of ``labels`` (seeded order)."""
-    rng = np.random.default_rng(seed)
-    groups = [list(rng.permutation(np.flatnonzero(labels == g))) for g in np.unique(labels)]
-    chosen: List[int] = []
-    while len(chosen) < min(size, labels.size):
-        for g in groups:
-            if g and len(chosen) < size:
-                chosen.append(int(g.pop()))
-    return np.sort(np.array(chosen, dtype=np.int64))
-
-
 def _patch_part(params: Params, arr: np.ndarray, reference: np.ndarray) -> np.ndarray:
     scores = cross_patch_scores(arr, reference, aggregate="min", memory_mb=params.memory_mb, n_threads=params.n_threads)
     return image_scores(scores, topk=DEFAULT_IMAGE_TOPK)
@@ -157,39 +141,6 @@ def novelty_patch_part(params: Params, arr: np.ndarray, ref_idx: np.ndarray, pro
     loo = patch_scores(arr, aggregate="min", reference=ref_idx, memory_mb=params.memory_mb,
                        n_threads=params.n_threads, progress=progress)
     return image_scores(loo, topk=DEFAULT_IMAGE_TOPK)
-
-
-def novelty_matches_pay(params: Params, n: int, m: int) -> bool:
-    """Whether the novelty calibration should run on the ``(N, M, N)`` best-match tensor of all image pairs.
-
-    The calibration's reference depends on the partition, so a cached
-    result keyed by the reference is lost whenever K or the method changes.
-    The tensor serves every reference, at the cost of comparing all pairs
-    once instead of the reference's: chosen when the reference is not
-    already every image, the tensor takes at most a quarter of
-    ``memory_mb``, and its pairs are at most twice the reference's.
-    """
-    r = min(params.reference_size, n)
-    all_pairs, ref_pairs = n * (n - 1) // 2, r * (r - 1) // 2 + (n - r) * r
-    return r < n and 4 * n * n * m <= params.memory_mb * 2**20 / 4 and all_pairs <= 2 * ref_pairs
-
-
-def novelty_matches(params: Params, arr: np.ndarray, progress: Progress = None) -> np.ndarray:
-    """``(N, M, N)`` float32 best-match similarities of every patch to every image (see :mod:`anomclust_lite.core.sweeps`)."""
-    return nearest_patch_similarities(arr, memory_mb=params.memory_mb, n_threads=params.n_threads,
-                                      progress=progress).sims
-
-
-def novelty_patch_part_from_matches(sims: np.ndarray, ref_idx: np.ndarray) -> np.ndarray:
-    """:func:`novelty_patch_part` from the best-match tensor: nearest patch among the reference images but oneself."""
-    if ref_idx.size < 2:
-        return np.ones(sims.shape[0])
-    best = np.full(sims.shape[:2], -np.inf, dtype=np.float32)
-    for j in ref_idx:
-        column = sims[:, :, j].copy()
-        column[j] = -np.inf  # image j is not compared with itself
-        np.maximum(best, column, out=best)
-    return image_scores(sims_to_dists(best), topk=DEFAULT_IMAGE_TOPK)
 
 
 def fit_novelty(arr: np.ndarray, embeddings: np.ndarray, labels: np.ndarray, k: int,
