@@ -52,6 +52,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.stats import rankdata
 
 import anomclust_lite as ac
+from anomclust_lite.core.defaults import DEFAULT_TAU_SEMI, DEFAULT_TAU_UNSUPERVISED
 
 GOOD_CLASSES = ("good", "Free")
 
@@ -123,7 +124,7 @@ def reduce_over(dist: np.ndarray, rows: np.ndarray, cols: np.ndarray, how: str) 
     return sub.min(axis=2).astype(np.float64)
 
 
-def embed(bags: np.ndarray, rows: np.ndarray, scores: np.ndarray, tau: float) -> Tuple[np.ndarray, np.ndarray]:
+def embed(bags: np.ndarray, rows: np.ndarray, scores: np.ndarray, tau: "float | str") -> Tuple[np.ndarray, np.ndarray]:
     """WA embeddings of ``rows`` and their softmax weights."""
     w = ac.soft_weights(scores.astype(np.float32), tau)
     return ac.weighted_average(np.asarray(bags[rows], dtype=np.float32), w), w
@@ -197,10 +198,11 @@ def measure_scores(data: Dict[str, object], args: argparse.Namespace) -> Dict[st
     return out
 
 
-def measure_confidence(data: Dict[str, object], patch: np.ndarray, args: argparse.Namespace) -> Dict[str, float]:
+def measure_confidence(data: Dict[str, object], patch: np.ndarray, mode: str,
+                       args: argparse.Namespace) -> Dict[str, float]:
     """Ward at the true K: accuracy of the most vs least confident half; mean confidence; auto-K run."""
     y, n = data["labels"], data["n"]
-    emb, _ = embed(data["bags"], np.arange(n), patch, args.tau)
+    emb, _ = embed(data["bags"], np.arange(n), patch, tau_of(mode, args))
     emb = projection(data["bags"], np.arange(n), args).apply(emb)
     k = np.unique(y).size
     pred = ac.cluster(emb, k, method="ward")
@@ -219,16 +221,18 @@ def measure_confidence(data: Dict[str, object], patch: np.ndarray, args: argpars
             "auto_largest": float(np.bincount(auto).max() / n)}
 
 
-def stratified(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
-    """Up to ``size`` positions taken round-robin over the clusters (random order within each)."""
-    rng = np.random.default_rng(seed)
-    groups = [list(rng.permutation(np.flatnonzero(labels == c))) for c in range(int(labels.max()) + 1)]
-    chosen: List[int] = []
-    while len(chosen) < min(size, labels.size):
-        for g in groups:
-            if g and len(chosen) < size:
-                chosen.append(int(g.pop()))
-    return np.sort(np.array(chosen))
+def seeded(n: int, size: int, seed: int) -> np.ndarray:
+    """Up to ``size`` of ``n`` positions, a seeded subsample drawn before clustering (the estimator's novelty reference)."""
+    if n <= size:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+
+
+def tau_of(mode: str, args: argparse.Namespace) -> "float | str":
+    """``--tau``, or (``auto``) the package default of the mode: 0.02 unsupervised, ``"0.4x"`` semi-supervised."""
+    if args.tau == "auto":
+        return DEFAULT_TAU_SEMI if mode == "semi" else DEFAULT_TAU_UNSUPERVISED
+    return args.tau if args.tau.endswith("x") else float(args.tau)
 
 
 def halves(y: np.ndarray, unseen: str, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
@@ -249,14 +253,14 @@ def novelty_run(data: Dict[str, object], fit: np.ndarray, query: np.ndarray, mod
     cols = fit if mode == "unsup" else bank
     how = "mean" if mode == "unsup" else "min"
     proj = projection(bags, fit, args)
-    e_fit = proj.apply(embed(bags, fit, reduce_over(dist, fit, cols, how), args.tau)[0])
-    e_q = proj.apply(embed(bags, query, reduce_over(dist, query, cols, how), args.tau)[0])
+    e_fit = proj.apply(embed(bags, fit, reduce_over(dist, fit, cols, how), tau_of(mode, args))[0])
+    e_q = proj.apply(embed(bags, query, reduce_over(dist, query, cols, how), tau_of(mode, args))[0])
     k = np.unique(data["labels"][fit]).size
     lab = ac.cluster(e_fit, k, method="ward")
     cen = centres(e_fit, lab, k)
     d_q = np.sqrt(((e_q[:, None] - cen[None]) ** 2).sum(axis=2))
     lab_q = d_q.argmin(axis=1)
-    ref = fit[stratified(lab, args.reference_size, args.seed)]
+    ref = fit[seeded(fit.size, args.reference_size, args.seed)]
     parts_fit = (ac.nearest_distances(e_fit, e_fit, leave_one_out=True),
                  ac.image_scores(reduce_over(dist, fit, ref, "min"), topk=args.topk))
     parts_q = (ac.nearest_distances(e_q, e_fit), ac.image_scores(reduce_over(dist, query, ref, "min"), topk=args.topk))
@@ -305,7 +309,7 @@ def report(name: str, data: Dict[str, object], args: argparse.Namespace) -> List
     data["good_threshold"] = sc["good_threshold"]
     lines = []
     for mode in ("unsup", "semi"):
-        conf = measure_confidence(data, sc["patch"][mode], args)
+        conf = measure_confidence(data, sc["patch"][mode], mode, args)
         nov = measure_novelty(data, mode, args)
         good = sc["good_semi"] if mode == "semi" else sc["good_unsup"]
         lines.append(
@@ -341,7 +345,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--reference-size", type=int, default=64, help="fitted images in the novelty patch bank")
     parser.add_argument("--topk", type=int, default=ac.DEFAULT_IMAGE_TOPK, help="patches averaged into an image score")
     parser.add_argument("--rate", type=float, default=ac.DEFAULT_RATE, help="calibrated false-reject / false-flag rate")
-    parser.add_argument("--tau", type=float, default=0.03, help="softmax temperature of the patch weights")
+    parser.add_argument("--tau", default="auto",
+                        help="softmax temperature of the patch weights: a number, Cx (C x each image's score std), "
+                             "or auto (default): the package's default of each mode (0.02 / 0.4x)")
     parser.add_argument("--seeds", type=int, default=1, help="leave-one-type-out splits per type")
     parser.add_argument("--project-out", default="auto",
                         help="nuisance directions removed from the embeddings (auto: the package default; 0: none)")
