@@ -11,7 +11,9 @@ from hypothesis.extra.numpy import arrays
 from anomclust_lite.core import novelty as novelty_mod
 from anomclust_lite.core.anomaly import calibrated_threshold, check_rate, image_scores
 from anomclust_lite.core.confidence import centre_margins, cluster_cohesion, is_weak
-from anomclust_lite.core.novelty import cluster_thresholds, flag_new_types, nearest_distances, novelty_scores
+from anomclust_lite.core.novelty import (
+    MIN_OWN_CALIBRATION, cluster_thresholds, flag_new_types, nearest_distances, novelty_scores,
+)
 
 finite = st.floats(-10, 10, allow_nan=False, width=32)
 positive = st.floats(0.0, 10, allow_nan=False, width=32)
@@ -162,16 +164,33 @@ def test_novelty_is_scale_free(e, se, sp):
     np.testing.assert_allclose(novelty_scores(e * se, p * sp, se, sp), base, rtol=1e-9, atol=1e-12)
 
 
-@given(st.lists(st.floats(0, 5), min_size=3, max_size=30), rates, rates, st.integers(0, 1000))
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0, 5), min_size=3, max_size=90), rates, rates, st.integers(0, 1000))
 def test_cluster_thresholds_are_monotone_and_flag_at_most_the_rate(nov, r1, r2, seed):
     nov = np.array(nov)
-    lab = np.random.default_rng(seed).permutation(np.arange(nov.size) % 3)
+    rng = np.random.default_rng(seed)
+    lab = rng.permutation(np.minimum(np.arange(nov.size) % 4, 2))  # cluster 2 about twice the others' size
     lo, hi = sorted((r1, r2))
     t_lo, t_hi = cluster_thresholds(nov, lab, 3, lo), cluster_thresholds(nov, lab, 3, hi)
     assert (t_hi <= t_lo).all()
     flagged = flag_new_types(nov, lab, t_hi, np.zeros(nov.size, bool))
-    for c in range(3):
-        assert flagged[lab == c].sum() <= math.floor(hi * (lab == c).sum() + 1e-9)
+    small = np.isin(lab, np.flatnonzero(np.bincount(lab, minlength=3) < MIN_OWN_CALIBRATION))
+    for c in range(3):  # a cluster large enough for its own threshold flags at most the rate of its images
+        if (lab == c).sum() >= MIN_OWN_CALIBRATION:
+            assert flagged[lab == c].sum() <= math.floor(hi * (lab == c).sum() + 1e-9)
+    # the small clusters share the threshold of all images: together at most the rate of all of them
+    assert flagged[small].sum() <= math.floor(hi * nov.size + 1e-9)
+
+
+def test_a_cluster_too_small_to_calibrate_takes_the_pooled_threshold():
+    loo = np.r_[np.linspace(1.0, 2.0, 40), [0.2, 0.3, 0.4]]
+    lab = np.r_[np.zeros(40, int), [1, 1, 1]]
+    thr = cluster_thresholds(loo, lab, 2, 0.05)
+    assert thr[1] == pytest.approx(np.sort(loo)[-3])  # floor(0.05 * 43) = 2 of all 43 may exceed it
+    assert thr[0] == pytest.approx(np.sort(loo[:40])[-3])  # its own: 2 of its 40
+    big = np.r_[np.linspace(1.0, 2.0, 40), np.linspace(0.2, 0.4, MIN_OWN_CALIBRATION)]
+    own = cluster_thresholds(big, np.r_[np.zeros(40, int), np.ones(MIN_OWN_CALIBRATION, int)], 2, 0.05)
+    assert own[1] == pytest.approx(np.sort(big[40:])[-2])  # 20 images: its own 5 % quantile
 
 
 def test_good_images_are_never_new_types_and_validation():

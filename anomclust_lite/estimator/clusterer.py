@@ -125,7 +125,8 @@ class AnomalyClusterer(ParamsMixin):
         normal images themselves (leave-one-out) that would not count as good.
     new_type_rate : float, default 0.05
         False-flag rate of the new-type thresholds: the fraction of each
-        cluster's fitted images (leave-one-out) that would be flagged.
+        cluster's fitted images (leave-one-out) that would be flagged; of all
+        fitted images for clusters of fewer than 20.
     bank_size, score_reference, subsample_from, fit_size, exact
         Speed at scale (defaults in :mod:`anomclust_lite.core.defaults`): with
         ``normal_bags``, scores are taken against a greedy k-centre coreset of

@@ -22,7 +22,8 @@
 - **Novelty** of an assigned image (:mod:`anomclust_lite.core.novelty`):
   nearest fitted embedding x nearest fitted patch, each relative to the
   fitted images; a *new type* when above its cluster's threshold calibrated
-  at ``new_type_rate`` on the fitted images' leave-one-out novelty.
+  at ``new_type_rate`` on the fitted images' leave-one-out novelty (on all of
+  them for a cluster of fewer than ``MIN_OWN_CALIBRATION`` images).
 """
 
 from __future__ import annotations
