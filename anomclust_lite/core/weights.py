@@ -78,7 +78,11 @@ def temperatures(scores: np.ndarray, tau: Tau) -> np.ndarray:
     >>> temperatures(np.array([[0.0, 1.0]]), 0.1).ravel().tolist()
     [0.1]
     """
-    s = _check_scores(scores)
+    return _temperatures(_check_scores(scores), tau)
+
+
+def _temperatures(s: np.ndarray, tau: Tau) -> np.ndarray:
+    """:func:`temperatures` of scores ``s`` already checked by :func:`_check_scores`."""
     t = check_tau(tau)
     if isinstance(t, float):
         return np.full((s.shape[0], 1), t)
@@ -131,7 +135,7 @@ def soft_weights(scores: np.ndarray, tau: Tau) -> np.ndarray:
     [[0.0, 1.0]]
     """
     s = _check_scores(scores)
-    return _softmax_rows(s / temperatures(s, tau)).astype(np.float32)
+    return _softmax_rows(s / _temperatures(s, tau)).astype(np.float32)
 
 
 def topk_weights(scores: np.ndarray, k: int, tau: Optional[Tau] = None) -> np.ndarray:
@@ -169,7 +173,7 @@ def topk_weights(scores: np.ndarray, k: int, tau: Optional[Tau] = None) -> np.nd
     np.put_along_axis(keep, order, True, axis=1)
     if tau is None:
         return (keep / kk).astype(np.float32)
-    z = np.where(keep, s / temperatures(s, tau), -np.inf)
+    z = np.where(keep, s / _temperatures(s, tau), -np.inf)
     return _softmax_rows(z).astype(np.float32)
 
 

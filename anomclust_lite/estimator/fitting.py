@@ -133,7 +133,7 @@ def score_reference(params: Params, n: int) -> Optional[np.ndarray]:
     """
     if params.exact or n < params.subsample_from or n <= params.score_reference:
         return None
-    return np.sort(np.random.default_rng(params.seed).choice(n, size=params.score_reference, replace=False))
+    return seeded_images(n, params.score_reference, params.seed)
 
 
 class _Steps:

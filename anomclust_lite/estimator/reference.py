@@ -58,8 +58,8 @@ def build_reference(bags: np.ndarray, bank: Optional[np.ndarray], ref_idx: np.nd
 def seeded_images(n: int, reference_size: int, seed: int) -> np.ndarray:
     """Positions of at most ``reference_size`` of ``n`` images (a seeded subsample, ascending; all when fewer).
 
-    The same draw as :func:`~anomclust_lite.estimator.fitting.score_reference` makes for
-    Eq. 7 when the two sizes are equal.
+    :func:`~anomclust_lite.estimator.fitting.score_reference` draws Eq. 7's reference with it,
+    so the two are the same images when the two sizes are equal.
     """
     if n <= reference_size:
         return np.arange(n)
