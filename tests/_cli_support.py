@@ -106,6 +106,15 @@ def make_folder(root: Path, seed: int = 0, per_class: int = PER_CLASS) -> Path:
     return root
 
 
+def make_normal_folder(root: Path, n: int, seed: int) -> Path:
+    """``root/n0.png ...``: ``n`` defect-free images (a ``--normal`` folder)."""
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        draw_image("good", rng).save(root / f"n{i}.png")
+    return root
+
+
 # ---------------------------------------------------------------- fixtures
 
 

@@ -28,6 +28,7 @@ from _cli_support import (
     PER_CLASS,
     assert_one_error_line,
     draw_image,
+    make_normal_folder,
     make_onnx,
     model_args,
     read_csv,
@@ -144,11 +145,7 @@ def test_bank_size_option_reaches_the_model(capsys, folder: Path, model_path: Pa
     from anomclust_lite import AnomalyClusterer
     from anomclust_lite.core.defaults import DEFAULT_BANK_SIZE
 
-    normal = tmp_path / "normal"
-    normal.mkdir()
-    rng = np.random.default_rng(3)
-    for i in range(4):
-        draw_image("good", rng).save(normal / f"n{i}.png")
+    normal = make_normal_folder(tmp_path / "normal", 4, seed=3)
     for size, expect in (("40", 40), ("0.5", 0.5)):
         out = tmp_path / f"out{size}"
         rc, _, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--normal", normal,
@@ -214,11 +211,7 @@ def test_full_frame_without_crop(capsys, base_folder: Path, model_path: Path, tm
 
 
 def test_semi_supervised_with_normal_folder(capsys, folder: Path, model_path: Path, tmp_path: Path) -> None:
-    normal = tmp_path / "normal"
-    normal.mkdir()
-    rng = np.random.default_rng(5)
-    for i in range(5):
-        draw_image("good", rng).save(normal / f"n{i}.png")
+    normal = make_normal_folder(tmp_path / "normal", 5, seed=5)
     rc, stdout, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--normal", normal, "--out", tmp_path / "o")
     assert rc == 0, err
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
@@ -230,11 +223,7 @@ def test_semi_supervised_with_normal_folder(capsys, folder: Path, model_path: Pa
 
 def test_good_group_is_a_group_of_its_own_in_both_reports(capsys, folder: Path, model_path: Path,
                                                            tmp_path: Path) -> None:
-    normal = tmp_path / "normal"
-    normal.mkdir()
-    rng = np.random.default_rng(5)
-    for i in range(8):
-        draw_image("good", rng).save(normal / f"n{i}.png")
+    normal = make_normal_folder(tmp_path / "normal", 8, seed=5)
     rc, _, err = run(capsys, folder, *model_args(model_path), "--k", "2", "--normal", normal, "--good-group", "auto",
                      "--out", tmp_path / "o", "-q")
     assert rc == 0, err
@@ -680,10 +669,7 @@ def test_weak_clustering_is_warned_and_recorded(capsys, monkeypatch, folder: Pat
     summary = json.loads((tmp_path / "w" / "summary.json").read_text())
     assert rc == 0 and summary["weak"] and "weak clustering: mean confidence" in err
     assert "try another K or --normal)" in err
-    normal = tmp_path / "normal"
-    normal.mkdir()
-    for i in range(4):
-        draw_image("good", np.random.default_rng(i)).save(normal / f"n{i}.png")
+    normal = make_normal_folder(tmp_path / "normal", 4, seed=0)
     with monkeypatch.context() as m:
         m.setattr(trust, "WEAK_MEAN_CONFIDENCE", 1.01)
         rc, _, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--normal", normal, "--out", tmp_path / "n")

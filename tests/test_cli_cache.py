@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from _cli_support import fixture_base_folder, fixture_folder, fixture_model_path  # noqa: F401 (pytest fixtures)
-from _cli_support import draw_image, model_args, run
+from _cli_support import draw_image, make_normal_folder, model_args, run
 from conftest import REPO_ROOT
 
 
@@ -23,11 +23,7 @@ def _summary(out: Path) -> dict:
 
 def test_a_rerun_into_another_out_extracts_and_scores_nothing(capsys, folder: Path, model_path: Path,
                                                               tmp_path: Path) -> None:
-    cache, normal = tmp_path / "cache", tmp_path / "normal"
-    normal.mkdir()
-    rng = np.random.default_rng(5)
-    for i in range(5):
-        draw_image("good", rng).save(normal / f"n{i}.png")
+    cache, normal = tmp_path / "cache", make_normal_folder(tmp_path / "normal", 5, seed=5)
     common = [folder, *model_args(model_path), "--normal", normal, "--cache-dir", cache]
     rc, stdout, err = run(capsys, *common, "--out", tmp_path / "cold")
     assert rc == 0, err
