@@ -128,6 +128,22 @@ def test_project_out_option_reaches_the_model(capsys, folder: Path, model_path: 
         assert rc == 2 and "--project-out" in err and "expected 'auto' or an integer >= 0" in err
 
 
+def test_consensus_option_reaches_the_model_and_the_summary(capsys, folder: Path, model_path: Path,
+                                                            tmp_path: Path) -> None:
+    from anomclust_lite.core.defaults import CONSENSUS_EXTRA_K, CONSENSUS_TAU_FACTORS
+
+    for option, partitions in (("auto", len(CONSENSUS_TAU_FACTORS) * (CONSENSUS_EXTRA_K + 1)), ("off", 0)):
+        out = tmp_path / option
+        rc, _, err = run(capsys, folder, *model_args(model_path), "--k", "3", "--consensus", option, "--out", out, "-q")
+        assert rc == 0, err
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["consensus"]["mode"] == summary["parameters"]["consensus"] == option
+        assert summary["consensus"]["partitions"] == partitions
+        assert ("partitions" in summary["consensus"]["text"]) == (option == "auto")
+    rc, _, err = run(capsys, folder, *model_args(model_path), "--consensus", "on", "--out", tmp_path / "bad")
+    assert rc == 2 and "--consensus" in err
+
+
 def test_tau_option_takes_a_number_or_a_factor(capsys, folder: Path, model_path: Path, tmp_path: Path) -> None:
     for given, stored, shown in (("0.05", 0.05, "tau = 0.05"), ("0.4X", "0.4x", "tau = 0.4x (0.4 x each image")):
         out = tmp_path / f"out{given}"

@@ -85,3 +85,20 @@ def test_projection_benchmark_on_saved_scores(tmp_path: Path, capsys):
     at_defaults = [line for line in out.splitlines() if line.startswith("| b1 |") and line.count("|") == 8]
     assert len(at_defaults) == 2  # D = 4: auto removes nothing, so only r = 0 per mode
     assert "| paper WRN-50 | semi | - | 0.607 | 0.515 | 0.390 | 0.504 |" in out
+
+
+def test_consensus_benchmark_on_saved_scores(tmp_path: Path, capsys):
+    import bench_consensus as C
+
+    rng = np.random.default_rng(2)
+    (tmp_path / "b1").mkdir()
+    for name in T.SETS:
+        _fake_set(tmp_path / "b1", name, rng)
+    assert C.main(["--work", str(tmp_path), "--backbones", "b1", "--subsamples", "2", "--noise-draws", "2"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| b1 |")]
+    assert len(rows) == 6  # two modes x three sets
+    # the defect patch carries the type: both ways cluster every set perfectly, and steadily
+    assert all(row.split("|")[4].strip() == row.split("|")[5].strip() == "1.000 / 1.000" for row in rows)
+    assert all(row.split("|")[8].strip() == "0.000 / 0.000" for row in rows)
+    assert "mean over sets: b1 semi consensus: 1.000" in out

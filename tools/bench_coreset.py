@@ -115,7 +115,7 @@ def accuracy(es: ac.EvalSet, bags: np.ndarray, scores: np.ndarray, repeats: int,
     subs = [np.sort(rng.choice(labels.size, int(0.8 * labels.size), replace=False)) for _ in range(repeats)]
     proj = ac.nuisance_projection(bags, rank)
     out: Dict[str, List[float]] = {"nmi": [], "ari": []}
-    for t in (scaled_tau(tau, 0.75), tau, scaled_tau(tau, 1.25)):
+    for t in (ac.scaled_tau(tau, 0.75), tau, ac.scaled_tau(tau, 1.25)):
         emb = proj.apply(ac.embed_bags(bags, weights="semi", tau=t, scores=scores).embeddings)
         for sub in subs:
             pred = ac.cluster(emb[sub], es.k, method="ward")
@@ -127,11 +127,6 @@ def accuracy(es: ac.EvalSet, bags: np.ndarray, scores: np.ndarray, repeats: int,
     good = np.isin(labels, GOOD_CLASSES)
     return {"nmi": float(np.mean(out["nmi"])), "ari": float(np.mean(out["ari"])), "auroc": auroc(img[~good], img[good]),
             "nmi1": ac.nmi(labels, pred), "ari1": ac.ari(labels, pred)}
-
-
-def scaled_tau(tau: "float | str", factor: float) -> "float | str":
-    """``tau`` times ``factor``: a number, or the factor of a relative ``"<c>x"``."""
-    return f"{float(tau[:-1]) * factor:g}x" if isinstance(tau, str) else tau * factor
 
 
 def parse_size(text: str):

@@ -52,7 +52,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.stats import rankdata
 
 import anomclust_lite as ac
-from anomclust_lite.core.defaults import DEFAULT_TAU_SEMI, DEFAULT_TAU_UNSUPERVISED
+from anomclust_lite.core.defaults import CONSENSUS_TAU_FACTORS
 
 GOOD_CLASSES = ("good", "Free")
 
@@ -130,6 +130,16 @@ def embed(bags: np.ndarray, rows: np.ndarray, scores: np.ndarray, tau: "float | 
     return ac.weighted_average(np.asarray(bags[rows], dtype=np.float32), w), w
 
 
+def ward(bags: np.ndarray, rows: np.ndarray, scores: np.ndarray, tau: "float | str", proj: "ac.Projection",
+         k: int, args: argparse.Namespace) -> np.ndarray:
+    """Ward at ``k`` on the projected WA embeddings of ``rows``, cut as the estimator cuts it (``--consensus``)."""
+    factors = (1.0,) + tuple(f for f in CONSENSUS_TAU_FACTORS if f != 1.0) if args.consensus == "auto" else (1.0,)
+    xs = [proj.apply(embed(bags, rows, scores, ac.scaled_tau(tau, f))[0]) for f in factors]
+    if len(xs) == 1:
+        return ac.cluster(xs[0], k, method="ward")
+    return ac.cut_linkage(ac.consensus_ward(xs, k)[0], k)
+
+
 def projection(bags: np.ndarray, rows: np.ndarray, args: argparse.Namespace) -> "ac.Projection":
     """The nuisance projection the estimator would fit on the images ``rows`` (``--project-out``)."""
     sub = np.asarray(bags[rows], dtype=np.float32)
@@ -203,9 +213,10 @@ def measure_confidence(data: Dict[str, object], patch: np.ndarray, mode: str,
     """Ward at the true K: accuracy of the most vs least confident half; mean confidence; auto-K run."""
     y, n = data["labels"], data["n"]
     emb, _ = embed(data["bags"], np.arange(n), patch, tau_of(mode, args))
-    emb = projection(data["bags"], np.arange(n), args).apply(emb)
+    proj = projection(data["bags"], np.arange(n), args)
+    emb = proj.apply(emb)
     k = np.unique(y).size
-    pred = ac.cluster(emb, k, method="ward")
+    pred = ward(data["bags"], np.arange(n), patch, tau_of(mode, args), proj, k, args)
     conf = ac.centre_margins(emb, centres(emb, pred, k), pred)
     ok = matched_correct(y, pred)
     order = np.argsort(-conf, kind="stable")
@@ -213,7 +224,7 @@ def measure_confidence(data: Dict[str, object], patch: np.ndarray, mode: str,
     z = ac.linkage_matrix(emb, method="ward")
     d = np.sqrt(np.maximum(((emb[:, None] - emb[None]) ** 2).sum(axis=2), 0.0))
     auto_k = ac.choose_k(d, linkage=z).k
-    auto = ac.cluster(emb, auto_k, method="ward")
+    auto = ward(data["bags"], np.arange(n), patch, tau_of(mode, args), proj, auto_k, args)
     auto_conf = ac.centre_margins(emb, centres(emb, auto, auto_k), auto)
     return {"top": float(ok[order[:half]].mean()), "bottom": float(ok[order[half:]].mean()),
             "mean": float(conf.mean()), "nmi": ac.nmi(y, pred), "auto_k": auto_k,
@@ -221,18 +232,10 @@ def measure_confidence(data: Dict[str, object], patch: np.ndarray, mode: str,
             "auto_largest": float(np.bincount(auto).max() / n)}
 
 
-def seeded(n: int, size: int, seed: int) -> np.ndarray:
-    """Up to ``size`` of ``n`` positions, a seeded subsample drawn before clustering (the estimator's novelty reference)."""
-    if n <= size:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
-
-
 def tau_of(mode: str, args: argparse.Namespace) -> "float | str":
     """``--tau``, or (``auto``) the package default of the mode: 0.02 unsupervised, ``"0.4x"`` semi-supervised."""
-    if args.tau == "auto":
-        return DEFAULT_TAU_SEMI if mode == "semi" else DEFAULT_TAU_UNSUPERVISED
-    return args.tau if args.tau.endswith("x") else float(args.tau)
+    tau = None if args.tau == "auto" else args.tau if args.tau.endswith("x") else float(args.tau)
+    return ac.effective_tau("semi" if mode == "semi" else "unsupervised", tau)
 
 
 def halves(y: np.ndarray, unseen: str, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
@@ -253,14 +256,15 @@ def novelty_run(data: Dict[str, object], fit: np.ndarray, query: np.ndarray, mod
     cols = fit if mode == "unsup" else bank
     how = "mean" if mode == "unsup" else "min"
     proj = projection(bags, fit, args)
-    e_fit = proj.apply(embed(bags, fit, reduce_over(dist, fit, cols, how), tau_of(mode, args))[0])
+    s_fit = reduce_over(dist, fit, cols, how)
+    e_fit = proj.apply(embed(bags, fit, s_fit, tau_of(mode, args))[0])
     e_q = proj.apply(embed(bags, query, reduce_over(dist, query, cols, how), tau_of(mode, args))[0])
     k = np.unique(data["labels"][fit]).size
-    lab = ac.cluster(e_fit, k, method="ward")
+    lab = ward(bags, fit, s_fit, tau_of(mode, args), proj, k, args)
     cen = centres(e_fit, lab, k)
     d_q = np.sqrt(((e_q[:, None] - cen[None]) ** 2).sum(axis=2))
     lab_q = d_q.argmin(axis=1)
-    ref = fit[seeded(fit.size, args.reference_size, args.seed)]
+    ref = fit[ac.seeded_images(fit.size, args.reference_size, args.seed)]  # the estimator's novelty reference
     parts_fit = (ac.nearest_distances(e_fit, e_fit, leave_one_out=True),
                  ac.image_scores(reduce_over(dist, fit, ref, "min"), topk=args.topk))
     parts_q = (ac.nearest_distances(e_q, e_fit), ac.image_scores(reduce_over(dist, query, ref, "min"), topk=args.topk))
@@ -351,6 +355,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--seeds", type=int, default=1, help="leave-one-type-out splits per type")
     parser.add_argument("--project-out", default="auto",
                         help="nuisance directions removed from the embeddings (auto: the package default; 0: none)")
+    parser.add_argument("--consensus", choices=("auto", "off"), default="auto",
+                        help="cluster as the estimator does: consensus Ward (auto, its default) or one Ward tree")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--memory-mb", type=float, default=512.0)
     args = parser.parse_args(argv)

@@ -39,7 +39,7 @@ from .outputs import export_clusters, optional_number, write_csv, write_json, wr
 from .progress import duration
 from .running import run_command
 from .spill import bags_on_disk
-from .summary import build_summary, k_text
+from .summary import build_summary, consensus_text, k_text
 
 __all__ = ["Sources", "Features", "Clustering", "run_clustering", "cluster_command"]
 
@@ -153,6 +153,7 @@ def build_clusterer(args: argparse.Namespace, weights_mode: str) -> AnomalyClust
         bank_size=args.bank_size,
         fit_size=args.fit_size,
         project_out=args.project_out,
+        consensus=args.consensus,
     )
     model.validate_params()
     return model
@@ -333,7 +334,7 @@ def report_facts(
         "folder": display_path(sources.folder),
         "K": f"{model.k_} ({k_text(model.k_choice_)})",
         "weights": f"{model.weights}" + (f", tau = {describe_tau(model.effective_tau)}" if model.effective_tau else ""),
-        "distance / method": f"{args.distance} / {args.method}",
+        "distance / method": f"{args.distance} / {args.method}" + consensus_text(model),
         "nuisance directions removed": f"{model.projection_.rank} (--project-out {model.project_out})",
         "backbone": backbone_line(features.extractor),
         "model": f"{record['model_path']} ({record['output']}, grid {record['grid'][0]}x{record['grid'][1]})",

@@ -12,13 +12,14 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..clustering.auto_k import DEFAULT_K_MAX
-from ..estimator.params import DEFAULT_REFERENCE_SIZE, DISTANCES, WEIGHT_MODES
+from ..estimator.params import CONSENSUS_MODES, DEFAULT_REFERENCE_SIZE, DISTANCES, WEIGHT_MODES
 from ..clustering.dispatch import METHODS
 from ..core.coreset import MIN_CORESET_PATCHES
 from ..core.defaults import (
     BAG_DTYPES,
     DEFAULT_AGGREGATE,
     DEFAULT_BANK_SIZE,
+    DEFAULT_CONSENSUS,
     DEFAULT_FIT_SIZE,
     DEFAULT_SCORE_REFERENCE,
     DEFAULT_SUBSAMPLE_FROM,
@@ -359,6 +360,10 @@ def _add_method_options(p: argparse.ArgumentParser) -> None:
                    help="remove the R main directions of variation of the images' patches (what good parts vary "
                         f"in) from the embeddings before clustering; auto: {DEFAULT_PROJECT_OUT} for features of "
                         "128 or more dimensions (default); 0: the paper's method (README 'The method in one paragraph')")
+    g.add_argument("--consensus", choices=CONSENSUS_MODES, default=DEFAULT_CONSENSUS,
+                   help="auto: with --method ward and softmax weights, cluster by the consensus of the Ward trees at "
+                        "0.5-1.5 times tau (more accurate on average: +0.013 NMI on the shared data, BENCHMARKS.md "
+                        f"'Consensus Ward'); off: the one tree at tau, the paper's method (default {DEFAULT_CONSENSUS})")
     g.add_argument("--seed", type=_non_negative_int, default=0, metavar="N", help="random seed (default 0)")
     g.add_argument("--bag-dtype", choices=BAG_DTYPES, default="float32",
                    help="how the features are held in memory: float16 halves it (results within 1e-3 NMI; "

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional
 import numpy as np
 
 from ..clustering.auto_k import KChoice
+from ..core.defaults import CONSENSUS_EXTRA_K, CONSENSUS_TAU_FACTORS
 from ..estimator.clusterer import AnomalyClusterer
 from ..features.folders import relative_name
 from ..features.images import display_path
@@ -23,7 +24,7 @@ from .extraction import backbone_dict, problem_dicts
 if TYPE_CHECKING:  # pragma: no cover
     from .cluster import Clustering, Features, Sources
 
-__all__ = ["build_summary", "k_text", "versions"]
+__all__ = ["build_summary", "consensus_text", "k_text", "versions"]
 
 
 def build_summary(
@@ -45,6 +46,7 @@ def build_summary(
         "n_images": len(clustering.paths),
         "k": model.k_,
         "k_choice": model.k_choice_.to_dict(),
+        "consensus": {"mode": model.consensus, "partitions": int(model.consensus_), "text": consensus_text(model)},
         "cluster_sizes": np.bincount(labels[labels >= 0], minlength=model.k_).tolist(),
         "metrics": clustering.metrics,
         "labels": None if labels_true is None else {
@@ -97,6 +99,20 @@ def k_text(choice: KChoice) -> str:
     if choice.method == "too-few-images":
         return "= 1: too few images"
     return f"({choice.method.replace('-', ' ')})"
+
+
+def consensus_text(model: AnomalyClusterer) -> str:
+    """How the clusters were cut, in words (empty for methods other than Ward)."""
+    if model.consensus_:
+        return (f" (consensus of {model.consensus_} partitions: the Ward trees at {_factors()} x tau, each cut at "
+                f"K..K+{CONSENSUS_EXTRA_K})")
+    if model.method == "ward" and model.distance == "wa" and model.weights in ("unsupervised", "semi"):
+        return " (one Ward tree at tau: --consensus off)"
+    return ""
+
+
+def _factors() -> str:
+    return f"{min(CONSENSUS_TAU_FACTORS):g}-{max(CONSENSUS_TAU_FACTORS):g}"
 
 
 def versions() -> Dict[str, Optional[str]]:

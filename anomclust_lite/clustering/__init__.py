@@ -7,6 +7,8 @@
 - :mod:`.auto_k` -- choosing the number of clusters (L-method on Ward merge
   costs, silhouette) and :func:`~.auto_k.cut_linkage`, the one way a tree is
   cut into exactly ``k`` clusters.
+- :mod:`.consensus` -- consensus Ward: the co-association of several
+  partitions clustered again (the estimator's default, beyond the paper).
 - :mod:`.labels` -- :func:`~.labels.renumber_labels`, the one way cluster ids
   are made canonical (by first appearance or by size).
 """

@@ -17,6 +17,9 @@ __all__ = [
     "MIN_INPUT_BATCH_MB",
     "THREADS_PER_CPU_MAX",
     "DEFAULT_METHOD",
+    "DEFAULT_CONSENSUS",
+    "CONSENSUS_TAU_FACTORS",
+    "CONSENSUS_EXTRA_K",
     "DEFAULT_BANK_SIZE",
     "DEFAULT_SCORE_REFERENCE",
     "DEFAULT_SUBSAMPLE_FROM",
@@ -68,6 +71,20 @@ MIN_INPUT_BATCH_MB = 64.0
 THREADS_PER_CPU_MAX = 4
 #: Clustering method.
 DEFAULT_METHOD = "ward"
+#: Consensus Ward (:mod:`anomclust_lite.clustering.consensus`; not in the paper): ``"auto"`` clusters
+#: the co-association of the Ward trees at the temperatures ``tau x CONSENSUS_TAU_FACTORS``, each cut
+#: at ``K .. K + CONSENSUS_EXTRA_K``, wherever it applies (Ward on softmax-weighted WA embeddings);
+#: ``"off"`` cuts the one Ward tree at ``tau`` (the paper). Chosen once (``tools/bench_consensus.py``,
+#: BENCHMARKS.md "Consensus Ward") on bottle + pill + MTD, both shared backbones, both modes, the
+#: full and the capped protocol: five temperatures 0.5-1.5 x tau, each tree cut at K..K+6, had the
+#: largest mean gain (+0.013 subsample NMI over one tree) and the only gain in all eight settings; on
+#: the full protocol the ResNet-50 v2 rises from 0.476 to 0.510 semi-supervised (paper 0.504) and
+#: from 0.397 to 0.411 unsupervised. Cutting one tree at several K alone does not help (-0.004).
+DEFAULT_CONSENSUS = "auto"
+#: Temperatures of the consensus, as factors of ``tau``: half to one and a half times it.
+CONSENSUS_TAU_FACTORS = (0.5, 0.75, 1.0, 1.25, 1.5)
+#: Every consensus tree is cut at ``K, K + 1, ..., K + CONSENSUS_EXTRA_K`` clusters.
+CONSENSUS_EXTRA_K = 6
 #: Patches of the semi-supervised normal bank kept by the greedy k-centre coreset
 #: (:mod:`anomclust_lite.core.coreset`): a fraction of the bank's patches (at least
 #: ``MIN_CORESET_PATCHES``). Chosen once on bottle + pill + MTD (``tools/bench_coreset.py``,

@@ -24,7 +24,7 @@ import numpy as np
 
 from .validation import check_finite_array, check_int, check_positive_float
 
-__all__ = ["Tau", "MIN_RELATIVE_TAU", "check_tau", "describe_tau", "temperatures", "soft_weights", "topk_weights", "mask_weights",
+__all__ = ["Tau", "MIN_RELATIVE_TAU", "check_tau", "describe_tau", "scaled_tau", "temperatures", "soft_weights", "topk_weights", "mask_weights",
            "uniform_weights"]
 
 #: A temperature: absolute (a number > 0) or relative (``"<c>x"``, c > 0).
@@ -64,6 +64,19 @@ def describe_tau(tau: Tau) -> str:
     """
     t = check_tau(tau)
     return f"{t:g}" if isinstance(t, float) else f"{t} ({t[:-1]} x each image's patch-score std)"
+
+
+def scaled_tau(tau: Tau, factor: float) -> Tau:
+    """``tau`` times ``factor``, in the same form (a number, or ``"<c>x"``).
+
+    Examples
+    --------
+    >>> scaled_tau(0.02, 1.25), scaled_tau("0.4x", 0.75)
+    (0.025, '0.3x')
+    """
+    t = check_tau(tau)
+    f = check_positive_float(factor, "factor")
+    return t * f if isinstance(t, float) else check_tau(f"{float(t[:-1]) * f!r}x")
 
 
 def temperatures(scores: np.ndarray, tau: Tau) -> np.ndarray:

@@ -11,11 +11,9 @@ The class is thin; each concept lives in its own module of this package:
 
 - :mod:`.params`: the parameters' choices and validation;
 - :mod:`.base`: ``get_params`` / ``set_params`` / ``repr`` from the signature;
-- :mod:`.fitting`: the fitting steps; :mod:`.partition`: K and the labels
-  (cluster 0 is the largest, ties broken by the smallest image index);
-  :mod:`.centres`: centres and medoids;
-- :mod:`.reference`: what is kept to weight new images, float16: ``reference_size``
-  images (64 of 784 patches x 512 dims: 51 MB) or the normal bank's coreset (8192 x 512: 8.4 MB);
+- :mod:`.fitting`: the fitting steps; :mod:`.partition`: K and the labels (cluster 0
+  the largest); :mod:`.centres`: centres and medoids;
+- :mod:`.reference`: what is kept to weight new images (float16 bags, or the normal bank's coreset);
 - :mod:`.assign`: assigning new images and flagging new types;
 - :mod:`.model_io`: model.npz, plain arrays and a JSON header (no pickle).
 """
@@ -32,8 +30,8 @@ import numpy as np
 from ..clustering.auto_k import DEFAULT_K_MAX
 from ..clustering.dispatch import ClusteringWarning
 from ..core.defaults import (
-    DEFAULT_AGGREGATE, DEFAULT_BANK_SIZE, DEFAULT_FIT_SIZE, DEFAULT_MEMORY_MB, DEFAULT_METHOD, DEFAULT_SCORE_REFERENCE,
-    DEFAULT_SUBSAMPLE_FROM, DEFAULT_TOPK_FRACTION,
+    DEFAULT_AGGREGATE, DEFAULT_BANK_SIZE, DEFAULT_CONSENSUS, DEFAULT_FIT_SIZE, DEFAULT_MEMORY_MB, DEFAULT_METHOD,
+    DEFAULT_SCORE_REFERENCE, DEFAULT_SUBSAMPLE_FROM, DEFAULT_TOPK_FRACTION,
 )
 from ..core.anomaly import DEFAULT_RATE
 from ..core.kernel import limit_blas
@@ -53,7 +51,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 #: Fitted attributes a loaded model does not have (``None`` after :meth:`AnomalyClusterer.load`).
 _NOT_SAVED = ("scores_", "weights_", "embeddings_", "distances_", "center_distances_", "medoids_", "linkage_",
-              "fit_sample_")
+              "consensus_", "fit_sample_")
 
 
 class AnomalyClusterer(ParamsMixin):
@@ -141,6 +139,12 @@ class AnomalyClusterer(ParamsMixin):
         variation, shared by every defect type) removed from the WA embeddings,
         also of assigned images (:mod:`anomclust_lite.core.projection`; not in
         the paper, which is 0). ``"auto"``: ``min(8, D // 16)``.
+    consensus : {"auto", "off"}, default "auto"
+        ``"auto"``: for Ward on softmax-weighted WA embeddings, the clusters
+        are the consensus of the Ward trees at ``tau`` x 0.5 ... 1.5, each cut
+        at K ... K + 6 (:mod:`anomclust_lite.clustering.consensus`; not in the
+        paper; more accurate on average, BENCHMARKS.md); ``"off"``:
+        the one tree at ``tau`` (the paper).
 
     Attributes
     ----------
@@ -169,7 +173,10 @@ class AnomalyClusterer(ParamsMixin):
     k_ : int
     k_choice_ : KChoice
     linkage_ : (N-1, 4) float64 or None
-        The linkage tree for hierarchical methods (None when a sample was fitted).
+        The linkage tree for hierarchical methods, the consensus tree with
+        ``consensus`` (None when a sample was fitted).
+    consensus_ : int
+        Partitions combined by consensus Ward (0: none).
     new_type_threshold_ : float or None
         ``new_type_threshold``.
     anomaly_scores_ : (N,) float64
@@ -205,12 +212,8 @@ class AnomalyClusterer(ParamsMixin):
     ``is_good_``, ``good_group_``, ``novelty_thresholds_``, ``projection_`` and ``metadata_``
     are available.
 
-    Conventions are scikit-learn's: ``__init__`` stores the parameters as
-    given and :meth:`fit` validates them (:meth:`validate_params` checks them
-    at any time); :meth:`get_params` / :meth:`set_params` work on the
-    ``__init__`` signature (``get_params`` leaves out ``n_threads``, a setting
-    of the machine that is never saved); ``repr`` shows the parameters that
-    differ from their defaults.
+    Conventions are scikit-learn's (``__init__`` stores, :meth:`fit` validates;
+    :meth:`get_params` leaves out ``n_threads``, a machine setting never saved).
 
     Examples
     --------
@@ -256,6 +259,7 @@ class AnomalyClusterer(ParamsMixin):
         fit_size: int = DEFAULT_FIT_SIZE,
         exact: bool = False,
         project_out: Union[int, str] = "auto",
+        consensus: str = DEFAULT_CONSENSUS,
     ) -> None:
         self.k = k
         self.weights = weights
@@ -282,6 +286,7 @@ class AnomalyClusterer(ParamsMixin):
         self.fit_size = fit_size
         self.exact = exact
         self.project_out = project_out
+        self.consensus = consensus
 
     # ------------------------------------------------------------------ parameters
 
@@ -318,11 +323,8 @@ class AnomalyClusterer(ParamsMixin):
             Unit-norm patch embeddings of labelled normal images (needed by
             ``weights="semi"``, refused by ``weights="unsupervised"``).
         progress : callable, optional
-            ``progress(stage, done, total)``: called with ``(stage, 0, 0)``
-            as each stage starts ("distances", "choosing K", "clustering"),
-            with the image pairs done of ``total`` while a kernel runs
-            ("scoring", "scoring against the normal bank", "calibrating the
-            good group", "calibrating novelty"), and as
+            ``progress(stage, done, total)``: ``(stage, 0, 0)`` as each stage starts, the image
+            pairs done of ``total`` while a kernel runs ("scoring", "calibrating novelty", ...),
             ``("<step> (from the cache)", 0, 0)`` when the cache served a step.
         cache : ArrayCache, optional
             Cache hook (e.g. :class:`anomclust_lite.CacheFolder`): patch
@@ -359,7 +361,7 @@ class AnomalyClusterer(ParamsMixin):
         self.weights_ = fit.weights
         self.embeddings_ = fit.embeddings
         self.distances_ = fit.distances
-        self.linkage_ = fit.partition.linkage
+        self.linkage_, self.consensus_ = fit.partition.linkage, fit.partition.consensus
         self.labels_ = fit.partition.labels
         self.k_ = fit.partition.k
         self.k_choice_ = fit.partition.choice
@@ -456,9 +458,8 @@ class AnomalyClusterer(ParamsMixin):
         path : str or os.PathLike
             Target file.
         metadata : mapping, optional
-            Extra JSON-serialisable information kept in the file (the CLI
-            stores the feature-extractor settings there); loaded back as
-            ``metadata_``. Defaults to the current ``metadata_``.
+            Extra JSON-serialisable information (the CLI: the extractor settings), loaded
+            back as ``metadata_``; default the current ``metadata_``.
         """
         self._check_fitted()
         meta = dict(self.metadata_ if metadata is None else metadata)

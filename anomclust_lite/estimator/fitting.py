@@ -1,5 +1,5 @@
 """Fitting, step by step: bags -> patch scores -> weights -> WA embeddings -> nuisance projection -> distances
--> partition -> centres.
+-> partition (consensus Ward over neighbouring temperatures, :func:`consensus_members`) -> centres.
 
 :func:`fit_bags` runs the steps of the paper (Sohn et al., WACV 2023; the
 nuisance projection is ours, :mod:`anomclust_lite.core.projection`) on
@@ -30,12 +30,14 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..core.coreset import bank_rows, coreset_count, coreset_indices, coreset_size
-from ..core.distances import euclidean_distances
+from ..core.defaults import CONSENSUS_TAU_FACTORS
+from ..core.distances import average_patches, euclidean_distances
 from ..core.hausdorff import hausdorff_distances
 from ..core.memo import ArrayCache, content_digest, memoized, step_key
 from ..core.pipeline import WeightedEmbedding, embed_bags, weigh_patches
 from ..core.projection import Projection, nuisance_projection
 from ..core.validation import check_bags
+from ..core.weights import scaled_tau, soft_weights
 from ..core.anomaly import DEFAULT_IMAGE_TOPK, image_scores
 from .centres import Centres, cluster_centres
 from .params import Params
@@ -47,7 +49,7 @@ from .trust import (
     novelty_patch_part,
 )
 
-__all__ = ["Fit", "Report", "check_fit_inputs", "fit_bags", "normal_coreset", "patch_weights", "score_reference"]
+__all__ = ["Fit", "Report", "check_fit_inputs", "consensus_members", "fit_bags", "normal_coreset", "patch_weights", "score_reference"]
 
 #: ``report(stage, done, total)``: see the module docstring.
 Report = Callable[[str, int, int], None]
@@ -174,6 +176,16 @@ class _Steps:
         return wa
 
 
+def consensus_members(params: Params, arr: np.ndarray, scores: np.ndarray, projection: Projection) -> List[np.ndarray]:
+    """Projected WA embeddings at the consensus's other temperatures, ``tau x CONSENSUS_TAU_FACTORS`` but
+    ``tau`` itself (empty when consensus Ward does not apply: :attr:`Params.consensus_applies`)."""
+    if not params.consensus_applies:
+        return []
+    tau = params.effective_tau
+    return [projection.apply(average_patches(arr, soft_weights(scores, scaled_tau(tau, f))))
+            for f in CONSENSUS_TAU_FACTORS if f != 1.0]
+
+
 def image_distances(params: Params, steps: _Steps, embeddings: np.ndarray) -> np.ndarray:
     """(N, N) distances between images: Euclidean between WA embeddings, or a Hausdorff-family distance."""
     if params.distance == "wa":
@@ -253,7 +265,7 @@ def _expand(part: Partition, cen: Centres, idx: np.ndarray, embeddings: np.ndarr
     wa[idx] = cen.wa_distances
     reported = nearest.copy()
     reported[idx] = cen.distances
-    return (Partition(labels, part.k, part.choice, part.linkage),
+    return (Partition(labels, part.k, part.choice, part.linkage, part.consensus),
             Centres(cen.centers, wa, idx[cen.medoids], reported))
 
 
@@ -294,7 +306,8 @@ def fit_bags(
     timings["distances"] = time.perf_counter() - t0
 
     sub_dist = dist if idx.size == arr.shape[0] else dist[np.ix_(idx, idx)]
-    part = partition_images(params, embeddings[idx], sub_dist, lambda stage: report(stage, 0, 0), timings)
+    members = [m[idx] for m in consensus_members(params, arr, scores, projection)]
+    part = partition_images(params, embeddings[idx], sub_dist, lambda stage: report(stage, 0, 0), timings, members)
     cen = cluster_centres(embeddings[idx], part.labels, part.k, sub_dist, wa=params.distance == "wa")
     partition, centres = _expand(part, cen, idx, embeddings)
     ref_idx = seeded_images(arr.shape[0], params.reference_size, params.seed)

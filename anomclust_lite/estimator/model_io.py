@@ -16,7 +16,9 @@ and, for semi-supervised models, ``novelty_reference`` (R, M, D) float16
 :mod:`anomclust_lite.core.projection`); a version 2 file is read as ``project_out=0``, which is
 what it was fitted with. Version 4 changes no array: its default semi-supervised temperature is
 relative (``tau=None`` means ``"0.4x"``); a version 2 or 3 semi-supervised file with ``tau=None``
-was fitted with the absolute 0.04 and is read as ``tau=0.04``. Reading treats the file as hostile:
+was fitted with the absolute 0.04 and is read as ``tau=0.04``. Version 5 changes no array: its
+parameters include ``consensus`` (consensus Ward); older files were fitted without it and are read
+as ``consensus="off"``. Reading treats the file as hostile:
 every array's shape, type and range is checked before anything is used.
 """
 
@@ -43,9 +45,9 @@ __all__ = ["MODEL_FORMAT", "MODEL_FORMAT_VERSION", "CORRUPT", "SavedModel", "wri
 #: ``format`` entry of a saved model's JSON header.
 MODEL_FORMAT = "anomclust_lite.AnomalyClusterer"
 #: Version of the saved-model layout; :func:`read_model` refuses others.
-MODEL_FORMAT_VERSION = 4
+MODEL_FORMAT_VERSION = 5
 #: Older layouts still read (see the module docstring).
-_READABLE_VERSIONS = (2, 3, 4)
+_READABLE_VERSIONS = (2, 3, 4, 5)
 #: The default semi-supervised temperature of format 2 and 3 files (absolute).
 _OLD_TAU_SEMI = 0.04
 #: Start of every message about a damaged or foreign model file.
@@ -198,6 +200,8 @@ def _from_arrays(arrays: Mapping[str, np.ndarray]) -> SavedModel:
         params.setdefault("project_out", 0)
     if header["format_version"] < 4 and params.get("weights") == "semi" and params.get("tau") is None:
         params["tau"] = _OLD_TAU_SEMI  # the default it was fitted with
+    if header["format_version"] < 5:
+        params.setdefault("consensus", "off")  # fitted before consensus Ward existed
     projection = _projection(arrays)
     novelty_reference = arrays["novelty_reference"]
     if novelty_reference.ndim == 3 and novelty_reference.shape[0] == 0:

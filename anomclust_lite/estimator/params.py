@@ -23,7 +23,7 @@ from ..core.scores import AGGREGATES
 from ..core.anomaly import DEFAULT_RATE, check_rate
 from ..core.validation import check_choice, check_int, check_memory_mb, check_n_threads, check_positive_float
 
-__all__ = ["WEIGHT_MODES", "DISTANCES", "GOOD_GROUPS", "DEFAULT_RATE", "DEFAULT_REFERENCE_SIZE", "Params", "validate_params"]
+__all__ = ["WEIGHT_MODES", "DISTANCES", "GOOD_GROUPS", "CONSENSUS_MODES", "DEFAULT_RATE", "DEFAULT_REFERENCE_SIZE", "Params", "validate_params"]
 
 #: How patch weights are made (see :class:`~anomclust_lite.estimator.clusterer.AnomalyClusterer`).
 WEIGHT_MODES = ("unsupervised", "semi", "uniform", "topk")
@@ -32,6 +32,8 @@ DISTANCES = ("wa", "hausdorff-max-min", "hausdorff-mean-min", "hausdorff-min-min
 #: ``"off"``: every image is clustered (the paper's protocol); ``"auto"``: with labelled normal images,
 #: the likely-good images are set apart (label -1) and K counts the defect clusters only.
 GOOD_GROUPS = ("off", "auto")
+#: ``"auto"``: consensus Ward wherever it applies (:attr:`Params.consensus_applies`); ``"off"``: one Ward tree.
+CONSENSUS_MODES = ("auto", "off")
 #: Images (or images' worth of normal patches) stored for assigning new images.
 DEFAULT_REFERENCE_SIZE = 64
 
@@ -65,11 +67,18 @@ class Params:
     fit_size: int
     exact: bool
     project_out: Any
+    consensus: str
 
     @property
     def effective_tau(self) -> Optional[Tau]:
         """The temperature used: ``tau``, or its default for the weight mode (``None`` for uniform top-k)."""
         return effective_tau(self.weights, self.tau)
+
+    @property
+    def consensus_applies(self) -> bool:
+        """Whether ``consensus="auto"`` combines several Ward trees: Ward on softmax-weighted WA embeddings."""
+        return (self.consensus == "auto" and self.method == "ward" and self.distance == "wa"
+                and self.weights in ("unsupervised", "semi"))
 
     @property
     def hausdorff_inner(self) -> str:
@@ -139,6 +148,7 @@ def validate_params(values: Mapping[str, Any]) -> Params:
         fit_size=check_int(v["fit_size"], "fit_size", low=2),
         exact=_flag(v["exact"], "exact"),
         project_out=_project_out(v["project_out"]),
+        consensus=check_choice(v["consensus"], "consensus", CONSENSUS_MODES),
     )
 
 

@@ -1,5 +1,11 @@
 """Partitioning the images: the number of clusters K (given, or by the L-method) and the labels.
 
+With consensus Ward (:mod:`anomclust_lite.clustering.consensus`), K is chosen
+on the Ward tree at ``tau`` as without it; the labels and the tree
+(``Partition.linkage``, which the report cuts at other K) are then the
+consensus of that tree and the trees of the other temperatures' embeddings,
+each cut at ``K .. K + CONSENSUS_EXTRA_K``.
+
 Cluster ids are canonical: cluster 0 is the largest, ties broken by the
 smallest image index, so the same partition always gets the same ids.
 """
@@ -9,11 +15,12 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from ..clustering.auto_k import KChoice, choose_k, cut_linkage
+from ..clustering.consensus import consensus_ward
 from ..clustering.dispatch import HIERARCHICAL_METHODS, ClusteringWarning, cluster, linkage_matrix
 from .params import Params
 
@@ -33,13 +40,16 @@ class Partition:
     choice : KChoice
         The K asked for and how it was chosen.
     linkage : (N-1, 4) float64 or None
-        The linkage tree of a hierarchical method.
+        The linkage tree of a hierarchical method (the consensus tree when ``consensus``).
+    consensus : int
+        Partitions combined by consensus Ward (0: none).
     """
 
     labels: np.ndarray
     k: int
     choice: KChoice
     linkage: Optional[np.ndarray]
+    consensus: int = 0
 
 
 def canonical_labels(labels: np.ndarray) -> np.ndarray:
@@ -77,10 +87,12 @@ def partition_images(
     dist: np.ndarray,
     note: Callable[[str], None],
     timings: dict,
+    members: Sequence[np.ndarray] = (),
 ) -> Partition:
     """Cluster the images: on WA embeddings (``distance="wa"``), else on the precomputed distances.
 
-    Calls ``note("choosing K")`` (only when K is not given) and
+    ``members``: the embeddings of the same images at the consensus's other
+    temperatures (empty: no consensus). Calls ``note("choosing K")`` (only when K is not given) and
     ``note("clustering")`` as the stages start, and records their seconds in
     ``timings`` under ``"choosing_k"`` and ``"clustering"``.
     """
@@ -94,8 +106,12 @@ def partition_images(
 
     note("clustering")
     t0 = time.perf_counter()
+    parts = 0
+    if members and z is not None:
+        z, parts = consensus_ward([x, *members], choice.k)
     raw = cut_linkage(z, choice.k) if z is not None else cluster(x, choice.k, method=params.method, metric=metric,
                                                                  seed=params.seed)
     labels = canonical_labels(raw)
     timings["clustering"] = time.perf_counter() - t0
-    return Partition(labels, int(labels.max()) + 1, choice, z)
+    return Partition(labels, int(labels.max()) + 1, choice, z, parts)
+

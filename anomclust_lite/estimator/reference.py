@@ -60,6 +60,11 @@ def seeded_images(n: int, reference_size: int, seed: int) -> np.ndarray:
 
     :func:`~anomclust_lite.estimator.fitting.score_reference` draws Eq. 7's reference with it,
     so the two are the same images when the two sizes are equal.
+
+    Examples
+    --------
+    >>> seeded_images(3, 64, 0).tolist(), len(seeded_images(1000, 64, 0))
+    ([0, 1, 2], 64)
     """
     if n <= reference_size:
         return np.arange(n)

@@ -169,7 +169,7 @@ def _merge(params: Params, fit: Fit, sample: np.ndarray, rest: np.ndarray, parts
     confidence, cohesion, weak = confidence_summary(embeddings, centres.centers, labels)
     all_hashes = np.empty((n, hashes.shape[1]), dtype=np.uint8)
     all_hashes[sample], all_hashes[rest] = fit.hashes, hashes
-    partition = Partition(labels, fit.partition.k, fit.partition.choice, None)
+    partition = Partition(labels, fit.partition.k, fit.partition.choice, None, fit.partition.consensus)
     return Fit(scores, weights, embeddings, None, partition, centres, fit.reference, fit.reference_kind, all_hashes,
                fit.n_patches, timings, anomaly, fit.good_threshold, put(fit.is_good, "is_good"), fit.good_group,
                confidence, cohesion, weak, novelty, fit.projection, fit.cached, sample)
