@@ -62,18 +62,30 @@ def test_calibrated_threshold_is_monotone_in_rate(ref, r1, r2):
     assert calibrated_threshold(ref, hi) <= calibrated_threshold(ref, lo)
 
 
-@given(st.lists(finite, min_size=1, max_size=40), rates, st.randoms(use_true_random=False))
-def test_calibrated_threshold_rejects_at_most_the_rate_and_ignores_order(ref, rate, rnd):
+@given(st.lists(finite, min_size=1, max_size=40, unique=True), rates, st.randoms(use_true_random=False))
+def test_calibrated_threshold_holds_the_rate_for_a_new_score_and_ignores_order(ref, rate, rnd):
     t = calibrated_threshold(ref, rate)
     assert t in ref
-    assert sum(v > t for v in ref) <= math.floor(rate * len(ref) + 1e-9)
-    # the smallest such value: one step lower would reject too many
+    above = sum(v > t for v in ref)
+    # a new score exchangeable with the n distinct reference scores lands above t with probability
+    # (above + 1) / (n + 1): at most the rate, unless no threshold can promise it (then the maximum)
+    assert (above + 1) / (len(ref) + 1) <= rate + 1e-12 or t == max(ref)
+    assert above <= math.floor(rate * len(ref) + 1e-9)  # and at most the rate of the reference itself
+    # the smallest such value: one step lower would break the promise
     lower = [v for v in ref if v < t]
     if lower:
-        assert sum(v > max(lower) for v in ref) > math.floor(rate * len(ref) + 1e-9)
+        assert (sum(v > max(lower) for v in ref) + 1) / (len(ref) + 1) > rate
     shuffled = list(ref)
     rnd.shuffle(shuffled)
     assert calibrated_threshold(shuffled, rate) == t
+
+
+def test_calibrated_threshold_holds_the_rate_on_fresh_draws():
+    """20 reference scores at 5 %: a fresh draw is rejected 1/21 of the time (the plain quantile: 2/21)."""
+    rng = np.random.default_rng(0)
+    draws = rng.normal(size=(4000, 21))
+    rejected = np.mean([d[20] > calibrated_threshold(d[:20], 0.05) for d in draws])
+    assert rejected <= 0.05 + 0.01 and rejected == pytest.approx(1 / 21, abs=0.012)
 
 
 def test_calibrated_threshold_rate_zero_is_the_maximum_and_validates():
@@ -186,11 +198,11 @@ def test_a_cluster_too_small_to_calibrate_takes_the_pooled_threshold():
     loo = np.r_[np.linspace(1.0, 2.0, 40), [0.2, 0.3, 0.4]]
     lab = np.r_[np.zeros(40, int), [1, 1, 1]]
     thr = cluster_thresholds(loo, lab, 2, 0.05)
-    assert thr[1] == pytest.approx(np.sort(loo)[-3])  # floor(0.05 * 43) = 2 of all 43 may exceed it
-    assert thr[0] == pytest.approx(np.sort(loo[:40])[-3])  # its own: 2 of its 40
+    assert thr[1] == pytest.approx(np.sort(loo)[-2])  # floor(0.05 * 44) - 1 = 1 of all 43 exceeds it
+    assert thr[0] == pytest.approx(np.sort(loo[:40])[-2])  # its own: 1 of its 40 (2/41 <= 5 %)
     big = np.r_[np.linspace(1.0, 2.0, 40), np.linspace(0.2, 0.4, MIN_OWN_CALIBRATION)]
     own = cluster_thresholds(big, np.r_[np.zeros(40, int), np.ones(MIN_OWN_CALIBRATION, int)], 2, 0.05)
-    assert own[1] == pytest.approx(np.sort(big[40:])[-2])  # 20 images: its own 5 % quantile
+    assert own[1] == pytest.approx(np.sort(big[40:])[-1])  # 20 images: its own, the largest (1/21 <= 5 %)
 
 
 def test_good_images_are_never_new_types_and_validation():

@@ -166,7 +166,7 @@ def threshold_text(model: AnomalyClusterer, assignment: Assignment) -> str:
     """The report's line on how new types were flagged."""
     if assignment.threshold is not None:
         return f"novelty > {assignment.threshold:.4g} (given)"
-    return f"novelty above its cluster's threshold (calibrated at {model.new_type_rate:.0%} false flags)"
+    return f"novelty above its cluster's threshold (calibrated at {model.new_type_rate:.0%} false flags at most)"
 
 
 def build_assign_summary(args: argparse.Namespace, model: AnomalyClusterer, assignment: Assignment, folder: Path,
@@ -196,7 +196,8 @@ def print_assign_summary(summary: Dict[str, Any], model: AnomalyClusterer, assig
         f"{summary['n_images']} images assigned to {model.k_} clusters; "
         f"sizes: {', '.join(map(str, summary['cluster_sizes']))}; {summary['new_type']} possibly of a new type ("
         + (f"novelty > {assignment.threshold:.4g}" if assignment.threshold is not None else
-           f"novelty above its cluster's threshold, calibrated to flag {model.new_type_rate:.0%} of the fitted images")
+           f"novelty above its cluster's threshold, calibrated to flag at most {model.new_type_rate:.0%} of images "
+           "like the fitted ones")
         + ")" + (f"; {summary['good_group']} in the good group" if model.good_group_ else "")
     )
     note = skipped_note(n_unreadable, len(images.paths), len(images.problems))

@@ -9,9 +9,13 @@ noisy patch (``topk=1`` is the maximum).
 
 A threshold is *calibrated* on reference scores that are known to be of the
 accepted kind (for example leave-one-out scores of the labelled normal
-images): :func:`calibrated_threshold` returns the smallest reference score
-that at most ``floor(rate * n)`` of the ``n`` reference scores exceed, so
-about a fraction ``rate`` of accepted images would be rejected.
+images): :func:`calibrated_threshold` returns the reference score that a new
+accepted image's score exceeds with probability at most ``rate`` (the
+split-conformal quantile: with ``n`` reference scores, the one that
+``floor(rate * (n + 1)) - 1`` of them exceed). Taking the plain ``1 - rate``
+quantile instead lets a new image through more often than stated: with 20
+reference scores at 5 %, the second largest, which a new score exceeds with
+probability 2/21 = 9.5 %.
 """
 
 from __future__ import annotations
@@ -70,18 +74,22 @@ def image_scores(patch_scores: np.ndarray, *, topk: int = DEFAULT_IMAGE_TOPK) ->
 
 
 def calibrated_threshold(reference_scores: np.ndarray, rate: float = DEFAULT_RATE) -> float:
-    """Smallest reference score that at most ``floor(rate * n)`` reference scores exceed.
+    """The reference score that a new score, exchangeable with the reference scores, exceeds with probability at most ``rate``.
 
-    Scores above the threshold are rejected (flagged); among the ``n``
-    reference scores, at most a fraction ``rate`` are. The threshold does not
-    increase when ``rate`` grows. ``rate=0`` gives the largest reference score.
+    It is the reference score that ``j = floor(rate * (n + 1)) - 1`` of the
+    ``n`` reference scores exceed (the split-conformal quantile): a new score
+    exceeds it with probability ``(j + 1) / (n + 1) <= rate``. When ``n`` is
+    too small for that (``n + 1 < 1 / rate``: fewer than 19 at 5 %) it is the
+    largest reference score, exceeded with probability ``1 / (n + 1)``. At
+    most a fraction ``rate`` of the reference scores exceed it, and it does
+    not increase when ``rate`` grows. ``rate=0`` gives the largest.
 
     Parameters
     ----------
     reference_scores : (n,) array_like
         Scores of images known to be acceptable (e.g. leave-one-out scores).
     rate : float in [0, 1)
-        Fraction of reference images that may be rejected.
+        Probability with which a new acceptable image may be rejected.
 
     Returns
     -------
@@ -89,8 +97,10 @@ def calibrated_threshold(reference_scores: np.ndarray, rate: float = DEFAULT_RAT
 
     Examples
     --------
-    >>> calibrated_threshold([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0], 0.2)
-    8.0
+    >>> calibrated_threshold([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0], 0.2)  # 2/11 <= 0.2
+    9.0
+    >>> calibrated_threshold(np.arange(1.0, 40.0), 0.05)  # 39 scores: 2/40 = 5 %
+    38.0
     >>> calibrated_threshold([1.0, 2.0, 3.0], 0.0)
     3.0
     """
@@ -98,5 +108,5 @@ def calibrated_threshold(reference_scores: np.ndarray, rate: float = DEFAULT_RAT
     if s.ndim != 1 or s.size == 0 or not np.isfinite(s).all():
         raise ValueError(f"reference_scores must be a non-empty 1-D array of finite numbers; got shape {s.shape}")
     r = check_rate(rate)
-    allowed = min(math.floor(r * s.size + 1e-9), s.size - 1)
-    return float(np.sort(s)[::-1][allowed])
+    above = min(max(math.floor(r * (s.size + 1) + 1e-9) - 1, 0), s.size - 1)
+    return float(np.sort(s)[::-1][above])

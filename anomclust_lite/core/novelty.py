@@ -17,11 +17,11 @@ An image is flagged as a *new type* when its novelty exceeds the threshold of
 the cluster it was assigned to: the threshold calibrated
 (:func:`anomclust_lite.core.anomaly.calibrated_threshold`) on the
 leave-one-out novelty of that cluster's fitted images at the stated
-false-flag rate (default 5 %): at most that fraction of the cluster's own
-images would be flagged. A cluster of fewer than :data:`MIN_OWN_CALIBRATION`
-fitted images cannot calibrate a 5 % quantile of its own (its threshold would
-be its largest value, which a new image of the same kind exceeds with
-probability ``1 / (n + 1)``: 10 % for 9 images), so it takes the threshold
+false-flag rate (default 5 %): a new image like them is flagged with at most
+that probability. A cluster of fewer than :data:`MIN_OWN_CALIBRATION`
+fitted images cannot promise 5 % on its own (even its largest value is
+exceeded by a new image of the same kind with probability ``1 / (n + 1)``:
+10 % for 9 images), so it takes the threshold
 calibrated on every fitted image's novelty (BENCHMARKS.md "Trust signals":
 false flags on bottle's small clusters 12-13 % -> 5-6 %, recall -0.009 on
 average).
@@ -37,8 +37,8 @@ from .validation import check_finite_array, check_int
 __all__ = ["MIN_OWN_CALIBRATION", "nearest_distances", "novelty_scores", "cluster_thresholds", "flag_new_types"]
 
 #: Fitted images a cluster needs to calibrate its own new-type threshold (fewer: the pooled one).
-#: 20 is the fewest whose 5 % quantile is not their maximum. Fixed, not derived from the rate,
-#: so that every threshold stays non-increasing in the rate.
+#: 20 is the fewest for which a 5 % threshold can be promised (1/21; 19 is the bare minimum). Fixed,
+#: not derived from the rate, so that every threshold stays non-increasing in the rate.
 MIN_OWN_CALIBRATION = 20
 #: Bytes of one block of :func:`nearest_distances`' ``(rows, P)`` float64 distance matrix.
 _BLOCK_BYTES = 16 << 20
@@ -139,7 +139,8 @@ def cluster_thresholds(loo_novelty: np.ndarray, labels: np.ndarray, k: int, rate
     k : int
         Number of clusters.
     rate : float in [0, 1), default 0.05
-        Fraction of a cluster's own images that may exceed its threshold.
+        Probability with which a new image like the cluster's own images
+        exceeds its threshold (:func:`~anomclust_lite.core.anomaly.calibrated_threshold`).
         Thresholds do not increase when ``rate`` grows.
 
     Returns
@@ -148,9 +149,9 @@ def cluster_thresholds(loo_novelty: np.ndarray, labels: np.ndarray, k: int, rate
 
     Examples
     --------
-    >>> loo = np.r_[np.linspace(1.0, 2.0, 20), [0.5, 9.0]]
-    >>> cluster_thresholds(loo, [0] * 20 + [1, 1], 2, 0.05)  # cluster 1: 2 images, the pooled 5 % threshold
-    array([1.94736842, 2.        ])
+    >>> loo = np.r_[np.linspace(1.0, 2.0, 40), [0.5, 9.0]]
+    >>> cluster_thresholds(loo, [0] * 40 + [1, 1], 2, 0.05)  # cluster 1: 2 images, the pooled 5 % threshold
+    array([1.97435897, 2.        ])
     """
     nov = check_finite_array(loo_novelty, "loo_novelty", 1)
     kk = check_int(k, "k", low=1)

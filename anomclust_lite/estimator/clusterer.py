@@ -119,12 +119,12 @@ class AnomalyClusterer(ParamsMixin):
         paper's protocol); ``is_good_`` is still reported. See BENCHMARKS.md
         for why ``"off"`` is the default.
     good_rate : float, default 0.05
-        False-reject rate of the good-group threshold: the fraction of the
-        normal images themselves (leave-one-out) that would not count as good.
+        False-reject rate of the good-group threshold: at most this probability
+        that a new good part is not counted good (calibrated on the normal
+        images' leave-one-out scores, :func:`anomclust_lite.calibrated_threshold`).
     new_type_rate : float, default 0.05
-        False-flag rate of the new-type thresholds: the fraction of each
-        cluster's fitted images (leave-one-out) that would be flagged; of all
-        fitted images for clusters of fewer than 20.
+        False-flag rate of the new-type thresholds: at most this probability that a new
+        image like a cluster's fitted images is flagged (all fitted images calibrate clusters of < 20).
     bank_size, score_reference, subsample_from, fit_size, exact
         Speed at scale (defaults in :mod:`anomclust_lite.core.defaults`): with
         ``normal_bags``, scores are taken against a greedy k-centre coreset of
