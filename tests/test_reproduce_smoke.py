@@ -45,7 +45,10 @@ def test_quick_reproduction_on_bottle(shared_dir: Path, shared_model: Path, tmp_
     assert results["table1"]["wa_unsup"]["nmi"] >= 0.40
     assert results["table1"]["max_hausdorff"]["nmi"] >= 0.40
     good = results["good_group"]
-    assert good["auto"]["good_size"] > 0 and good["auto"]["good_precision"] >= 0.8  # bottle: good parts stand out
+    # bottle: good parts stand out. With --quick's 20 normal images the threshold is their largest
+    # leave-one-out score (a 5 % promise needs 19 or more), so a few defective parts count as good too.
+    assert good["auto"]["good_size"] > 0 and good["auto"]["good_precision"] >= 0.7
+    assert good["auto"]["good_recall"] >= 0.9
     assert set(good["off"]) == set(good["auto"]) and good["off"]["good_size"] == 0
     assert {r["stage"] for r in payload["timing"]} >= {"extract", "unsupervised pass", "semi-supervised pass"}
 
