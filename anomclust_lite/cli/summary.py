@@ -106,7 +106,7 @@ def consensus_text(model: AnomalyClusterer) -> str:
     if model.consensus_:
         return (f" (consensus of {model.consensus_} partitions: the Ward trees at {_factors()} x tau, each cut at "
                 f"K..K+{CONSENSUS_EXTRA_K})")
-    if model.method == "ward" and model.distance == "wa" and model.weights in ("unsupervised", "semi"):
+    if model.validate_params().consensus_possible:
         return " (one Ward tree at tau: --consensus off)"
     return ""
 

@@ -49,7 +49,8 @@ from .trust import (
     novelty_patch_part,
 )
 
-__all__ = ["Fit", "Report", "check_fit_inputs", "consensus_members", "fit_bags", "normal_coreset", "patch_weights", "score_reference"]
+__all__ = ["Fit", "Report", "check_fit_inputs", "consensus_members", "fit_bags", "normal_coreset", "patch_weights",
+           "score_reference"]
 
 #: ``report(stage, done, total)``: see the module docstring.
 Report = Callable[[str, int, int], None]

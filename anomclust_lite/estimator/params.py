@@ -75,10 +75,14 @@ class Params:
         return effective_tau(self.weights, self.tau)
 
     @property
+    def consensus_possible(self) -> bool:
+        """Whether consensus Ward can combine several Ward trees here: Ward on softmax-weighted WA embeddings."""
+        return self.method == "ward" and self.distance == "wa" and self.weights in ("unsupervised", "semi")
+
+    @property
     def consensus_applies(self) -> bool:
-        """Whether ``consensus="auto"`` combines several Ward trees: Ward on softmax-weighted WA embeddings."""
-        return (self.consensus == "auto" and self.method == "ward" and self.distance == "wa"
-                and self.weights in ("unsupervised", "semi"))
+        """Whether the fit combines several Ward trees: ``consensus="auto"`` where :attr:`consensus_possible`."""
+        return self.consensus == "auto" and self.consensus_possible
 
     @property
     def hausdorff_inner(self) -> str:
