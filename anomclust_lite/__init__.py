@@ -90,6 +90,7 @@ __all__ = [
     "mds_embedding",
     "co_association",
     "consensus_linkage",
+    "consensus_temperatures",
     "consensus_ward",
     "nested_cuts",
     # metrics
@@ -197,6 +198,7 @@ _EXPORTS = {
     "cut_linkage": ".clustering.auto_k",
     "co_association": ".clustering.consensus",
     "consensus_linkage": ".clustering.consensus",
+    "consensus_temperatures": ".clustering.consensus",
     "consensus_ward": ".clustering.consensus",
     "nested_cuts": ".clustering.consensus",
     "l_method": ".clustering.auto_k",

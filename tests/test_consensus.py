@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from scipy.cluster.hierarchy import linkage
 
 from anomclust_lite import (
-    AnomalyClusterer, co_association, consensus_linkage, consensus_ward, cut_linkage, nested_cuts, normalize_patches,
+    AnomalyClusterer, co_association, consensus_linkage, consensus_temperatures, consensus_ward, cut_linkage,
+    nested_cuts, normalize_patches,
     scaled_tau, nmi,
 )
 from anomclust_lite.core.defaults import CONSENSUS_EXTRA_K, CONSENSUS_TAU_FACTORS
@@ -136,3 +137,19 @@ def test_saved_models_keep_it_and_older_files_read_as_off(tmp_path):
     old = AnomalyClusterer.load(_write(tmp_path / "v4.npz", _with_header(arrays, format_version=4, params=params)))
     assert old.consensus == "off" and old.consensus_ is None
 
+
+
+def test_precomputed_first_tree_and_distances_give_the_same_consensus():
+    from scipy.spatial.distance import pdist, squareform
+
+    rng = np.random.default_rng(3)
+    xs = [rng.normal(size=(60, 5)) for _ in range(3)]
+    fresh = consensus_ward(xs, 4)
+    given = consensus_ward(xs, 4, linkage=linkage(xs[0], "ward"), distances=squareform(pdist(xs[0])))
+    assert fresh[1] == given[1] and np.array_equal(fresh[0], given[0])
+    with pytest.raises(ValueError, match="first embedding's"):
+        consensus_ward(xs, 4, distances=np.zeros((3, 3)))
+
+
+def test_consensus_temperatures_start_at_tau():
+    assert consensus_temperatures(0.02)[0] == 0.02 and len(consensus_temperatures(0.02)) == len(CONSENSUS_TAU_FACTORS)

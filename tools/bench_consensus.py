@@ -32,9 +32,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 import anomclust_lite as ac
-from anomclust_lite.core.defaults import (
-    CONSENSUS_TAU_FACTORS, DEFAULT_TAU_SEMI, DEFAULT_TAU_UNSUPERVISED,
-)
+import tune_defaults as td
+from anomclust_lite.core.defaults import DEFAULT_TAU_SEMI, DEFAULT_TAU_UNSUPERVISED
 
 SETS = ("bottle", "pill", "mtd")
 MODES = {"semi": ("semi", DEFAULT_TAU_SEMI), "unsup": ("unsup_mean", DEFAULT_TAU_UNSUPERVISED)}
@@ -43,9 +42,8 @@ NEIGHBOURS = (0.75, 1.0, 1.25)
 
 
 def embeddings(bags: np.ndarray, scores: np.ndarray, tau: "float | str", proj: "ac.Projection") -> List[np.ndarray]:
-    """Projected WA embeddings at ``tau x CONSENSUS_TAU_FACTORS`` (the one at ``tau`` first)."""
-    factors = (1.0,) + tuple(f for f in CONSENSUS_TAU_FACTORS if f != 1.0)
-    return [proj.apply(ac.weighted_average(bags, ac.soft_weights(scores, ac.scaled_tau(tau, f)))) for f in factors]
+    """Projected WA embeddings at :func:`anomclust_lite.consensus_temperatures` (the one at ``tau`` first)."""
+    return [proj.apply(ac.weighted_average(bags, ac.soft_weights(scores, t))) for t in ac.consensus_temperatures(tau)]
 
 
 def labels_of(xs: List[np.ndarray], k: int, how: str) -> np.ndarray:
@@ -54,17 +52,11 @@ def labels_of(xs: List[np.ndarray], k: int, how: str) -> np.ndarray:
     return ac.cut_linkage(ac.consensus_ward(xs, k)[0], k)
 
 
-def subsamples(n: int, count: int, seed: int) -> List[np.ndarray]:
-    """``count`` seeded, sorted subsets of 80 % of ``range(n)`` (as tune_defaults draws them)."""
-    rng = np.random.default_rng([seed, 80])
-    return [np.sort(rng.permutation(n)[: int(0.8 * n)]) for _ in range(count)]
-
-
 def measure(bags: np.ndarray, scores: np.ndarray, y: np.ndarray, tau: "float | str",
             args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
     """Both ways: NMI / ARI on all images, subsample NMI (smoothed over the neighbours), NMI spread under noise."""
     proj = ac.nuisance_projection(bags, ac.projection_rank("auto", bags.shape[2]))  # as the estimator does
-    subs = subsamples(y.size, args.subsamples, 0)
+    subs = td.subsamples(y.size, args.subsamples, 0)
     out: Dict[str, Dict[str, float]] = {"single": {}, "consensus": {}}
     for f in NEIGHBOURS:
         xs = embeddings(bags, scores, ac.scaled_tau(tau, f), proj)

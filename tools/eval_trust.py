@@ -52,7 +52,6 @@ from scipy.optimize import linear_sum_assignment
 from scipy.stats import rankdata
 
 import anomclust_lite as ac
-from anomclust_lite.core.defaults import CONSENSUS_TAU_FACTORS
 
 GOOD_CLASSES = ("good", "Free")
 
@@ -133,8 +132,8 @@ def embed(bags: np.ndarray, rows: np.ndarray, scores: np.ndarray, tau: "float | 
 def ward(bags: np.ndarray, rows: np.ndarray, scores: np.ndarray, tau: "float | str", proj: "ac.Projection",
          k: int, args: argparse.Namespace) -> np.ndarray:
     """Ward at ``k`` on the projected WA embeddings of ``rows``, cut as the estimator cuts it (``--consensus``)."""
-    factors = (1.0,) + tuple(f for f in CONSENSUS_TAU_FACTORS if f != 1.0) if args.consensus == "auto" else (1.0,)
-    xs = [proj.apply(embed(bags, rows, scores, ac.scaled_tau(tau, f))[0]) for f in factors]
+    taus = ac.consensus_temperatures(tau) if args.consensus == "auto" else [tau]
+    xs = [proj.apply(embed(bags, rows, scores, t)[0]) for t in taus]
     if len(xs) == 1:
         return ac.cluster(xs[0], k, method="ward")
     return ac.cut_linkage(ac.consensus_ward(xs, k)[0], k)

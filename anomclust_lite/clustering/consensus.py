@@ -17,8 +17,8 @@ to such noise:
   K the partitions were cut at.
 
 :func:`consensus_ward` is the estimator's ensemble: the Ward trees of the
-same images' WA embeddings at the temperatures ``tau x``
-:data:`~anomclust_lite.core.defaults.CONSENSUS_TAU_FACTORS`, each cut at
+same images' WA embeddings at the temperatures :func:`consensus_temperatures`
+(``tau x`` :data:`~anomclust_lite.core.defaults.CONSENSUS_TAU_FACTORS`), each cut at
 ``K .. K +`` :data:`~anomclust_lite.core.defaults.CONSENSUS_EXTRA_K`
 (:func:`nested_cuts`), ties broken by the distances of the first embedding.
 """
@@ -31,11 +31,12 @@ import numpy as np
 
 from .auto_k import cut_linkage
 from .dispatch import linkage_matrix
-from ..core.defaults import CONSENSUS_EXTRA_K
+from ..core.defaults import CONSENSUS_EXTRA_K, CONSENSUS_TAU_FACTORS
 from ..core.distances import euclidean_distances
 from ..core.validation import check_finite_array, check_int
+from ..core.weights import Tau, check_tau, scaled_tau
 
-__all__ = ["co_association", "consensus_linkage", "nested_cuts", "consensus_ward"]
+__all__ = ["co_association", "consensus_linkage", "nested_cuts", "consensus_temperatures", "consensus_ward"]
 
 #: The tie-break distance is scaled to at most this fraction of one co-association step (1 / partitions).
 _TIE_BREAK = 0.5
@@ -136,18 +137,35 @@ def nested_cuts(linkage: np.ndarray, k: int, extra: int) -> List[np.ndarray]:
     return [cut_linkage(z, j) for j in range(k, min(k + extra, n) + 1)]
 
 
-def consensus_ward(embeddings: Sequence[np.ndarray], k: int, extra: int = CONSENSUS_EXTRA_K) -> Tuple[np.ndarray, int]:
+def consensus_temperatures(tau: Tau) -> List[Tau]:
+    """The temperatures of the consensus: ``tau`` first, then ``tau`` times the other ``CONSENSUS_TAU_FACTORS``.
+
+    Examples
+    --------
+    >>> consensus_temperatures("0.4x")
+    ['0.4x', '0.2x', '0.3x', '0.5x', '0.6x']
+    """
+    t = check_tau(tau)
+    return [t] + [scaled_tau(t, f) for f in CONSENSUS_TAU_FACTORS if f != 1.0]
+
+
+def consensus_ward(embeddings: Sequence[np.ndarray], k: int, extra: int = CONSENSUS_EXTRA_K, *,
+                   linkage: Optional[np.ndarray] = None,
+                   distances: Optional[np.ndarray] = None) -> Tuple[np.ndarray, int]:
     """Consensus tree of the Ward trees of several embeddings of the same images, each cut at ``k .. k + extra``.
 
     Parameters
     ----------
     embeddings : sequence of (N, D) arrays
         The same ``N`` images embedded several ways (the estimator: WA
-        embeddings at neighbouring temperatures); the first one's Euclidean
-        distances break ties (:func:`consensus_linkage`).
+        embeddings at :func:`consensus_temperatures`); the first one's
+        Euclidean distances break ties (:func:`consensus_linkage`).
     k : int
         The number of clusters wanted, ``1 <= k <= N``.
     extra : int, default ``CONSENSUS_EXTRA_K``
+    linkage, distances : array_like, optional
+        The first embedding's Ward tree ``(N - 1, 4)`` and Euclidean
+        distances ``(N, N)`` when the caller has them already (not computed again).
 
     Returns
     -------
@@ -168,5 +186,12 @@ def consensus_ward(embeddings: Sequence[np.ndarray], k: int, extra: int = CONSEN
     xs = [check_finite_array(e, f"embeddings[{i}]", 2) for i, e in enumerate(embeddings)]
     if any(x.shape[0] != xs[0].shape[0] for x in xs):
         raise ValueError(f"embeddings must all have the same images (rows); got {[x.shape for x in xs]}")
-    parts = [cut for x in xs for cut in nested_cuts(linkage_matrix(x, method="ward"), k, extra)]
-    return consensus_linkage(parts, tie_break=euclidean_distances(xs[0])), len(parts)
+    n = xs[0].shape[0]
+    if linkage is not None and np.shape(linkage) != (n - 1, 4) or distances is not None and np.shape(distances) != (n, n):
+        raise ValueError(f"linkage and distances must be the first embedding's, shapes ({n - 1}, 4) and ({n}, {n}); "
+                         f"got {np.shape(linkage)} and {np.shape(distances)}")
+    trees = [linkage if linkage is not None else linkage_matrix(xs[0], method="ward")]
+    trees += [linkage_matrix(x, method="ward") for x in xs[1:]]
+    parts = [cut for tree in trees for cut in nested_cuts(tree, k, extra)]
+    tie_break = distances if distances is not None else euclidean_distances(xs[0])
+    return consensus_linkage(parts, tie_break=tie_break), len(parts)

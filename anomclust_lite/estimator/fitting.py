@@ -29,15 +29,15 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ..clustering.consensus import consensus_temperatures
 from ..core.coreset import bank_rows, coreset_count, coreset_indices, coreset_size
-from ..core.defaults import CONSENSUS_TAU_FACTORS
 from ..core.distances import average_patches, euclidean_distances
 from ..core.hausdorff import hausdorff_distances
 from ..core.memo import ArrayCache, content_digest, memoized, step_key
 from ..core.pipeline import WeightedEmbedding, embed_bags, weigh_patches
 from ..core.projection import Projection, nuisance_projection
 from ..core.validation import check_bags
-from ..core.weights import scaled_tau, soft_weights
+from ..core.weights import soft_weights
 from ..core.anomaly import DEFAULT_IMAGE_TOPK, image_scores
 from .centres import Centres, cluster_centres
 from .params import Params
@@ -178,13 +178,12 @@ class _Steps:
 
 
 def consensus_members(params: Params, arr: np.ndarray, scores: np.ndarray, projection: Projection) -> List[np.ndarray]:
-    """Projected WA embeddings at the consensus's other temperatures, ``tau x CONSENSUS_TAU_FACTORS`` but
-    ``tau`` itself (empty when consensus Ward does not apply: :attr:`Params.consensus_applies`)."""
+    """Projected WA embeddings at the consensus's other temperatures (:func:`consensus_temperatures` but
+    ``tau`` itself; empty when consensus Ward does not apply: :attr:`Params.consensus_applies`)."""
     if not params.consensus_applies:
         return []
-    tau = params.effective_tau
-    return [projection.apply(average_patches(arr, soft_weights(scores, scaled_tau(tau, f))))
-            for f in CONSENSUS_TAU_FACTORS if f != 1.0]
+    return [projection.apply(average_patches(arr, soft_weights(scores, t)))
+            for t in consensus_temperatures(params.effective_tau)[1:]]
 
 
 def image_distances(params: Params, steps: _Steps, embeddings: np.ndarray) -> np.ndarray:

@@ -108,10 +108,9 @@ def partition_images(
     t0 = time.perf_counter()
     parts = 0
     if members and z is not None:
-        z, parts = consensus_ward([x, *members], choice.k)
+        z, parts = consensus_ward([x, *members], choice.k, linkage=z, distances=dist)
     raw = cut_linkage(z, choice.k) if z is not None else cluster(x, choice.k, method=params.method, metric=metric,
                                                                  seed=params.seed)
     labels = canonical_labels(raw)
     timings["clustering"] = time.perf_counter() - t0
     return Partition(labels, int(labels.max()) + 1, choice, z, parts)
-
