@@ -8,6 +8,7 @@ import pytest
 from anomclust_lite import normal_scores, normalize_patches, patch_scores
 from anomclust_lite.core.anomaly import DEFAULT_IMAGE_TOPK, calibrated_threshold, image_scores
 from anomclust_lite.core.coreset import coreset_indices, source_rows
+from anomclust_lite.core.novelty import nearest_distances, novelty_scores
 from anomclust_lite.estimator.clusterer import AnomalyClusterer
 from anomclust_lite.estimator.reference import normal_bank
 from conftest import defect_bags
@@ -95,3 +96,47 @@ def test_assigned_images_score_as_when_fitted(semi_data, tmp_path) -> None:
     assert not result.fitted.any()
     np.testing.assert_allclose(result.anomaly_scores, model.anomaly_scores_, atol=1e-2)
     np.testing.assert_array_equal(result.is_good, model.is_good_)
+
+
+def _naive_novelty_patch_part(bags: np.ndarray, ref_idx: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Top-k mean over each fitted image's patches of the distance to the nearest coreset patch ``idx`` of the
+    reference images ``ref_idx`` (flattened), the image's own patches left out (float64)."""
+    m = bags.shape[1]
+    flat = bags[ref_idx].reshape(-1, bags.shape[2]).astype(np.float16).astype(np.float64)
+    out = np.empty(bags.shape[:2])
+    for i in range(bags.shape[0]):
+        own = np.flatnonzero(ref_idx == i)
+        keep = idx[idx // m != own[0]] if own.size else idx
+        d2 = ((bags[i].astype(np.float64)[:, None, :] - flat[keep][None]) ** 2).sum(axis=2)
+        out[i] = np.sqrt(np.maximum(d2.min(axis=1), 0.0))
+    return image_scores(out.astype(np.float32), topk=DEFAULT_IMAGE_TOPK)
+
+
+def test_novelty_reference_is_a_coreset_of_the_reference_images(semi_data, tmp_path) -> None:
+    """Semi-supervised with a compact bank: the novelty reference stores ``bank_size`` patches of the
+    ``reference_size`` images, calibrated leave-one-out against them; the file shrinks."""
+    bags, _, normals = semi_data
+    model = AnomalyClusterer(3, weights="semi", bank_size=40, seed=2, reference_size=8)
+    model.fit(bags, normal_bags=normals)
+    m, d = bags.shape[1:]
+    ref_idx = np.sort(np.random.default_rng(2).choice(bags.shape[0], size=8, replace=False))
+    idx = coreset_indices(bags[ref_idx].reshape(-1, d), 40, seed=2)
+    reference = model._fitted_state.novelty.reference
+    assert reference.shape == (-(-idx.size // m), m, d) and reference.dtype == np.float16
+    assert set(map(tuple, reference.reshape(-1, d).tolist())) == set(
+        map(tuple, bags[ref_idx].reshape(-1, d)[idx].astype(np.float16).tolist()))
+    novelty = model._fitted_state.novelty
+    patch_part = _naive_novelty_patch_part(bags, ref_idx, idx)
+    assert novelty.scales[1] == pytest.approx(np.median(patch_part), abs=2e-3)
+    emb_part = nearest_distances(novelty.embeddings, novelty.embeddings, leave_one_out=True)
+    np.testing.assert_allclose(novelty_scores(emb_part, patch_part, *novelty.scales), novelty.fitted, rtol=2e-3)
+    exact = AnomalyClusterer(3, weights="semi", bank_size=40, seed=2, reference_size=8, exact=True)
+    exact.fit(bags, normal_bags=normals)
+    assert exact._fitted_state.novelty.reference.shape == (8, m, d)
+    model.save(tmp_path / "compact.npz")
+    exact.save(tmp_path / "exact.npz")
+    assert (tmp_path / "compact.npz").stat().st_size < (tmp_path / "exact.npz").stat().st_size
+    loaded = AnomalyClusterer.load(tmp_path / "compact.npz")
+    nudged = normalize_patches(bags + np.random.default_rng(0).normal(scale=1e-3, size=bags.shape)).astype(np.float32)
+    np.testing.assert_allclose(loaded.assign(nudged).novelty, model.assign(nudged).novelty, rtol=1e-6)
+

@@ -373,7 +373,8 @@ def _add_method_options(p: argparse.ArgumentParser) -> None:
                         f"in 'assign' (default {DEFAULT_REFERENCE_SIZE})")
     _add_exact_option(g)
     g.add_argument("--bank-size", type=_bank_size, default=DEFAULT_BANK_SIZE, metavar="F|N",
-                   help=f"with --normal, the coreset of the normal patches scored against: a fraction "
+                   help=f"with --normal, the coreset of the normal patches scored against (and of the novelty "
+                        f"reference's patches kept in model.npz): a fraction "
                         f"(default {DEFAULT_BANK_SIZE:g}, at least {MIN_CORESET_PATCHES} patches) or a number of "
                         "patches; larger is slower and closer to --exact (README 'Speed')")
     g.add_argument("--fit-size", type=_int_at_least(2), default=DEFAULT_FIT_SIZE, metavar="N",

@@ -128,8 +128,8 @@ class AnomalyClusterer(ParamsMixin):
     bank_size, score_reference, subsample_from, fit_size, exact
         Speed at scale (defaults in :mod:`anomclust_lite.core.defaults`): with
         ``normal_bags``, scores are taken against a greedy k-centre coreset of
-        ``bank_size`` normal patches (int, or a fraction: 0.1, at least 8192;
-        :mod:`anomclust_lite.core.coreset`); unsupervised, from
+        ``bank_size`` normal patches (int, or a fraction: 0.1, at least 8192; :mod:`anomclust_lite.core.coreset`),
+        and the novelty reference is a coreset of as many of its images' patches; unsupervised, from
         ``subsample_from`` (500) images on, against ``score_reference`` (64)
         seeded images (Eq. 7); above ``fit_size`` (2000) images a seeded sample
         is fitted and the rest assigned in chunks (:mod:`.scale`; ``bags`` may

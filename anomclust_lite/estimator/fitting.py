@@ -30,7 +30,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..clustering.consensus import consensus_temperatures
-from ..core.coreset import bank_rows, coreset_count, coreset_indices, coreset_size
+from ..core.coreset import bank_rows, coreset_count, coreset_indices, coreset_size, source_rows
 from ..core.distances import average_patches, euclidean_distances
 from ..core.hausdorff import hausdorff_distances
 from ..core.memo import ArrayCache, content_digest, memoized, step_key
@@ -45,8 +45,7 @@ from .partition import Partition, partition_images
 from .reference import bag_hashes, build_reference, normal_bank, seeded_images
 from .trust import (
     GOOD_LABEL, NoveltyState, anomaly_against_bank, bank_loo_scores, confidence_summary, coreset_loo_scores,
-    fit_novelty, good_threshold,
-    novelty_patch_part,
+    fit_novelty, good_threshold, novelty_coreset_part, novelty_patch_part,
 )
 
 __all__ = ["Fit", "Report", "check_fit_inputs", "consensus_members", "fit_bags", "normal_coreset", "patch_weights",
@@ -110,10 +109,11 @@ def patch_weights(params: Params, scores: np.ndarray) -> np.ndarray:
     return weigh_patches(scores, params.weights, params.effective_tau, k)
 
 
-def normal_coreset(params: Params, normals: np.ndarray, steps: "Optional[_Steps]" = None) -> Optional[np.ndarray]:
-    """Indices (into the flattened normal patches) of the coreset of ``bank_size`` patches; None: every patch.
+def normal_coreset(params: Params, normals: np.ndarray, steps: "Optional[_Steps]" = None,
+                   stage: str = "choosing the normal bank's coreset") -> Optional[np.ndarray]:
+    """Indices (into the flattened patches of ``normals``) of the coreset of ``bank_size`` patches; None: every patch.
 
-    The indices go through the cache hook of ``steps``, keyed by the normal bags' content, the size and the seed.
+    The indices go through the cache hook of ``steps``, keyed by the bags' content, the size and the seed.
     """
     r, m, d = normals.shape
     size = coreset_size(params.bank_size, r * m)
@@ -125,7 +125,7 @@ def normal_coreset(params: Params, normals: np.ndarray, steps: "Optional[_Steps]
                         lambda: coreset_indices(normals.reshape(r * m, d), size, seed=params.seed,
                                                 n_threads=params.n_threads))
     if hit and steps is not None:
-        steps.hit("choosing the normal bank's coreset")
+        steps.hit(stage)
     return idx.astype(np.int64)
 
 
@@ -236,10 +236,27 @@ def _anomaly_coreset(params: Params, steps: _Steps, normals: np.ndarray, coreset
     return anomaly, good_threshold(loo, params.good_rate), bank_rows(normals, coreset)
 
 
-def _novelty_patch_part(params: Params, steps: _Steps, ref_idx: np.ndarray) -> np.ndarray:
-    """The novelty calibration's kernel (``N x reference_size`` image pairs); its cache entry serves any K and method."""
-    return steps.run("calibrating novelty", {"bags": steps.digest, "reference": ref_idx.tolist()}, (steps.arr.shape[0],),
-                     lambda progress: novelty_patch_part(params, steps.arr, ref_idx, progress))
+def _novelty_reference(params: Params, steps: _Steps, ref_idx: np.ndarray, compact: bool) -> Tuple[np.ndarray, np.ndarray]:
+    """The novelty reference a model stores and the fitted images' leave-one-out patch part against it.
+
+    Whole bags of the reference images ``ref_idx``; with ``compact`` (a semi-supervised fit whose normal bank
+    is a coreset: the reference serves novelty only) the coreset of their patches, ``bank_size`` of them, as
+    rows. The calibration's kernel (``N x reference`` pairs) has a cache entry that serves any K and method.
+    """
+    arr = steps.arr
+    key = {"bags": steps.digest, "reference": ref_idx.tolist()}
+    ref_bags = arr[ref_idx]
+    idx = (normal_coreset(params, ref_bags, steps, stage="choosing the novelty reference's coreset")
+           if compact and ref_idx.size >= 2 else None)
+    if idx is None:
+        return ref_bags.astype(np.float16), steps.run("calibrating novelty", key, (arr.shape[0],),
+                                                      lambda progress: novelty_patch_part(params, arr, ref_idx, progress))
+    rows, sources = source_rows(ref_bags, idx)  # the same patches as the stored rows, grouped by image
+    rows = rows.astype(np.float16).astype(arr.dtype)  # calibrated against exactly the values the model stores
+    key["coreset"] = idx.tolist() if steps.cache is not None else []
+    return bank_rows(ref_bags, idx).astype(np.float16), steps.run(
+        "calibrating novelty", key, (arr.shape[0],),
+        lambda progress: novelty_coreset_part(params, arr, ref_idx, rows, sources, progress))
 
 
 def _clustered(params: Params, is_good: np.ndarray, on: bool) -> np.ndarray:
@@ -279,8 +296,9 @@ def fit_bags(
     """Run every fitting step, reporting progress and using the ``cache`` hook as the module docstring says.
 
     The novelty calibration compares every image with a seeded subsample of
-    ``reference_size`` fitted images, drawn independently of the clustering,
-    so its cache entry serves any K and method.
+    ``reference_size`` fitted images (semi-supervised with a compact normal
+    bank: a coreset of their patches, :func:`_novelty_reference`), drawn
+    independently of the clustering, so its cache entry serves any K and method.
     """
     arr, normals = check_fit_inputs(params, bags, normal_bags)
     timings: Dict[str, float] = {}
@@ -313,8 +331,8 @@ def fit_bags(
     ref_idx = seeded_images(arr.shape[0], params.reference_size, params.seed)
     reference, kind = build_reference(arr, bank, ref_idx)
     t0 = time.perf_counter()
-    patch_part = _novelty_patch_part(params, steps, ref_idx)
-    novelty = fit_novelty(arr, embeddings, partition.labels, partition.k, ref_idx, params.new_type_rate, patch_part)
+    novelty_ref, patch_part = _novelty_reference(params, steps, ref_idx, compact=coreset is not None)
+    novelty = fit_novelty(embeddings, partition.labels, partition.k, novelty_ref, params.new_type_rate, patch_part)
     timings["novelty"] = time.perf_counter() - t0
     confidence, cohesion, weak = confidence_summary(embeddings, centres.centers, partition.labels)
     return Fit(scores, weights, embeddings, dist, partition, centres, reference, kind, bag_hashes(arr),

@@ -10,8 +10,8 @@ without normal images) and whether the good group was set apart, the
 reference kind, the patch count and the caller's metadata. Version 2 adds
 ``anomaly_scores`` (N,), ``novelty_embeddings`` (N, D) float32,
 ``novelty_scales`` (2,), ``novelty_thresholds`` (K,), ``novelty_fitted`` (N,)
-and, for semi-supervised models, ``novelty_reference`` (R, M, D) float16
-(unsupervised models use ``reference``); labels may be -1 (the good group). Version 3 adds
+and, for semi-supervised models, ``novelty_reference`` (R, M', D) float16, whole bags or rows of
+a patch coreset (unsupervised models use ``reference``); labels may be -1 (the good group). Version 3 adds
 ``projection_mean`` (D,) and ``projection_components`` (r, D) float64 (the nuisance projection,
 :mod:`anomclust_lite.core.projection`); a version 2 file is read as ``project_out=0``, which is
 what it was fitted with. Version 4 changes no array: its default semi-supervised temperature is
@@ -293,7 +293,7 @@ def _trust_problems(state: FittedState, k: int) -> List[str]:
     problems = [f"{name} has shape {arr.shape}, expected {shape} finite numbers" for name, arr, shape in checks
                 if arr.shape != shape or arr.dtype.kind != "f" or not np.isfinite(arr).all()]
     if nov.reference.ndim != 3 or nov.reference.dtype != np.float16 or nov.reference.shape[2] != d:
-        problems.append(f"novelty_reference has shape {nov.reference.shape}, expected (R, M, {d}) float16")
+        problems.append(f"novelty_reference has shape {nov.reference.shape}, expected (R, M', {d}) float16")
     if not problems and (nov.scales <= 0).any():
         problems.append("novelty_scales must be > 0")
     return problems

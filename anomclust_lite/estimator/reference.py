@@ -13,7 +13,9 @@ model stores (float16):
   scored against (as rows of patches), also the bank of the image anomaly
   scores; with ``exact`` (or when the coreset keeps every patch) a seeded
   subsample of ``reference_size`` whole labelled normal images (all of them
-  when fewer).
+  when fewer). Novelty then has its own reference, the same seeded fitted
+  images as above, kept as a coreset of ``bank_size`` of their patches
+  (whole with ``exact``; see :func:`~anomclust_lite.estimator.fitting.fit_bags`).
 
 An image whose float16 features hash like a fitted image's is that image.
 """

@@ -43,7 +43,8 @@ from .params import GOOD_GROUPS, Params
 
 __all__ = [
     "GOOD_GROUPS", "GOOD_LABEL", "WEAK_LARGEST_SHARE", "NoveltyState", "bank_loo_scores", "coreset_loo_scores",
-    "good_threshold", "anomaly_against_bank", "confidence_summary", "novelty_patch_part", "fit_novelty",
+    "good_threshold", "anomaly_against_bank", "confidence_summary", "novelty_patch_part", "novelty_coreset_part",
+    "fit_novelty",
     "novelty_of",
 ]
 
@@ -65,8 +66,10 @@ class NoveltyState:
     ----------
     embeddings : (N, D) float32
         WA embeddings of the fitted images.
-    reference : (R, M, D) float16
-        Bags of a seeded subsample of the fitted images (:func:`~anomclust_lite.estimator.reference.seeded_images`).
+    reference : (R, M', D) float16
+        The patches new images are compared with: the bags of a seeded subsample of the fitted images
+        (:func:`~anomclust_lite.estimator.reference.seeded_images`), or (semi-supervised models with a
+        compact bank) a coreset of their patches as rows (:func:`~anomclust_lite.core.coreset.source_rows`).
     scales : (2,) float64
         Median leave-one-out embedding and patch parts among the fitted images.
     thresholds : (K,) float64
@@ -144,18 +147,30 @@ def novelty_patch_part(params: Params, arr: np.ndarray, ref_idx: np.ndarray, pro
     return image_scores(loo, topk=DEFAULT_IMAGE_TOPK)
 
 
-def fit_novelty(arr: np.ndarray, embeddings: np.ndarray, labels: np.ndarray, k: int,
-                ref_idx: np.ndarray, rate: float, patch_part: np.ndarray) -> NoveltyState:
+def novelty_coreset_part(params: Params, arr: np.ndarray, ref_idx: np.ndarray, rows: np.ndarray,
+                         sources: np.ndarray, progress: Progress = None) -> np.ndarray:
+    """:func:`novelty_patch_part` against a coreset of the reference images' patches: ``rows`` and their
+    ``sources`` (positions in ``ref_idx``) from :func:`~anomclust_lite.core.coreset.source_rows`; a reference
+    image is not compared with its own patches."""
+    groups = np.full(arr.shape[0], -1, dtype=np.int64)
+    groups[ref_idx] = np.arange(ref_idx.size)
+    loo = normal_scores(arr, rows, memory_mb=params.memory_mb, n_threads=params.n_threads, progress=progress,
+                        groups=(groups, sources))
+    return image_scores(loo, topk=DEFAULT_IMAGE_TOPK)
+
+
+def fit_novelty(embeddings: np.ndarray, labels: np.ndarray, k: int, reference: np.ndarray, rate: float,
+                patch_part: np.ndarray) -> NoveltyState:
     """Leave-one-out novelty of the fitted images and the per-cluster thresholds (``patch_part``: see
-    :func:`novelty_patch_part`)."""
+    :func:`novelty_patch_part` and :func:`novelty_coreset_part`; ``reference``: what it was taken against)."""
     emb = embeddings.astype(np.float32)
-    emb_part = nearest_distances(emb, emb, leave_one_out=True) if arr.shape[0] > 1 else np.zeros(1)
+    emb_part = nearest_distances(emb, emb, leave_one_out=True) if emb.shape[0] > 1 else np.zeros(1)
     scales = np.array([np.median(emb_part), np.median(patch_part)], dtype=np.float64)
     scales = np.where(scales > 0, scales, 1.0)
     fitted = novelty_scores(emb_part, patch_part, *scales)
     clustered = labels >= 0
     thresholds = cluster_thresholds(fitted[clustered], labels[clustered], k, rate)
-    return NoveltyState(emb, arr[ref_idx].astype(np.float16), scales, thresholds, fitted)
+    return NoveltyState(emb, reference.astype(np.float16, copy=False), scales, thresholds, fitted)
 
 
 def novelty_of(params: Params, state: NoveltyState, arr: np.ndarray, embeddings: np.ndarray,
