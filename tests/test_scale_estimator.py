@@ -166,7 +166,10 @@ def test_coreset_is_cached_with_the_normal_bank(semi_data, tmp_path) -> None:
     cold = AnomalyClusterer(3, weights="semi", bank_size=40, seed=2).fit(bags, normal_bags=normals, cache=cache)
     warm = AnomalyClusterer(3, weights="semi", bank_size=40, seed=2).fit(bags, normal_bags=normals, cache=cache)
     assert "choosing the normal bank's coreset" in warm.cached_steps_
+    assert {"choosing the novelty reference's coreset", "calibrating novelty"} <= set(warm.cached_steps_)
     np.testing.assert_array_equal(warm.scores_, cold.scores_)
+    np.testing.assert_array_equal(warm._fitted_state.novelty.fitted, cold._fitted_state.novelty.fitted)
     other = AnomalyClusterer(3, weights="semi", bank_size=41, seed=2).fit(bags, normal_bags=normals, cache=cache)
     assert "choosing the normal bank's coreset" not in other.cached_steps_
+    assert "calibrating novelty" not in other.cached_steps_  # another coreset of the novelty reference
     assert not np.array_equal(other.scores_, cold.scores_)

@@ -48,7 +48,7 @@ from .trust import (
     fit_novelty, good_threshold, novelty_coreset_part, novelty_patch_part,
 )
 
-__all__ = ["Fit", "Report", "check_fit_inputs", "consensus_members", "fit_bags", "normal_coreset", "patch_weights",
+__all__ = ["Fit", "Report", "check_fit_inputs", "consensus_members", "fit_bags", "patch_coreset", "patch_weights",
            "score_reference"]
 
 #: ``report(stage, done, total)``: see the module docstring.
@@ -109,20 +109,23 @@ def patch_weights(params: Params, scores: np.ndarray) -> np.ndarray:
     return weigh_patches(scores, params.weights, params.effective_tau, k)
 
 
-def normal_coreset(params: Params, normals: np.ndarray, steps: "Optional[_Steps]" = None,
-                   stage: str = "choosing the normal bank's coreset") -> Optional[np.ndarray]:
-    """Indices (into the flattened patches of ``normals``) of the coreset of ``bank_size`` patches; None: every patch.
+def patch_coreset(params: Params, bags: np.ndarray, steps: "Optional[_Steps]" = None,
+                  stage: str = "choosing the normal bank's coreset") -> Optional[np.ndarray]:
+    """Indices (into the flattened patches of ``bags``) of their coreset of ``bank_size`` patches; None: every patch.
 
-    The indices go through the cache hook of ``steps``, keyed by the bags' content, the size and the seed.
+    Serves the normal bank and the semi-supervised novelty reference. The indices go through the cache hook
+    of ``steps`` (which reports ``stage``), keyed by the bags' content, the size and the seed.
     """
-    r, m, d = normals.shape
+    r, m, d = bags.shape
     size = coreset_size(params.bank_size, r * m)
     if params.exact or size >= r * m:
         return None
     cache = steps.cache if steps is not None else None
-    key = step_key("coreset", bank=content_digest(normals), size=size, seed=params.seed) if cache is not None else ""
+    if steps is not None:
+        steps.report(stage, 0, 0)
+    key = step_key("coreset", bank=content_digest(bags), size=size, seed=params.seed) if cache is not None else ""
     idx, hit = memoized(cache, "trust", key, (coreset_count(r * m, size),), "float64",
-                        lambda: coreset_indices(normals.reshape(r * m, d), size, seed=params.seed,
+                        lambda: coreset_indices(bags.reshape(r * m, d), size, seed=params.seed,
                                                 n_threads=params.n_threads))
     if hit and steps is not None:
         steps.hit(stage)
@@ -246,7 +249,7 @@ def _novelty_reference(params: Params, steps: _Steps, ref_idx: np.ndarray, compa
     arr = steps.arr
     key = {"bags": steps.digest, "reference": ref_idx.tolist()}
     ref_bags = arr[ref_idx]
-    idx = (normal_coreset(params, ref_bags, steps, stage="choosing the novelty reference's coreset")
+    idx = (patch_coreset(params, ref_bags, steps, stage="choosing the novelty reference's coreset")
            if compact and ref_idx.size >= 2 else None)
     if idx is None:
         return ref_bags.astype(np.float16), steps.run("calibrating novelty", key, (arr.shape[0],),
@@ -305,9 +308,7 @@ def fit_bags(
     steps = _Steps(params, arr, cache, report)
 
     t0 = time.perf_counter()
-    if normals is not None:
-        report("choosing the normal bank's coreset", 0, 0)
-    coreset = normal_coreset(params, normals, steps) if normals is not None else None
+    coreset = patch_coreset(params, normals, steps) if normals is not None else None
     scored_bank = normals if coreset is None else bank_rows(normals, coreset)
     wa = steps.embed(scored_bank)
     projection = nuisance_projection(arr, params.projection_rank(arr.shape[2]))
