@@ -112,6 +112,8 @@ def test_deeply_nested_header_is_a_one_line_error(tmp_path, good):
         (lambda a: {**a, "fitted_distances": np.full(8, np.nan)}, "fitted_distances has NaN"),
         (lambda a: {**a, "reference": np.full(a["reference"].shape, np.inf, np.float16)}, "reference has NaN or inf"),
         (lambda a: {**a, "reference": np.zeros((9,) + a["reference"].shape[1:], np.float16)}, "more than the 8 fitted"),
+        (lambda a: {**a, "novelty_reference": np.full((1, 3, 4), np.nan, np.float16)}, "novelty_reference is empty or has NaN"),
+        (lambda a: {**a, "novelty_reference": np.zeros((1, 3, 5), np.float16)}, r"novelty_reference has shape \(1, 3, 5\)"),
     ],
 )
 def test_inconsistent_fields_are_refused_naming_the_field(tmp_path, good, change, field):

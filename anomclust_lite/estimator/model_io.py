@@ -294,6 +294,8 @@ def _trust_problems(state: FittedState, k: int) -> List[str]:
                 if arr.shape != shape or arr.dtype.kind != "f" or not np.isfinite(arr).all()]
     if nov.reference.ndim != 3 or nov.reference.dtype != np.float16 or nov.reference.shape[2] != d:
         problems.append(f"novelty_reference has shape {nov.reference.shape}, expected (R, M', {d}) float16")
+    elif nov.reference is not state.reference and (nov.reference.size == 0 or not np.isfinite(nov.reference).all()):
+        problems.append("novelty_reference is empty or has NaN or inf values")
     if not problems and (nov.scales <= 0).any():
         problems.append("novelty_scales must be > 0")
     return problems
