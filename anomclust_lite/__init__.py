@@ -56,6 +56,7 @@ __all__ = [
     "is_weak",
     "nearest_distances",
     "novelty_scores",
+    "calibration_labels",
     "cluster_thresholds",
     "flag_new_types",
     # evaluation data sets (the paper's protocol)
@@ -154,6 +155,7 @@ _EXPORTS = {
     "is_weak": ".core.confidence",
     "nearest_distances": ".core.novelty",
     "novelty_scores": ".core.novelty",
+    "calibration_labels": ".core.novelty",
     "cluster_thresholds": ".core.novelty",
     "flag_new_types": ".core.novelty",
     "embed_bags": ".core.pipeline",

@@ -304,7 +304,8 @@ def novelty_run(data: Dict[str, object], fit: np.ndarray, query: np.ndarray, mod
         "novelty": nov_q,
         "labelled": labelled_novelty(e_fit, data["labels"][fit], e_q),
         "centre": d_q.min(axis=1),
-        "new_type": ac.flag_new_types(nov_q, lab_q, ac.cluster_thresholds(nov_fit, lab, k, args.rate), gate),
+        "new_type": ac.flag_new_types(nov_q, lab_q, ac.cluster_thresholds(
+            nov_fit, ac.calibration_labels(e_fit, lab, cen), k, args.rate), gate),
         "centre_flag": ac.flag_new_types(d_q.min(axis=1), lab_q, ac.cluster_thresholds(centre_fit, lab, k, args.rate), gate),
     }
 

@@ -123,8 +123,8 @@ class AnomalyClusterer(ParamsMixin):
         that a new good part is not counted good (calibrated on the normal
         images' leave-one-out scores, :func:`anomclust_lite.calibrated_threshold`).
     new_type_rate : float, default 0.05
-        False-flag rate of the new-type thresholds: at most this probability that a new
-        image like a cluster's fitted images is flagged (all fitted images calibrate clusters of < 20).
+        False-flag rate of the new-type thresholds: at most this probability that a new image like the
+        fitted images assigning gives a cluster is flagged (all fitted images calibrate clusters of < 20).
     bank_size, score_reference, subsample_from, fit_size, exact
         Speed at scale (defaults in :mod:`anomclust_lite.core.defaults`): with
         ``normal_bags``, scores are taken against a greedy k-centre coreset of

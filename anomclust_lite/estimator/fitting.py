@@ -333,7 +333,7 @@ def fit_bags(
     reference, kind = build_reference(arr, bank, ref_idx)
     t0 = time.perf_counter()
     novelty_ref, patch_part = _novelty_reference(params, steps, ref_idx, compact=coreset is not None)
-    novelty = fit_novelty(embeddings, partition.labels, partition.k, novelty_ref, params.new_type_rate, patch_part)
+    novelty = fit_novelty(embeddings, partition.labels, centres.centers, novelty_ref, params.new_type_rate, patch_part)
     timings["novelty"] = time.perf_counter() - t0
     confidence, cohesion, weak = confidence_summary(embeddings, centres.centers, partition.labels)
     return Fit(scores, weights, embeddings, dist, partition, centres, reference, kind, bag_hashes(arr),

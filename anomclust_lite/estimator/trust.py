@@ -22,8 +22,9 @@
 - **Novelty** of an assigned image (:mod:`anomclust_lite.core.novelty`):
   nearest fitted embedding x nearest fitted patch, each relative to the
   fitted images; a *new type* when above its cluster's threshold calibrated
-  at ``new_type_rate`` on the fitted images' leave-one-out novelty (on all of
-  them for a cluster of fewer than ``MIN_OWN_CALIBRATION`` images).
+  at ``new_type_rate`` on the leave-one-out novelty of the fitted images that
+  assigning would give the cluster (``calibration_labels``; on all of them
+  for a cluster of fewer than ``MIN_OWN_CALIBRATION`` such images).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import numpy as np
 from ..core.anomaly import DEFAULT_IMAGE_TOPK, calibrated_threshold, image_scores
 from ..core.coreset import source_rows
 from ..core.confidence import WEAK_MEAN_CONFIDENCE, centre_margins, cluster_cohesion
-from ..core.novelty import cluster_thresholds, nearest_distances, novelty_scores
+from ..core.novelty import calibration_labels, cluster_thresholds, nearest_distances, novelty_scores
 from ..core.scores import cross_patch_scores, normal_scores, patch_scores
 from .params import GOOD_GROUPS, Params
 
@@ -159,17 +160,19 @@ def novelty_coreset_part(params: Params, arr: np.ndarray, ref_idx: np.ndarray, r
     return image_scores(loo, topk=DEFAULT_IMAGE_TOPK)
 
 
-def fit_novelty(embeddings: np.ndarray, labels: np.ndarray, k: int, reference: np.ndarray, rate: float,
+def fit_novelty(embeddings: np.ndarray, labels: np.ndarray, centers: np.ndarray, reference: np.ndarray, rate: float,
                 patch_part: np.ndarray) -> NoveltyState:
-    """Leave-one-out novelty of the fitted images and the per-cluster thresholds (``patch_part``: see
-    :func:`novelty_patch_part` and :func:`novelty_coreset_part`; ``reference``: what it was taken against)."""
+    """Leave-one-out novelty of the fitted images and the per-cluster thresholds, each calibrated on the images
+    assigning would put in the cluster (``patch_part``: see :func:`novelty_patch_part` and
+    :func:`novelty_coreset_part`; ``reference``: what it was taken against)."""
     emb = embeddings.astype(np.float32)
     emb_part = nearest_distances(emb, emb, leave_one_out=True) if emb.shape[0] > 1 else np.zeros(1)
     scales = np.array([np.median(emb_part), np.median(patch_part)], dtype=np.float64)
     scales = np.where(scales > 0, scales, 1.0)
     fitted = novelty_scores(emb_part, patch_part, *scales)
     clustered = labels >= 0
-    thresholds = cluster_thresholds(fitted[clustered], labels[clustered], k, rate)
+    calibrates = calibration_labels(embeddings[clustered], labels[clustered], centers)
+    thresholds = cluster_thresholds(fitted[clustered], calibrates, centers.shape[0], rate)
     return NoveltyState(emb, reference.astype(np.float16, copy=False), scales, thresholds, fitted)
 
 
