@@ -239,7 +239,8 @@ def _anomaly_coreset(params: Params, steps: _Steps, normals: np.ndarray, coreset
     return anomaly, good_threshold(loo, params.good_rate), bank_rows(normals, coreset)
 
 
-def _novelty_reference(params: Params, steps: _Steps, ref_idx: np.ndarray, compact: bool) -> Tuple[np.ndarray, np.ndarray]:
+def _novelty_reference(params: Params, steps: _Steps, ref_idx: np.ndarray,
+                       compact: bool) -> Tuple[np.ndarray, np.ndarray]:
     """The novelty reference a model stores and the fitted images' leave-one-out patch part against it.
 
     Whole bags of the reference images ``ref_idx``; with ``compact`` (a semi-supervised fit whose normal bank
@@ -252,8 +253,8 @@ def _novelty_reference(params: Params, steps: _Steps, ref_idx: np.ndarray, compa
     idx = (patch_coreset(params, ref_bags, steps, stage="choosing the novelty reference's coreset")
            if compact and ref_idx.size >= 2 else None)
     if idx is None:
-        return ref_bags.astype(np.float16), steps.run("calibrating novelty", key, (arr.shape[0],),
-                                                      lambda progress: novelty_patch_part(params, arr, ref_idx, progress))
+        return ref_bags.astype(np.float16), steps.run(
+            "calibrating novelty", key, (arr.shape[0],), lambda progress: novelty_patch_part(params, arr, ref_idx, progress))
     rows, sources = source_rows(ref_bags, idx)  # the same patches as the stored rows, grouped by image
     rows = rows.astype(np.float16).astype(arr.dtype)  # calibrated against exactly the values the model stores
     key["coreset"] = idx.tolist() if steps.cache is not None else []
