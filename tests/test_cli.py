@@ -232,6 +232,10 @@ def test_semi_supervised_with_normal_folder(capsys, folder: Path, model_path: Pa
     assert rc == 0, err
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["parameters"]["weights"] == "semi" and summary["metrics"]["nmi"] == pytest.approx(1.0)
+    rc, stdout, err = run(capsys, "assign", tmp_path / "o" / "model.npz", normal, "--out", tmp_path / "a")
+    assert rc == 0, err
+    good = sum(r["is_good"] == "1" for r in read_csv(tmp_path / "a" / "assignments.csv"))
+    assert good >= 4 and f"; {good} likely good (is_good = 1" in stdout  # the terminal says what the CSV holds
     rc, _, err = run(capsys, folder, *model_args(model_path), "--weights", "semi", "--out", tmp_path / "o")
     assert rc == 1
     assert_one_error_line(err, "--normal")

@@ -189,6 +189,15 @@ def build_assign_summary(args: argparse.Namespace, model: AnomalyClusterer, assi
     }
 
 
+def _good_text(summary: Dict[str, Any], model: AnomalyClusterer) -> str:
+    """The summary's words on good parts: the good group, or (set apart or not) the images likely good."""
+    if model.good_group_:
+        return f"; {summary['good_group']} in the good group"
+    if model.good_threshold_ is None:
+        return ""
+    return f"; {summary['is_good']} likely good (is_good = 1, clustered as well: --good-group off)"
+
+
 def print_assign_summary(summary: Dict[str, Any], model: AnomalyClusterer, assignment: Assignment, images: ImageSet,
                          n_unreadable: int, out: Path, console: Console) -> None:
     """The result lines: sizes, possible new types, the good group, what was skipped, where the files are."""
@@ -198,7 +207,7 @@ def print_assign_summary(summary: Dict[str, Any], model: AnomalyClusterer, assig
         + (f"novelty > {assignment.threshold:.4g}" if assignment.threshold is not None else
            f"novelty above its cluster's threshold, calibrated to flag at most {model.new_type_rate:.0%} of images "
            "like the fitted ones")
-        + ")" + (f"; {summary['good_group']} in the good group" if model.good_group_ else "")
+        + ")" + _good_text(summary, model)
     )
     note = skipped_note(n_unreadable, len(images.paths), len(images.problems))
     if note is not None:
