@@ -241,6 +241,18 @@ def test_semi_supervised_with_normal_folder(capsys, folder: Path, model_path: Pa
     assert_one_error_line(err, "--normal")
 
 
+def test_stated_rates_are_options_of_the_fit(tmp_path: Path) -> None:
+    """--good-rate and --new-type-rate reach the estimator (thresholds are calibrated when fitting)."""
+    from anomclust_lite.cli.cluster import build_clusterer
+    from anomclust_lite.cli.parser import build_parser
+
+    args = build_parser().parse_args([str(tmp_path), "--good-rate", "0.2", "--new-type-rate", "0.1"])
+    model = build_clusterer(args, "semi")
+    assert (model.good_rate, model.new_type_rate) == (0.2, 0.1)
+    default = build_clusterer(build_parser().parse_args([str(tmp_path)]), "semi")
+    assert (default.good_rate, default.new_type_rate) == (0.05, 0.05)
+
+
 def test_good_group_is_a_group_of_its_own_in_both_reports(capsys, folder: Path, model_path: Path,
                                                            tmp_path: Path) -> None:
     normal = make_normal_folder(tmp_path / "normal", 8, seed=5)
@@ -450,7 +462,7 @@ def test_k_larger_than_n(capsys, base_folder: Path, model_path: Path, tmp_path: 
 @pytest.mark.parametrize(
     "argv",
     [["--k", "0"], ["--k", "x"], ["--k-max", "1"], ["--method", "dbscan"], ["--tau", "-1"], ["--crop", "-3"],
-     ["--bogus"], []],
+     ["--bogus"], [], ["--new-type-rate", "1"], ["--good-rate", "0"], ["--new-type-rate", "5%"]],
 )
 def test_usage_errors_exit_2(capsys, base_folder: Path, argv: List[str]) -> None:
     args = ([str(base_folder)] if argv else []) + argv

@@ -149,6 +149,8 @@ def build_clusterer(args: argparse.Namespace, weights_mode: str) -> AnomalyClust
         reference_size=args.reference_size,
         bag_dtype=args.bag_dtype,
         good_group=args.good_group,
+        good_rate=args.good_rate,
+        new_type_rate=args.new_type_rate,
         exact=args.exact,
         bank_size=args.bank_size,
         fit_size=args.fit_size,

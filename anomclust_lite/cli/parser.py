@@ -14,6 +14,7 @@ import numpy as np
 from ..clustering.auto_k import DEFAULT_K_MAX
 from ..estimator.params import CONSENSUS_MODES, DEFAULT_REFERENCE_SIZE, DISTANCES, WEIGHT_MODES
 from ..clustering.dispatch import METHODS
+from ..core.anomaly import DEFAULT_RATE
 from ..core.coreset import MIN_CORESET_PATCHES
 from ..core.defaults import (
     BAG_DTYPES,
@@ -212,6 +213,14 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _rate(text: str) -> float:
+    """A stated false-reject or false-flag rate: a fraction in (0, 1) such as ``0.05``."""
+    value = _positive_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1) such as 0.05 for 5 %, got {text!r}")
+    return value
+
+
 def _bank_size(text: str) -> "int | float":
     """``--bank-size``: a fraction in (0, 1] such as ``0.1``, or a whole number of patches such as ``20000``."""
     try:
@@ -382,11 +391,23 @@ def _add_method_options(p: argparse.ArgumentParser) -> None:
                         "others to its clusters in chunks; their features then stay on disk in a temporary file "
                         "inside --out while the run lasts, so memory does not grow with the number of images "
                         "(README 'Memory model')")
+    _add_trust_options(g)
+
+
+def _add_trust_options(g: "argparse._ArgumentGroup") -> None:
+    """The good group and the stated rates of the cluster command (calibrated when fitting)."""
     g.add_argument("--good-group", choices=("off", "auto"), default="off",
                    help="auto: with --normal, set the likely-good images apart (cluster -1, is_good = 1) and "
                         "cluster the rest, K counting defect clusters only; off: cluster every image, the "
                         "paper's protocol (default off: on pill it also sets apart many subtly defective "
                         "images, see BENCHMARKS.md)")
+    g.add_argument("--good-rate", type=_rate, default=DEFAULT_RATE, metavar="R",
+                   help=f"with --normal, the stated rate at which a good part is not counted good (is_good = 0; "
+                        f"default {DEFAULT_RATE:g}); higher keeps more subtly defective parts out of is_good")
+    g.add_argument("--new-type-rate", type=_rate, default=DEFAULT_RATE, metavar="R",
+                   help=f"the stated rate at which 'assign' flags an image like the fitted ones as a new type "
+                        f"(default {DEFAULT_RATE:g}); higher catches more new types at more false flags "
+                        "(README 'How far to trust the results')")
 
 
 def build_assign_parser() -> argparse.ArgumentParser:
