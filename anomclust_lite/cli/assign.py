@@ -203,7 +203,8 @@ def print_assign_summary(summary: Dict[str, Any], model: AnomalyClusterer, assig
     """The result lines: sizes, possible new types, the good group, what was skipped, where the files are."""
     console.result(
         f"{summary['n_images']} images assigned to {model.k_} clusters; "
-        f"sizes: {', '.join(map(str, summary['cluster_sizes']))}; {summary['new_type']} possibly of a new type ("
+        f"sizes: {', '.join(map(str, summary['cluster_sizes']))} (by nearest centre, new types included); "
+        f"{summary['new_type']} possibly of a new type ("
         + (f"novelty > {assignment.threshold:.4g}" if assignment.threshold is not None else
            f"novelty above its cluster's threshold, calibrated to flag at most {model.new_type_rate:.0%} of images "
            "like the fitted ones")
