@@ -356,28 +356,28 @@ def measure_novelty(data: Dict[str, object], mode: str, args: argparse.Namespace
 
 
 def report(name: str, data: Dict[str, object], args: argparse.Namespace) -> List[str]:
-    """The Markdown table rows of one data set."""
+    """Print the main table's rows of one data set; return its per-type novelty rows (and their mean row)."""
     sc = measure_scores(data, args)
     data["good_threshold"] = sc["good_threshold"]
-    lines = []
+    per_type, labelled = [], []
     for mode in ("unsup", "semi"):
         conf = measure_confidence(data, sc["patch"][mode], mode, args)
         nov = measure_novelty(data, mode, args)
         good = sc["good_semi"] if mode == "semi" else sc["good_unsup"]
-        lines.append(
+        print(
             f"| {name} | {mode} | {sc[f'auroc_{mode}_top{args.topk}']:.3f} ({sc[f'auroc_{mode}_top1']:.3f}) "
             f"| {good[0]:.2f} / {good[1]:.2f} | {conf['top']:.2f} / {conf['bottom']:.2f} "
             f"| {conf['mean']:.2f} ({conf['nmi']:.2f}) | {conf['auto_k']}: {conf['auto_mean']:.2f} ({conf['auto_nmi']:.2f}, "
             f"{conf['auto_largest']:.0%}) | {nov['auroc']:.3f} ({nov['centre_auroc']:.3f}) "
             f"| {nov['recall']:.2f} / {nov['false_flags']:.3f} ({nov['centre_recall']:.2f} / {nov['centre_false_flags']:.3f}) "
-            f"| {nov['good_flagged']:.3f} |"
+            f"| {nov['good_flagged']:.3f} |",
+            flush=True,
         )
-        print(lines[-1], flush=True)
-        data.setdefault("per_type_lines", []).extend(
-            f"| {name} | {mode} | {t} | {a:.3f} | {r:.2f} | {ref:.3f} |" for t, (a, r, ref) in nov["per_type"].items())
-        data.setdefault("labelled_auroc", []).append(nov["labelled_auroc"])
+        per_type += [f"| {name} | {mode} | {t} | {a:.3f} | {r:.2f} | {ref:.3f} |"
+                     for t, (a, r, ref) in nov["per_type"].items()]
+        labelled.append(nov["labelled_auroc"])
     print(f"| {name} | unsup split | Ashman's D = {sc['ashman_d']:.2f} |", flush=True)
-    return lines
+    return per_type + [f"| {name} | mean | | | | {np.mean(labelled):.3f} |"]
 
 
 HEADER = (
@@ -423,10 +423,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(HEADER, flush=True)
     per_type = []
     for name in args.datasets:
-        data = load_or_compute(args, name)
-        report(name, data, args)
-        per_type += data["per_type_lines"]
-        per_type.append(f"| {name} | mean | | | | {np.mean(data['labelled_auroc']):.3f} |")
+        per_type += report(name, load_or_compute(args, name), args)
     print("\nNovelty per unseen type (recall at --rate; reference: LDA on the fitted images' true types)\n")
     print(PER_TYPE_HEADER)
     print("\n".join(per_type), flush=True)

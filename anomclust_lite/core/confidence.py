@@ -18,21 +18,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .validation import check_finite_array
+from .validation import check_cluster_ids, check_finite_array
 
 __all__ = ["WEAK_MEAN_CONFIDENCE", "centre_margins", "cluster_cohesion", "is_weak"]
 
 #: Mean confidence below which a clustering is reported as weak.
 WEAK_MEAN_CONFIDENCE = 0.2
-
-
-def _check_labels(labels: object, n: int, k: int) -> np.ndarray:
-    lab = np.asarray(labels)
-    if lab.shape != (n,) or not np.issubdtype(lab.dtype, np.integer):
-        raise ValueError(f"labels must be {n} integer cluster ids; got shape {lab.shape}, dtype {lab.dtype}")
-    if n and (lab.min() < 0 or lab.max() >= k):
-        raise ValueError(f"labels must be cluster ids in 0..{k - 1}; got values in {lab.min()}..{lab.max()}")
-    return lab.astype(np.int64)
 
 
 def centre_margins(embeddings: np.ndarray, centers: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -62,7 +53,7 @@ def centre_margins(embeddings: np.ndarray, centers: np.ndarray, labels: np.ndarr
     c = check_finite_array(centers, "centers", 2)
     if c.shape[0] < 1 or c.shape[1] != x.shape[1]:
         raise ValueError(f"centers must be (K >= 1, {x.shape[1]}); got shape {c.shape}")
-    lab = _check_labels(labels, x.shape[0], c.shape[0])
+    lab = check_cluster_ids(labels, x.shape[0], c.shape[0])
     if c.shape[0] == 1:
         return np.ones(x.shape[0])
     d = np.sqrt(np.maximum(((x[:, None, :] - c[None, :, :]) ** 2).sum(axis=2), 0.0))
@@ -84,7 +75,7 @@ def cluster_cohesion(confidence: np.ndarray, labels: np.ndarray, k: int) -> np.n
     array([0.75, 0.2 ,  nan])
     """
     conf = check_finite_array(confidence, "confidence", 1)
-    lab = _check_labels(labels, conf.size, k)
+    lab = check_cluster_ids(labels, conf.size, k)
     sums = np.bincount(lab, weights=conf, minlength=k)
     counts = np.bincount(lab, minlength=k)
     return np.divide(sums, counts, out=np.full(k, np.nan), where=counts > 0)

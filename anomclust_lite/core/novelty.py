@@ -38,7 +38,7 @@ from __future__ import annotations
 import numpy as np
 
 from .anomaly import DEFAULT_RATE, calibrated_threshold, check_rate
-from .validation import check_finite_array, check_int
+from .validation import check_cluster_ids, check_finite_array, check_int
 
 __all__ = ["MIN_OWN_CALIBRATION", "nearest_distances", "novelty_scores", "calibration_labels", "cluster_thresholds",
            "flag_new_types"]
@@ -158,16 +158,14 @@ def calibration_labels(embeddings: np.ndarray, labels: np.ndarray, centers: np.n
     """
     emb = check_finite_array(embeddings, "embeddings", 2).astype(np.float64)
     cen = check_finite_array(centers, "centers", 2).astype(np.float64)
-    lab = np.asarray(labels)
-    if lab.shape != (emb.shape[0],) or not np.issubdtype(lab.dtype, np.integer) or cen.shape[1] != emb.shape[1] or (
-            lab.size and (lab.min() < 0 or lab.max() >= cen.shape[0])):
-        raise ValueError(f"labels must be one cluster id 0..{cen.shape[0] - 1} per embedding, centers (K, "
-                         f"{emb.shape[1]}); got labels {lab.shape}, embeddings {emb.shape}, centers {cen.shape}")
+    if cen.shape[0] < 1 or cen.shape[1] != emb.shape[1]:
+        raise ValueError(f"centers must be (K >= 1, {emb.shape[1]}); got shape {cen.shape}")
+    lab = check_cluster_ids(labels, emb.shape[0], cen.shape[0])
     n = np.bincount(lab, minlength=cen.shape[0]).astype(np.float64)[lab]
     own = (n[:, None] * cen[lab] - emb) / np.maximum(n - 1.0, 1.0)[:, None]
     d2 = ((emb[:, None, :] - cen[None]) ** 2).sum(axis=2)
     d2[np.arange(lab.size), lab] = np.where(n > 1, ((emb - own) ** 2).sum(axis=1), np.inf)
-    return np.argmin(d2, axis=1).astype(np.int64) if cen.shape[0] > 1 else np.zeros(lab.size, dtype=np.int64)
+    return np.argmin(d2, axis=1)  # one cluster: its column, even at inf
 
 
 def cluster_thresholds(loo_novelty: np.ndarray, labels: np.ndarray, k: int, rate: float = DEFAULT_RATE) -> np.ndarray:

@@ -24,6 +24,7 @@ __all__ = [
     "check_n_threads",
     "check_positive_float",
     "check_labels",
+    "check_cluster_ids",
     "check_choice",
 ]
 
@@ -125,6 +126,16 @@ def check_labels(labels: object, name: str) -> np.ndarray:
     if arr.ndim != 1:
         raise ValueError(f"{name} must be a 1-D array of labels; got shape {arr.shape}")
     return arr
+
+
+def check_cluster_ids(labels: object, n: int, k: int) -> np.ndarray:
+    """Return ``labels`` as ``n`` int64 cluster ids in ``0..k-1``; raises ValueError naming ``labels`` otherwise."""
+    lab = np.asarray(labels)
+    if lab.shape != (n,) or not np.issubdtype(lab.dtype, np.integer):
+        raise ValueError(f"labels must be {n} integer cluster ids; got shape {lab.shape}, dtype {lab.dtype}")
+    if n and (lab.min() < 0 or lab.max() >= k):
+        raise ValueError(f"labels must be cluster ids in 0..{k - 1}; got values in {lab.min()}..{lab.max()}")
+    return lab.astype(np.int64)
 
 
 def check_choice(value: object, name: str, choices: "tuple[str, ...]") -> str:

@@ -257,7 +257,7 @@ def _novelty_reference(params: Params, steps: _Steps, ref_idx: np.ndarray,
             "calibrating novelty", key, (arr.shape[0],), lambda progress: novelty_patch_part(params, arr, ref_idx, progress))
     rows, sources = source_rows(ref_bags, idx)  # the same patches as the stored rows, grouped by image
     rows = rows.astype(np.float16).astype(arr.dtype)  # calibrated against exactly the values the model stores
-    key["coreset"] = idx.tolist() if steps.cache is not None else []
+    key["coreset"] = idx.tolist()
     return bank_rows(ref_bags, idx).astype(np.float16), steps.run(
         "calibrating novelty", key, (arr.shape[0],),
         lambda progress: novelty_coreset_part(params, arr, ref_idx, rows, sources, progress))
