@@ -257,3 +257,28 @@ def test_normalize_patches():
     np.testing.assert_allclose(normalize_patches(x), [[[0.6, 0.8], [0.0, 1.0]]], rtol=1e-6)
     with pytest.raises(ValueError, match="zero norm"):
         normalize_patches(np.zeros((1, 1, 2)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 3), m=st.integers(1, 6), d=st.integers(1, 40), seed=st.integers(0, 2**16),
+       scale=st.sampled_from([1e-3, 1.0, 1e4]))
+def test_normalize_patches_float32_is_the_float64_division_rounded_once(n, m, d, seed, scale):
+    """float32 bags are divided in float64 and rounded once, bit for bit, with no float64 copy of the batch."""
+    x = (np.random.default_rng(seed).normal(size=(n, m, d)) * scale).astype(np.float32)
+    x64 = x.astype(np.float64)
+    reference = (x64 / np.sqrt((x64 * x64).sum(-1, keepdims=True))).astype(np.float32)
+    got = normalize_patches(x)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, reference, rtol=2e-7, atol=0)  # norms summed in another order at most
+    np.testing.assert_allclose(normalize_patches(x64), got, rtol=2e-7, atol=0)  # the same for float64 input
+
+
+def test_normalize_patches_float32_checks_like_float64():
+    with pytest.raises(ValueError, match="bags must be a 3-D array"):
+        normalize_patches(np.ones((2, 3), dtype=np.float32))
+    bad = np.ones((1, 2, 3), dtype=np.float32)
+    bad[0, 1, 2] = np.nan
+    with pytest.raises(ValueError, match="bags contains NaN or inf"):
+        normalize_patches(bad)
+    with pytest.raises(ValueError, match="patch 1 of image 0 has \\(near\\) zero norm"):
+        normalize_patches(np.array([[[1.0, 0.0], [0.0, 0.0]]], dtype=np.float32))

@@ -4,19 +4,23 @@
 Runs :class:`anomclust_lite.Extractor` (decoding overlapped with
 inference) on MVTec bottle images from the shared data folder with
 
-1. the shared int8 ResNet-18 (``models/resnet18_l2l3_int8.onnx``, output
+1. the default backbone (the embedded ResNet-50 v2 layer 2),
+2. the shared int8 ResNet-18 (``models/resnet18_l2l3_int8.onnx``, output
    ``relu_43``), and
-2. a randomly initialised WideResNet-50-2 layer-2 model built with
+3. a randomly initialised WideResNet-50-2 layer-2 model built with
    :func:`anomclust_lite.build_wrn50_layer2_onnx` (same cost as the real one; at most
    ``--wrn-images`` images because it is slow on small CPUs),
 
 and prints the onnxruntime thread settings, images/s and the share of the
-work spent decoding + preprocessing versus running the model. All ratios
-come from the same run.
+work spent decoding + preprocessing versus running the model. With
+``--devices cpu cuda`` each model runs on both (onnxruntime-gpu needed) and the
+CUDA/CPU ratios of images/s and of the inference stage (model run, then pooling and
+normalisation on the CPU) per image are printed. All
+ratios come from the same run.
 
 Usage::
 
-    python tools/bench_features.py [--shared DIR] [--images 100] [--wrn-images 40]
+    python tools/bench_features.py [--shared DIR] [--images 100] [--wrn-images 40] [--devices cpu cuda]
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from anomclust_lite import ExtractionResult, Extractor, display_path, find_images, shared_root
 
@@ -36,9 +40,10 @@ BOTTLE = Path("data") / "mvtec" / "bottle"
 
 
 def bottle_images(shared: Path, n: int) -> List[Path]:
-    """``n`` bottle images: all of ``test/`` first, then ``train/good``."""
-    paths = find_images(shared / BOTTLE / "test").paths + find_images(shared / BOTTLE / "train" / "good").paths
-    return paths[:n]
+    """``n`` bottle images: all of ``test/`` first, then ``train/good`` (if there), then again from the start."""
+    train = shared / BOTTLE / "train" / "good"
+    paths = find_images(shared / BOTTLE / "test").paths + (find_images(train).paths if train.is_dir() else [])
+    return [paths[i % len(paths)] for i in range(n)]  # repeated (decoded and run again) when n is larger
 
 
 def run(label: str, extractor: Extractor, paths: List[Path]) -> ExtractionResult:
@@ -48,7 +53,7 @@ def run(label: str, extractor: Extractor, paths: List[Path]) -> ExtractionResult
     t = result.timings
     work = t["decode"] + t["inference"] + t["postprocess"]
     n = len(result.paths)
-    print(f"\n{label}")
+    print(f"\n{label}  [device {extractor.device}, providers {extractor.providers}]")
     print(f"  model      {display_path(extractor.model_path)}  output {extractor.output!r}  "
           f"grid {extractor.grid}  dim {extractor.dim}")
     print(f"  threads    {extractor.thread_settings}")
@@ -86,6 +91,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default: its own)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per model run (default 8)")
     parser.add_argument("--decode-workers", type=int, default=None, help="decoding threads (default min(4, CPUs))")
+    parser.add_argument("--devices", nargs="+", choices=("cpu", "cuda"), default=["cpu"],
+                        help="where the models run, each in turn (default cpu; cuda needs onnxruntime-gpu)")
     args = parser.parse_args(argv)
 
     shared = shared_root(args.shared)
@@ -100,15 +107,39 @@ def main(argv: Optional[List[str]] = None) -> int:
           f"providers {onnxruntime.get_available_providers()}")
     common = dict(batch_size=args.batch_size, threads=args.threads, decode_workers=args.decode_workers)
     paths = bottle_images(shared, args.images)
-    run("ResNet-18 int8 (shared), layer2 relu_43", Extractor(model, output="relu_43", **common), paths)
-
-    if args.wrn_images > 0:
-        with tempfile.TemporaryDirectory() as tmp:
-            wrn = build_random_wrn50(Path(tmp))
-            if wrn is not None:
-                run("WideResNet-50-2 layer2 (random weights), pooled in the graph",
-                    Extractor(wrn, **common), bottle_images(shared, args.wrn_images))
+    results: Dict[str, Dict[str, ExtractionResult]] = {}
+    for device in args.devices:
+        kw = dict(common, device=device)
+        results.setdefault("ResNet-50 v2 layer2 (embedded default)", {})[device] = run(
+            "ResNet-50 v2 layer2 (embedded default)", Extractor(**kw), paths)
+        results.setdefault("ResNet-18 int8 (shared)", {})[device] = run(
+            "ResNet-18 int8 (shared), layer2 relu_43", Extractor(model, output="relu_43", **kw), paths)
+        if args.wrn_images > 0:
+            with tempfile.TemporaryDirectory() as tmp:
+                wrn = build_random_wrn50(Path(tmp))
+                if wrn is not None:
+                    results.setdefault("WideResNet-50-2 layer2 (random)", {})[device] = run(
+                        "WideResNet-50-2 layer2 (random weights), pooled in the graph",
+                        Extractor(wrn, **kw), bottle_images(shared, args.wrn_images))
+    print_device_ratios(results)
     return 0
+
+
+def print_device_ratios(results: "Dict[str, Dict[str, ExtractionResult]]") -> None:
+    """CUDA over CPU: images/s of the whole extraction, and the inference stage's time per image (when both ran).
+
+    The inference stage is the model run and the pooling and L2 normalisation of
+    its output, which stay on the CPU.
+    """
+    for label, by_device in results.items():
+        if "cpu" not in by_device or "cuda" not in by_device:
+            continue
+        cpu, cuda = by_device["cpu"], by_device["cuda"]
+        rate = (len(cuda.paths) / cuda.timings["total"]) / (len(cpu.paths) / cpu.timings["total"])
+        model = (cpu.timings["inference"] / len(cpu.paths)) / (cuda.timings["inference"] / len(cuda.paths))
+        print(f"\n{label}: CUDA/CPU images/s {rate:.2f}x, model + pool/normalise time per image CPU/CUDA {model:.1f}x "
+              f"({1000 * cpu.timings['inference'] / len(cpu.paths):.1f} -> "
+              f"{1000 * cuda.timings['inference'] / len(cuda.paths):.2f} ms)")
 
 
 if __name__ == "__main__":

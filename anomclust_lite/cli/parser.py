@@ -280,7 +280,9 @@ def _add_extractor_options(p: argparse.ArgumentParser, *, for_assign: bool) -> N
     g.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help=f"refuse images with more than N pixels (width x height; also after resizing), as possible "
                         f"decompression bombs (default {DEFAULT_MAX_PIXELS:,}, Pillow's limit)")
-    g.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model runs (default cpu)")
+    g.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where the backbone runs (default cpu); cuda needs onnxruntime-gpu installed instead of "
+                        "onnxruntime and never falls back to the CPU")
     g.add_argument("--threads", type=_threads, metavar="N",
                    help="CPU threads of the model and of the scoring kernels (default: one per core; "
                         f"at most {THREADS_PER_CPU_MAX} per core)")

@@ -224,8 +224,12 @@ class Extractor:
 
         Two extractors with equal settings give equal bags for equal image
         bytes. They key every feature-cache entry (with the cache format
-        version) and open :meth:`describe`.
+        version) and open :meth:`describe`. ``device`` is among them only for
+        ``"cuda"``: the CUDA provider's bags differ from the CPU's in the last
+        bits (an int8 model's by up to about 0.05), so the two never share a
+        cache entry, and CPU entries keep the keys they always had.
         """
+        on_gpu = {"device": self.device} if self.device != "cpu" else {}
         return {
             "model_sha256": self.model_hash,
             "output": self.output,
@@ -235,6 +239,7 @@ class Extractor:
             "pooling_in_graph": self.pooling_in_graph,
             "mean": list(IMAGENET_MEAN),
             "std": list(IMAGENET_STD),
+            **on_gpu,
         }
 
     def describe(self) -> Dict[str, object]:

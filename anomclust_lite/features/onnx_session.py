@@ -14,6 +14,7 @@ session is opened.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -24,7 +25,7 @@ from ..files.safe_open import UnsafeFileError, read_regular
 from .images import display_path
 from .onnx_external import ExternalData, load_external_data
 
-__all__ = ["MAX_MODEL_BYTES", "POOLED_METADATA_KEY", "BackboneSession", "ModelRunError"]
+__all__ = ["CUDA_OPTIONS", "MAX_MODEL_BYTES", "POOLED_METADATA_KEY", "BackboneSession", "ModelRunError"]
 
 #: Largest model file opened: 2 GiB, protobuf's own limit (larger weights belong
 #: in external data, which must sit in the model's folder).
@@ -32,6 +33,37 @@ MAX_MODEL_BYTES = 2**31
 
 #: ONNX metadata key; value ``"1"`` means the graph already applies the 3x3 pooling.
 POOLED_METADATA_KEY = "anomclust_lite.pooled"
+
+logger = logging.getLogger(__name__)
+
+
+#: CUDA provider options: full float32 products (no TF32) and cuDNN's heuristic
+#: choice of convolution algorithm rather than a timed search, so that bags stay
+#: within float32 rounding of the CPU's and a rerun chooses the same kernels.
+CUDA_OPTIONS = {"use_tf32": "0", "cudnn_conv_algo_search": "HEURISTIC"}
+
+
+def _runs_on_cuda(session: Any) -> bool:
+    return "CUDAExecutionProvider" in session.get_providers()
+
+
+def _preload_cuda_libraries(ort: Any) -> bool:
+    """Load CUDA and cuDNN from the ``nvidia-*`` pip packages, as onnxruntime-gpu documents; False if unavailable.
+
+    onnxruntime-gpu installed with its ``cuda,cudnn`` extras finds those
+    libraries only after ``onnxruntime.preload_dlls()``; a session whose CUDA
+    provider failed to start is then created once more.
+    """
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return False
+    logger.info("the CUDA provider did not start; loading CUDA and cuDNN with onnxruntime.preload_dlls() and retrying")
+    try:
+        preload()
+    except Exception as exc:  # onnxruntime raises OSError or its own types
+        logger.warning("onnxruntime.preload_dlls() failed: %s", exc)
+        return False
+    return True
 
 
 def _import_onnxruntime() -> Any:
@@ -120,19 +152,25 @@ class BackboneSession:
             # onnxruntime keeps pointers into these: they stay referenced by the session object.
             self._ort_values = [ort.OrtValue.ortvalue_from_numpy(a) for a in self._external.arrays]
             options.add_external_initializers(list(self._external.names), self._ort_values)
+        session = self._session(ort, data, options, providers)
+        if self.device == "cuda" and not _runs_on_cuda(session) and _preload_cuda_libraries(ort):
+            session = self._session(ort, data, options, providers)
+        if self.device == "cuda" and not _runs_on_cuda(session):
+            raise ValueError(
+                "device='cuda' was requested but onnxruntime could not start the CUDA provider "
+                "(check the CUDA/cuDNN installation, for example pip install \"onnxruntime-gpu[cuda,cudnn]\"); "
+                "use device='cpu'"
+            )
+        return session
+
+    def _session(self, ort: Any, data: bytes, options: Any, providers: List[Any]) -> Any:
         try:
-            session = ort.InferenceSession(data, sess_options=options, providers=providers)
+            return ort.InferenceSession(data, sess_options=options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
             reason = " ".join(str(exc).split())[:300]
             raise ValueError(
                 f"{self._where} could not be loaded as an ONNX model ({type(exc).__name__}: {reason})"
             ) from exc
-        if self.device == "cuda" and "CUDAExecutionProvider" not in session.get_providers():
-            raise ValueError(
-                "device='cuda' was requested but onnxruntime could not start the CUDA provider "
-                "(check the CUDA/cuDNN installation) ; use device='cpu'"
-            )
-        return session
 
     def _read_model(self) -> bytes:
         """The model's bytes (a regular, non-empty file of at most MAX_MODEL_BYTES), its external data read too.
@@ -154,16 +192,16 @@ class BackboneSession:
         self._model_hash = digest
         return data
 
-    def _providers(self, ort: Any) -> List[str]:
+    def _providers(self, ort: Any) -> List[Any]:
         if self.device != "cuda":
             return ["CPUExecutionProvider"]
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise ValueError(
                 "device='cuda' needs onnxruntime's CUDAExecutionProvider, which this onnxruntime does not "
-                f"have (available: {', '.join(ort.get_available_providers())}); install onnxruntime-gpu "
-                "or use device='cpu'"
+                f"have (available: {', '.join(ort.get_available_providers())}); replace it with the GPU build "
+                "(pip uninstall onnxruntime, then pip install \"onnxruntime-gpu[cuda,cudnn]\") or use device='cpu'"
             )
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        return [("CUDAExecutionProvider", dict(CUDA_OPTIONS)), "CPUExecutionProvider"]
 
     def _check_input(self) -> Tuple[str, Optional[int]]:
         """The image input's name and its fixed batch size (None when dynamic)."""

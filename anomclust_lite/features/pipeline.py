@@ -63,8 +63,9 @@ class ExtractionResult:
         Images that went through the model.
     timings : dict of str to float
         Seconds: ``decode`` (reading, hashing, decoding and preprocessing,
-        summed over the decoding threads), ``inference`` (model runs),
-        ``postprocess`` (pooling, normalisation, cache writes), ``wait`` (the
+        summed over the decoding threads), ``inference`` (model runs, with
+        the data moved to and from a GPU), ``postprocess`` (pooling, normalisation,
+        cache writes), ``wait`` (the
         model loop waiting for decoded images) and ``total`` (wall clock).
     """
 
@@ -234,12 +235,15 @@ class ExtractionRun:
         if not self.pending:
             return
         t0 = time.perf_counter()
+        maps: Optional[np.ndarray] = None
         try:
-            results = self._postprocess(self._infer(np.stack([p.tensor for p in self.pending])))  # type: ignore[misc]
+            maps = self._infer(np.stack([p.tensor for p in self.pending]))
         except ModelRunError:  # find the image(s) the model fails on: one at a time
             results = [self._one_image(item) for item in self.pending]
         t1 = time.perf_counter()
         self.timings["inference"] += t1 - t0
+        if maps is not None:  # pooling and normalisation count as postprocessing
+            results = self._postprocess(maps)  # type: ignore[misc]
         for item, res in zip(self.pending, results):
             if isinstance(res, str):
                 self._fail(item.index, ValueError(f"image {display_path(item.path)}: {res}"), reason=res)

@@ -14,7 +14,7 @@ from typing import List, Union
 
 import numpy as np
 
-from ..core.normalize import normalize_patches
+from ..core.normalize import normalize_patches, patch_norms
 
 __all__ = ["avg_pool3x3", "feature_map_to_patches", "bag_of_feature_map", "bags_of_feature_maps"]
 
@@ -104,7 +104,7 @@ def bag_of_feature_map(feature_map: np.ndarray, *, pool: bool, output: str) -> "
         return f"output {output!r} of the model contains NaN or inf values"
     pooled = avg_pool3x3(feature_map) if pool else feature_map.astype(np.float32, copy=False)
     patches = feature_map_to_patches(pooled[None])
-    norms = np.sqrt(np.einsum("nmd,nmd->nm", patches, patches, dtype=np.float64))[0]
+    norms = patch_norms(patches)[0]
     zero = np.flatnonzero(norms < 1e-12)
     if zero.size:
         return (
