@@ -19,8 +19,10 @@ bag: they key the feature cache and open :meth:`Extractor.describe`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -78,7 +80,9 @@ class Extractor:
         or a store already opened (e.g. ``CacheFolder(...).store("features")``,
         which shares its folder's write guard); None disables caching.
     decode_workers : int, optional
-        Threads decoding images; default ``min(4, os.cpu_count())``.
+        Threads decoding images; default ``min(4, os.cpu_count())``. As many
+        more pool and normalise the model's output maps of each batch in
+        parallel (none when 1).
     max_pixels : int, default DEFAULT_MAX_PIXELS
         Larger images are refused (see :mod:`anomclust_lite.features.images`).
     backbone : str, optional
@@ -266,9 +270,9 @@ class Extractor:
         )
 
     # ------------------------------------------------------------ embeddings
-    def _postprocess(self, feature_maps: np.ndarray) -> "List[np.ndarray | str]":
-        """Pool + normalise each map; per image a bag ``(M, D)`` or a failure reason."""
-        return bags_of_feature_maps(feature_maps, pool=self._apply_pool, output=self.output)
+    def _postprocess(self, feature_maps: np.ndarray, executor: "Optional[Executor]" = None) -> "List[np.ndarray | str]":
+        """Pool + normalise each map (in ``executor``'s threads if given); per image a bag ``(M, D)`` or a reason."""
+        return bags_of_feature_maps(feature_maps, pool=self._apply_pool, output=self.output, executor=executor)
 
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """Bags of preprocessed images.
@@ -382,7 +386,15 @@ class Extractor:
         if progress is not None and not callable(progress):
             raise ValueError(f"progress must be a callable progress(done, total) or None; got {progress!r}")
         started = time.perf_counter()
-        run = self._new_run(path_list, dtype, on_error, progress, bags_file)
+        with contextlib.ExitStack() as stack:
+            # The model loop's own helpers: the maps of a batch are pooled and normalised in parallel.
+            post = None if self.decode_workers < 2 else stack.enter_context(
+                ThreadPoolExecutor(max_workers=self.decode_workers, thread_name_prefix="anomclust-post"))
+            run = self._new_run(path_list, dtype, on_error, progress, bags_file, post)
+            return self._run(run, path_list, started)
+
+    def _run(self, run: ExtractionRun, path_list: List[Path], started: float) -> ExtractionResult:
+        """Decode ``path_list`` in the decoding threads and feed ``run``, in order."""
         prepare = Preparation(
             resize=self.resize,
             crop=self.crop,
@@ -401,7 +413,7 @@ class Extractor:
 
     def _new_run(
         self, paths: Sequence[Path], dtype: np.dtype, on_error: str, progress: "Optional[Callable[[int, int], None]]",
-        bags_file: "Optional[PathLike]" = None,
+        bags_file: "Optional[PathLike]" = None, executor: "Optional[Executor]" = None,
     ) -> ExtractionRun:
         """An :class:`~anomclust_lite.features.pipeline.ExtractionRun` with its ``(N, M, D)`` buffer (in memory,
         or a memory map of ``bags_file``)."""
@@ -415,7 +427,7 @@ class Extractor:
             progress=progress,
             batch_size=self.backbone.step,
             infer=self.backbone.run,
-            postprocess=self._postprocess,
+            postprocess=functools.partial(self._postprocess, executor=executor),
             cache=self._cache,
             # The format version sits inside the entry's settings too (as it always has: existing caches keep hitting).
             cache_settings=None if self._cache is None else {"format": CACHE_FORMAT_VERSION, **self.settings},

@@ -10,7 +10,9 @@ float32 ``(M = h*w, D = C)``: the image as a bag of patch embeddings
 
 from __future__ import annotations
 
-from typing import List, Union
+import functools
+from concurrent.futures import Executor
+from typing import List, Optional, Union
 
 import numpy as np
 
@@ -114,12 +116,20 @@ def bag_of_feature_map(feature_map: np.ndarray, *, pool: bool, output: str) -> "
     return normalize_patches(patches)[0]
 
 
-def bags_of_feature_maps(feature_maps: np.ndarray, *, pool: bool, output: str) -> "List[Union[np.ndarray, str]]":
+def bags_of_feature_maps(
+    feature_maps: np.ndarray, *, pool: bool, output: str, executor: "Optional[Executor]" = None
+) -> "List[Union[np.ndarray, str]]":
     """:func:`bag_of_feature_map` of each map of ``(N, C, h, w)``, in order.
+
+    With an ``executor`` the maps are done in its threads (NumPy releases the
+    GIL in these array operations); each map's bag is the same either way.
 
     Examples
     --------
     >>> [b.shape for b in bags_of_feature_maps(np.ones((2, 3, 2, 2), np.float32), pool=True, output="f")]
     [(4, 3), (4, 3)]
     """
-    return [bag_of_feature_map(fmap, pool=pool, output=output) for fmap in feature_maps]
+    one = functools.partial(bag_of_feature_map, pool=pool, output=output)
+    if executor is None or len(feature_maps) < 2:
+        return [one(fmap) for fmap in feature_maps]
+    return list(executor.map(one, feature_maps))
