@@ -208,7 +208,7 @@ def test_a_cluster_too_small_to_calibrate_takes_the_pooled_threshold():
 def test_good_images_are_never_new_types_and_validation():
     assert not flag_new_types([9.0, 9.0], [0, 0], [1.0], [True, True]).any()
     assert cluster_thresholds([1.0, 2.0], [0, 0], 2, 0.05).tolist() == [2.0, 2.0]  # no image calibrates 1: pooled
-    with pytest.raises(ValueError, match="cluster ids 0..1"):
+    with pytest.raises(ValueError, match=r"cluster ids in 0\.\.1; got values in 0\.\.2"):
         cluster_thresholds([1.0, 2.0], [0, 2], 2)
     with pytest.raises(ValueError, match="scale"):
         novelty_scores([1.0], [1.0], 0.0, 1.0)

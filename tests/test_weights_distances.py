@@ -19,6 +19,7 @@ from anomclust_lite import (
     wa_distances,
     weighted_average,
 )
+from anomclust_lite.core.distances import squared_distances_to
 from anomclust_lite.core.kernel import block_bytes
 from anomclust_lite.core.weights import MIN_RELATIVE_TAU, check_tau, describe_tau, temperatures
 from anomclust_lite.datasets import mask_cells
@@ -282,3 +283,20 @@ def test_normalize_patches_float32_checks_like_float64():
         normalize_patches(bad)
     with pytest.raises(ValueError, match="patch 1 of image 0 has \\(near\\) zero norm"):
         normalize_patches(np.array([[[1.0, 0.0], [0.0, 0.0]]], dtype=np.float32))
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(0, 40), k=st.integers(1, 5), d=st.integers(1, 6), seed=st.integers(0, 2**16),
+       block=st.sampled_from([1, 7, 2**22]))
+def test_squared_distances_to_matches_cdist_whatever_the_block(n, k, d, seed, block):
+    import anomclust_lite.core.distances as distances
+
+    rng = np.random.default_rng(seed)
+    x, c = rng.normal(size=(n, d)).astype(np.float32), rng.normal(size=(k, d))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(distances, "_BLOCK_ELEMENTS", block)
+        got = squared_distances_to(x, c)
+    assert got.shape == (n, k) and got.dtype == np.float64
+    np.testing.assert_allclose(got, cdist(x.astype(np.float64), c, "sqeuclidean"), rtol=1e-12, atol=1e-12)
+    if n:  # the same bits in any block, and as the broadcast it replaced
+        np.testing.assert_array_equal(got, ((x[:, None, :] - c[None]) ** 2).sum(axis=2))

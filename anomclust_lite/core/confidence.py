@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .distances import squared_distances_to
 from .validation import check_cluster_ids, check_finite_array
 
 __all__ = ["WEAK_MEAN_CONFIDENCE", "centre_margins", "cluster_cohesion", "is_weak"]
@@ -56,7 +57,7 @@ def centre_margins(embeddings: np.ndarray, centers: np.ndarray, labels: np.ndarr
     lab = check_cluster_ids(labels, x.shape[0], c.shape[0])
     if c.shape[0] == 1:
         return np.ones(x.shape[0])
-    d = np.sqrt(np.maximum(((x[:, None, :] - c[None, :, :]) ** 2).sum(axis=2), 0.0))
+    d = np.sqrt(squared_distances_to(x, c))
     rows = np.arange(x.shape[0])
     own = d[rows, lab]
     d[rows, lab] = np.inf

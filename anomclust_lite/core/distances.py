@@ -15,7 +15,7 @@ from scipy.spatial.distance import pdist, squareform
 
 from .validation import check_bags, check_finite_array
 
-__all__ = ["weighted_average", "average_patches", "wa_distances", "euclidean_distances"]
+__all__ = ["weighted_average", "average_patches", "wa_distances", "euclidean_distances", "squared_distances_to"]
 
 #: Tolerance on the row sums of the weights.
 _ROW_SUM_ATOL = 1e-3
@@ -126,3 +126,29 @@ def euclidean_distances(embeddings: np.ndarray) -> np.ndarray:
     if embeddings.shape[0] == 1:
         return np.zeros((1, 1))
     return squareform(pdist(embeddings, metric="euclidean"))
+
+
+#: Elements of the ``(rows, K, D)`` difference block :func:`squared_distances_to` holds at once (32 MiB).
+_BLOCK_ELEMENTS = 2**22
+
+
+def squared_distances_to(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distance of every point to every centre, ``(N, D), (K, D) -> (N, K)`` float64.
+
+    Summed from the differences (no ``|x|² + |c|² - 2 x·c`` cancellation), a
+    block of rows at a time so that the ``(N, K, D)`` differences never exist
+    at once; each entry is the same whatever the block.
+
+    Examples
+    --------
+    >>> squared_distances_to(np.array([[0.0, 0.0], [3.0, 4.0]]), np.array([[0.0, 0.0], [3.0, 0.0]])).tolist()
+    [[0.0, 9.0], [25.0, 16.0]]
+    """
+    x = np.asarray(points, dtype=np.float64)
+    c = np.asarray(centres, dtype=np.float64)
+    out = np.empty((x.shape[0], c.shape[0]), dtype=np.float64)
+    step = max(1, _BLOCK_ELEMENTS // max(1, c.size))
+    for start in range(0, x.shape[0], step):
+        block = x[start : start + step]
+        out[start : start + step] = ((block[:, None, :] - c[None]) ** 2).sum(axis=2)
+    return out

@@ -38,6 +38,7 @@ from __future__ import annotations
 import numpy as np
 
 from .anomaly import DEFAULT_RATE, calibrated_threshold, check_rate
+from .distances import squared_distances_to
 from .validation import check_cluster_ids, check_finite_array, check_int
 
 __all__ = ["MIN_OWN_CALIBRATION", "nearest_distances", "novelty_scores", "calibration_labels", "cluster_thresholds",
@@ -163,7 +164,7 @@ def calibration_labels(embeddings: np.ndarray, labels: np.ndarray, centers: np.n
     lab = check_cluster_ids(labels, emb.shape[0], cen.shape[0])
     n = np.bincount(lab, minlength=cen.shape[0]).astype(np.float64)[lab]
     own = (n[:, None] * cen[lab] - emb) / np.maximum(n - 1.0, 1.0)[:, None]
-    d2 = ((emb[:, None, :] - cen[None]) ** 2).sum(axis=2)
+    d2 = squared_distances_to(emb, cen)
     d2[np.arange(lab.size), lab] = np.where(n > 1, ((emb - own) ** 2).sum(axis=1), np.inf)
     return np.argmin(d2, axis=1)  # one cluster: its column, even at inf
 
@@ -200,12 +201,8 @@ def cluster_thresholds(loo_novelty: np.ndarray, labels: np.ndarray, k: int, rate
     """
     nov = check_finite_array(loo_novelty, "loo_novelty", 1)
     kk = check_int(k, "k", low=1)
-    lab = np.asarray(labels)
-    if lab.shape != nov.shape or not np.issubdtype(lab.dtype, np.integer):
-        raise ValueError(f"labels must be one integer cluster id per image; got shape {lab.shape}")
-    if lab.size and (lab.min() < 0 or lab.max() >= kk):
-        raise ValueError(f"labels must be cluster ids 0..{kk - 1}")
-    counts = np.bincount(lab, minlength=kk) if lab.size else np.zeros(kk, dtype=np.int64)
+    lab = check_cluster_ids(labels, nov.size, kk)
+    counts = np.bincount(lab, minlength=kk)
     r = check_rate(rate)
     pooled = calibrated_threshold(nov, r)
     return np.array([calibrated_threshold(nov[lab == c], r) if counts[c] >= MIN_OWN_CALIBRATION else pooled

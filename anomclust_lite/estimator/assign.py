@@ -33,7 +33,7 @@ import numpy as np
 
 from ..core.anomaly import DEFAULT_IMAGE_TOPK, image_scores
 from ..core.confidence import centre_margins
-from ..core.distances import weighted_average
+from ..core.distances import squared_distances_to, weighted_average
 from ..core.novelty import flag_new_types
 from ..core.projection import Projection
 from ..core.scores import cross_patch_aggregates, cross_patch_scores, normal_scores
@@ -175,7 +175,7 @@ def assign_bags(
     if params.weights == "topk":
         params.topk_for(arr.shape[1])
     scores, emb, anomaly, low = _score_new(params, state, arr)
-    d2 = ((emb[:, None, :] - state.centers[None, :, :]) ** 2).sum(axis=2)
+    d2 = squared_distances_to(emb, state.centers)
     labels = np.argmin(d2, axis=1).astype(np.int64)
     dist = np.sqrt(np.maximum(d2[np.arange(arr.shape[0]), labels], 0.0))
     novelty = novelty_of(params, state.novelty, arr, emb, low)

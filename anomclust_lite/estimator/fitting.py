@@ -31,7 +31,7 @@ import numpy as np
 
 from ..clustering.consensus import consensus_temperatures
 from ..core.coreset import bank_rows, coreset_count, coreset_indices, coreset_size, source_rows
-from ..core.distances import average_patches, euclidean_distances
+from ..core.distances import average_patches, euclidean_distances, squared_distances_to
 from ..core.hausdorff import hausdorff_distances
 from ..core.memo import ArrayCache, content_digest, memoized, step_key
 from ..core.pipeline import WeightedEmbedding, embed_bags, weigh_patches
@@ -281,7 +281,7 @@ def _expand(part: Partition, cen: Centres, idx: np.ndarray, embeddings: np.ndarr
         return part, cen
     labels = np.full(n, GOOD_LABEL, dtype=np.int64)
     labels[idx] = part.labels
-    nearest = np.sqrt(((embeddings[:, None, :] - cen.centers[None]) ** 2).sum(axis=2)).min(axis=1)
+    nearest = np.sqrt(squared_distances_to(embeddings, cen.centers).min(axis=1))
     wa = nearest.copy()
     wa[idx] = cen.wa_distances
     reported = nearest.copy()

@@ -101,8 +101,18 @@ def coreset_loo_scores(params: Params, normals: np.ndarray, idx: np.ndarray, ima
     comes from image ``j // M``); at least two images must own coreset patches.
     """
     rows, sources = source_rows(normals, idx)
-    scores = normal_scores(normals[images], rows, memory_mb=params.memory_mb, n_threads=params.n_threads,
-                           progress=progress, groups=(np.asarray(images, dtype=np.int64), sources))
+    return scores_against_rows(params, normals[images], np.asarray(images, dtype=np.int64), rows, sources, progress)
+
+
+def scores_against_rows(params: Params, bags: np.ndarray, groups: np.ndarray, rows: np.ndarray, sources: np.ndarray,
+                        progress: Progress = None) -> np.ndarray:
+    """Image score of each bag against coreset ``rows``, leaving out the rows whose source is the bag's group.
+
+    ``groups[i]`` names bag ``i``'s own image among the rows' ``sources`` (-1:
+    none), so that an image is never compared with its own patches.
+    """
+    scores = normal_scores(bags, rows, memory_mb=params.memory_mb, n_threads=params.n_threads, progress=progress,
+                           groups=(groups, sources))
     return image_scores(scores, topk=DEFAULT_IMAGE_TOPK)
 
 
@@ -155,9 +165,7 @@ def novelty_coreset_part(params: Params, arr: np.ndarray, ref_idx: np.ndarray, r
     image is not compared with its own patches."""
     groups = np.full(arr.shape[0], -1, dtype=np.int64)
     groups[ref_idx] = np.arange(ref_idx.size)
-    loo = normal_scores(arr, rows, memory_mb=params.memory_mb, n_threads=params.n_threads, progress=progress,
-                        groups=(groups, sources))
-    return image_scores(loo, topk=DEFAULT_IMAGE_TOPK)
+    return scores_against_rows(params, arr, groups, rows, sources, progress)
 
 
 def fit_novelty(embeddings: np.ndarray, labels: np.ndarray, centers: np.ndarray, reference: np.ndarray, rate: float,
