@@ -144,3 +144,37 @@ def test_cuda_bags_never_share_cache_entries_with_cpu_bags(monkeypatch, model: P
     assert cuda.settings["device"] == "cuda"
     first, again = cuda.extract_all([image]), cuda.extract_all([image])
     assert (first.computed, first.cache_hits, again.cache_hits) == (1, 0, 1)
+
+
+def test_on_cuda_the_maps_of_a_batch_are_normalised_in_parallel_with_the_same_bits(monkeypatch, model: Path,
+                                                                                    tmp_path: Path) -> None:
+    import threading
+
+    from PIL import Image
+
+    import anomclust_lite.features.postprocess as postprocess
+
+    rng = np.random.default_rng(1)
+    images = []
+    for i in range(7):
+        images.append(tmp_path / f"{i}.png")
+        Image.fromarray(rng.integers(0, 255, (40, 44, 3), dtype=np.uint8)).save(images[-1])
+    seen = set()
+    original = postprocess.bag_of_feature_map
+
+    def spy(*args, **kwargs):
+        seen.add(threading.current_thread().name.split("_")[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(postprocess, "bag_of_feature_map", spy)
+    on_cpu = Extractor(model, batch_size=4, decode_workers=3, **SMALL).extract(images)
+    assert seen == {"MainThread"}  # the CPU's cores are the model's
+    _use(monkeypatch, FakeOrt(cuda_at_first=True))
+    seen.clear()
+    on_gpu = Extractor(model, device="cuda", batch_size=4, decode_workers=3, **SMALL).extract(images)
+    assert "anomclust-post" in seen
+    seen.clear()
+    one_thread = Extractor(model, device="cuda", batch_size=4, decode_workers=1, **SMALL).extract(images)
+    assert seen == {"MainThread"}
+    np.testing.assert_array_equal(on_gpu, on_cpu)
+    np.testing.assert_array_equal(on_gpu, one_thread)

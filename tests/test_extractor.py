@@ -139,27 +139,6 @@ def test_order_is_deterministic_with_many_workers(model: Path, images: List[Path
     np.testing.assert_array_equal(bags, ext.extract(shuffled))
 
 
-def test_output_maps_normalised_in_parallel_give_the_same_bags(model: Path, images: List[Path], monkeypatch) -> None:
-    import threading
-
-    import anomclust_lite.features.postprocess as postprocess
-
-    seen = set()
-    original = postprocess.bag_of_feature_map
-
-    def spy(*args, **kwargs):
-        seen.add(threading.current_thread().name.split("_")[0])
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(postprocess, "bag_of_feature_map", spy)
-    parallel = Extractor(model, batch_size=4, decode_workers=3, **SMALL).extract(images)
-    assert "anomclust-post" in seen
-    seen.clear()
-    serial = Extractor(model, batch_size=4, decode_workers=1, **SMALL).extract(images)
-    assert seen == {"MainThread"}
-    np.testing.assert_array_equal(parallel, serial)
-
-
 def test_full_frame_resize(model: Path, images: List[Path]) -> None:
     bags = Extractor(model, resize=32, crop=None).extract(images[:2])
     np.testing.assert_allclose(bags, reference_bags(_inputs(images[:2], 32, None)), atol=2e-5)
