@@ -18,7 +18,7 @@ can be tested anywhere.
 
 Usage::
 
-    python tools/check_cuda.py [--shared DIR] [--per-type 20] [--devices cpu cuda] [--work DIR]
+    python tools/check_cuda.py [--shared DIR] [--per-type 25] [--devices cpu cuda] [--work DIR]
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def compare_fits(label: str, data: Path, devices: Sequence[str], work: Path, mod
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shared", help="shared data folder (default $ANOMCLUST_SHARED or ../shared)")
-    parser.add_argument("--per-type", type=int, default=20, help="images per bottle type (default 20: all 83)")
+    parser.add_argument("--per-type", type=int, default=25, help="images per bottle type at most (default 25: all 83)")
     parser.add_argument("--devices", nargs="+", choices=("cpu", "cuda"), default=["cpu", "cuda"],
                         help="devices to run and compare (default cpu cuda)")
     parser.add_argument("--work", help="folder for the copied images and the fits (default: a temporary one)")
