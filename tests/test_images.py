@@ -367,6 +367,18 @@ def test_preprocess_matches_hand_computation(rng: np.random.Generator, size, res
     np.testing.assert_allclose(out, _hand_preprocess(im, resize, crop), atol=2e-6)
 
 
+def test_preprocess_bits_are_those_of_the_channels_last_float32_formula(rng: np.random.Generator) -> None:
+    """Every cached bag depends on these bits: float32 ``pixels * scale + offset`` on (H, W, 3), then CHW."""
+    from anomclust_lite.features.preprocess import resize_and_crop
+
+    im = _rgb(rng, 300, 257)
+    scale = (1.0 / (255.0 * np.asarray(IMAGENET_STD, dtype=np.float64))).astype(np.float32)
+    offset = (-np.asarray(IMAGENET_MEAN, dtype=np.float64) / np.asarray(IMAGENET_STD, dtype=np.float64)).astype(
+        np.float32)
+    pixels = np.asarray(resize_and_crop(im, resize=64, crop=56), dtype=np.float32)
+    np.testing.assert_array_equal(preprocess(im, resize=64, crop=56), (pixels * scale + offset).transpose(2, 0, 1))
+
+
 def test_preprocess_is_exact_crop_when_already_sized(rng: np.random.Generator) -> None:
     im = _rgb(rng, 256, 256)
     out = preprocess(im)
