@@ -69,7 +69,10 @@ class Extractor:
     pool : {3, 1, None}, default 3
         3: 3x3 average pooling of the feature map; 1 or None: none.
     device : {"cpu", "cuda"}, default "cpu"
-        "cuda" needs onnxruntime's CUDAExecutionProvider.
+        "cuda" needs onnxruntime-gpu (its CUDAExecutionProvider) and runs
+        with :data:`~anomclust_lite.features.onnx_session.CUDA_OPTIONS` (no
+        TF32); if the provider does not start it is refused, never replaced
+        by the CPU.
     batch_size : int, default 8
         Images per model run (models with a fixed batch dimension use theirs).
     threads : int, optional
