@@ -178,3 +178,28 @@ def test_on_cuda_the_maps_of_a_batch_are_normalised_in_parallel_with_the_same_bi
     assert seen == {"MainThread"}
     np.testing.assert_array_equal(on_gpu, on_cpu)
     np.testing.assert_array_equal(on_gpu, one_thread)
+
+
+def test_assign_on_another_device_than_the_fit_warns(monkeypatch, tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    from anomclust_lite.cli.main import main
+
+    rng = np.random.default_rng(2)
+    folder = tmp_path / "imgs"
+    for kind in ("a", "b"):
+        (folder / kind).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(folder / kind / f"{i}.png")
+    model = make_model(tmp_path / "m.onnx")
+    common = ["--model", str(model), "--resize", "32", "--crop", "32", "--no-cache", "-q"]
+    assert main([str(folder), "--k", "2", "--out", str(tmp_path / "o"), *common]) == 0
+    assert main(["assign", str(tmp_path / "o" / "model.npz"), str(folder), "--out", str(tmp_path / "a1"),
+                 "--no-cache"]) == 0
+    assert "fitted with the backbone on" not in capsys.readouterr().err  # the same device: silent
+    _use(monkeypatch, FakeOrt(cuda_at_first=True))
+    assert main(["assign", str(tmp_path / "o" / "model.npz"), str(folder), "--out", str(tmp_path / "a2"),
+                 "--device", "cuda", "--no-cache"]) == 0
+    err = capsys.readouterr().err
+    assert "the clusters were fitted with the backbone on cpu and it runs on cuda here" in err
+    assert "--device cpu gives the fit's results exactly" in err

@@ -62,6 +62,7 @@ def run_assign(
     ext_args = extractor_options(args, record)
     extractor = extractor_factory(ext_args, None if cache is None else cache.store("features"))
     check_extractor(extractor, record, ext_args.model, args.cluster_model)
+    warn_other_device(record, ext_args.device, console)
     console.info(f"{len(images.paths)} images in {display_path(folder)}")
     with bags_on_disk(model, len(images.paths), out, console) as bags_file:
         result = extract(extractor, images.paths, args, console, "extracting features", bags_file)
@@ -147,6 +148,17 @@ def check_extractor(extractor: Any, record: Dict[str, Any], model_path: Optional
         raise ValueError(
             f"the feature extractor gives a different {', '.join(differ)} than {display_path(cluster_model)} "
             "recorded; the model file does not match"
+        )
+
+
+def warn_other_device(record: Dict[str, Any], device: str, console: Console) -> None:
+    """Warn when the backbone runs on another device than at the fit (a model.npz without the record: silent)."""
+    fitted = record.get("device")
+    if fitted in ("cpu", "cuda") and fitted != device:
+        console.warn(
+            f"the clusters were fitted with the backbone on {fitted} and it runs on {device} here: a float model "
+            f"gives the same scores to about 1e-6, an int8 model's can differ by up to 0.01, so images at a "
+            f"threshold may flip (--device {fitted} gives the fit's results exactly)"
         )
 
 

@@ -89,8 +89,8 @@ def extractor_record(extractor: Any) -> Dict[str, Any]:
     """What ``assign`` needs to rebuild the same extractor (stored in model.npz).
 
     The backbone's name (None for a model file), the model file, the
-    :data:`RECORDED_SETTINGS` of the extractor's ``settings``, and the patch
-    grid and size.
+    :data:`RECORDED_SETTINGS` of the extractor's ``settings``, the patch
+    grid and size, and the device the backbone ran on.
     """
     backbone = getattr(extractor, "backbone_info", None)
     settings = extractor.settings
@@ -100,6 +100,7 @@ def extractor_record(extractor: Any) -> Dict[str, Any]:
         **{key: settings[key] for key in RECORDED_SETTINGS},
         "grid": [int(v) for v in extractor.grid],
         "dim": int(extractor.dim),
+        "device": str(getattr(extractor, "device", "cpu")),
     }
 
 
