@@ -106,14 +106,16 @@ def bag_of_feature_map(feature_map: np.ndarray, *, pool: bool, output: str) -> "
         return f"output {output!r} of the model contains NaN or inf values"
     pooled = avg_pool3x3(feature_map) if pool else feature_map.astype(np.float32, copy=False)
     patches = feature_map_to_patches(pooled[None])
-    norms = patch_norms(patches)[0]
-    zero = np.flatnonzero(norms < 1e-12)
-    if zero.size:
+    try:
+        return normalize_patches(patches)[0]
+    except ValueError:  # a (near) zero patch: say how many, and which first
+        zero = np.flatnonzero(patch_norms(patches)[0] < 1e-12)
+        if not zero.size:
+            raise
         return (
-            f"{zero.size} of {norms.size} patches have an all-zero feature vector (first: patch "
+            f"{zero.size} of {patches.shape[1]} patches have an all-zero feature vector (first: patch "
             f"{zero[0]}) and cannot be L2-normalised; try another output or model"
         )
-    return normalize_patches(patches)[0]
 
 
 def bags_of_feature_maps(
