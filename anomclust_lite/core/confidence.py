@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from .distances import squared_distances_to
-from .validation import check_cluster_ids, check_finite_array
+from .validation import check_cluster_ids, check_clustered, check_finite_array
 
 __all__ = ["WEAK_MEAN_CONFIDENCE", "centre_margins", "cluster_cohesion", "is_weak"]
 
@@ -50,11 +50,7 @@ def centre_margins(embeddings: np.ndarray, centers: np.ndarray, labels: np.ndarr
     >>> centre_margins(emb, [[0.0], [1.0]], [0, 0, 1]).round(2)
     array([1.  , 0.33, 1.  ])
     """
-    x = check_finite_array(embeddings, "embeddings", 2)
-    c = check_finite_array(centers, "centers", 2)
-    if c.shape[0] < 1 or c.shape[1] != x.shape[1]:
-        raise ValueError(f"centers must be (K >= 1, {x.shape[1]}); got shape {c.shape}")
-    lab = check_cluster_ids(labels, x.shape[0], c.shape[0])
+    x, c, lab = check_clustered(embeddings, centers, labels)
     if c.shape[0] == 1:
         return np.ones(x.shape[0])
     d = np.sqrt(squared_distances_to(x, c))

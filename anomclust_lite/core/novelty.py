@@ -39,7 +39,7 @@ import numpy as np
 
 from .anomaly import DEFAULT_RATE, calibrated_threshold, check_rate
 from .distances import squared_distances_to
-from .validation import check_cluster_ids, check_finite_array, check_int
+from .validation import check_cluster_ids, check_clustered, check_finite_array, check_int
 
 __all__ = ["MIN_OWN_CALIBRATION", "nearest_distances", "novelty_scores", "calibration_labels", "cluster_thresholds",
            "flag_new_types"]
@@ -157,11 +157,7 @@ def calibration_labels(embeddings: np.ndarray, labels: np.ndarray, centers: np.n
 
     Without itself, 2.6's cluster has its centre at 0.5 (4.0 is nearer), and 3.0's at 5.0 (1.2 is nearer).
     """
-    emb = check_finite_array(embeddings, "embeddings", 2).astype(np.float64)
-    cen = check_finite_array(centers, "centers", 2).astype(np.float64)
-    if cen.shape[0] < 1 or cen.shape[1] != emb.shape[1]:
-        raise ValueError(f"centers must be (K >= 1, {emb.shape[1]}); got shape {cen.shape}")
-    lab = check_cluster_ids(labels, emb.shape[0], cen.shape[0])
+    emb, cen, lab = check_clustered(embeddings, centers, labels)
     n = np.bincount(lab, minlength=cen.shape[0]).astype(np.float64)[lab]
     own = (n[:, None] * cen[lab] - emb) / np.maximum(n - 1.0, 1.0)[:, None]
     d2 = squared_distances_to(emb, cen)

@@ -8,7 +8,7 @@ and what to do. Internal helpers trust their inputs.
 from __future__ import annotations
 
 import numbers
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -25,6 +25,7 @@ __all__ = [
     "check_positive_float",
     "check_labels",
     "check_cluster_ids",
+    "check_clustered",
     "check_choice",
 ]
 
@@ -136,6 +137,15 @@ def check_cluster_ids(labels: object, n: int, k: int) -> np.ndarray:
     if n and (lab.min() < 0 or lab.max() >= k):
         raise ValueError(f"labels must be cluster ids in 0..{k - 1}; got values in {lab.min()}..{lab.max()}")
     return lab.astype(np.int64)
+
+
+def check_clustered(embeddings: object, centers: object, labels: object) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``embeddings`` (N, D) and ``centers`` (K >= 1, D) as finite float64, ``labels`` as their N cluster ids."""
+    x = check_finite_array(embeddings, "embeddings", 2)
+    c = check_finite_array(centers, "centers", 2)
+    if c.shape[0] < 1 or c.shape[1] != x.shape[1]:
+        raise ValueError(f"centers must be (K >= 1, {x.shape[1]}); got shape {c.shape}")
+    return x, c, check_cluster_ids(labels, x.shape[0], c.shape[0])
 
 
 def check_choice(value: object, name: str, choices: "tuple[str, ...]") -> str:
