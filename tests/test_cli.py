@@ -272,6 +272,31 @@ def test_good_group_is_a_group_of_its_own_in_both_reports(capsys, folder: Path, 
     assert assigned["k_fit"] == 2 and assigned["heat"] is not None
     assert assigned["heat"]["range"] == data["heat"]["range"]  # the fit's scale, also with a good group
     assert {c for c, g in zip(assigned["cuts"][0], assigned["is_good"]) if g} == {-1}
+    # each fitted cluster's heading says what the fit knew of it: its size and how pure its name is
+    fitted = read_csv(tmp_path / "o" / "clusters.csv")
+    for c in ("0", "1"):
+        members = [r["label"] for r in fitted if r["cluster"] == c]
+        top = max(set(members), key=members.count)
+        share = 100 * members.count(top) / len(members)
+        assert assigned["notes"][c] == f"fitted: {len(members)} images, {share:.0f} % {top}"
+
+
+def test_fit_notes_keep_old_models_and_skip_malformed_entries(folder: Path, model_path: Path) -> None:
+    from anomclust_lite.cli.naming import fit_notes
+
+    model = AnomalyClusterer(k=3)
+    model.k_ = 3
+    model.metadata_ = {"clusters": [
+        {"cluster": 0, "majority": "scratch", "purity": 0.5},  # saved before sizes were recorded
+        {"cluster": 1, "majority": "crack", "purity": 1.0, "size": 7},
+        {"cluster": 2, "majority": "dent", "purity": 0.75, "size": True},  # not a count
+        {"cluster": 5, "majority": "x", "purity": 1.0},  # no such cluster
+        {"cluster": 1, "majority": "y", "purity": 1.5},  # not a share
+        {"cluster": "z"}, ["not", "a", "record"], None,
+    ]}
+    assert fit_notes(model) == {0: "fitted: 50 % scratch", 1: "fitted: 7 images, 100 % crack", 2: "fitted: 75 % dent"}
+    model.metadata_ = {}
+    assert fit_notes(model) == {}
 
 
 def test_labels_none_and_flat_folder(capsys, folder: Path, model_path: Path, tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ pytestmark = pytest.mark.skipif(find_chromium() is None,
                                 reason="headless Chromium not installed (apt-get install chromium; .ci/run does)")
 
 HOSTILE = 'odd/<img src=x onerror="window.pwned=1">\u2028\'"&amp;.png'
+NOTE = 'fitted: 24 images, 62 % <img src=x onerror="window.pwned=1">'
 SECTIONS = "[...document.querySelectorAll('section.cluster')]"
 
 
@@ -39,6 +40,7 @@ def report(tmp_path_factory) -> Path:
                             anomaly_score=0.5, is_good=images[7].is_good, heat=images[7].heat)
     fields = {f: getattr(run, f) for f in run.__dataclass_fields__}
     fields["images"] = images
+    fields["cluster_notes"] = {0: NOTE}
     path = tmp_path_factory.mktemp("report") / "report.html"
     path.write_text(render_report(ReportRun(**fields)), encoding="utf-8")
     return path
@@ -192,6 +194,17 @@ def test_fitted_names_are_shown_at_the_fitted_k(browser: Browser, report: Path) 
     assert page.evaluate("document.querySelector('section.cluster[data-cluster=\"0\"] input.name').value") == "scratch"
     csv_text = page.evaluate("window.anomclustReport.buildCsv()")
     assert ",scratch,cluster," in csv_text
+
+
+def test_cluster_notes_are_shown_as_text_at_the_fitted_k_only(browser: Browser, report: Path) -> None:
+    meta = "document.querySelector('section.cluster[data-cluster=\"0\"] .meta').textContent"
+    page = open_page(browser, report)  # the fitted K, 5
+    assert page.evaluate(meta).endswith(" · " + NOTE)
+    assert "fitted:" not in page.evaluate("document.querySelector('section.cluster[data-cluster=\"1\"] .meta').textContent")
+    assert not page.evaluate("window.pwned === 1")
+    other = open_page(browser, report, "#k=6")  # cluster 0 at another K is another group of images
+    assert NOTE not in other.evaluate(meta)
+    assert_clean(page, report)
 
 
 def test_export_csv_and_json_are_downloaded_and_read_back(browser: Browser, report: Path, tmp_path: Path) -> None:

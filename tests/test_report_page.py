@@ -119,11 +119,12 @@ def test_optional_fields_are_null_when_absent_and_kept_when_present() -> None:
     images = [ReportImage(f"{i}.png", int(labels[i]), THUMB, anomaly_score=float(i), confidence=0.5,
                           is_good=bool(good[i]), heat=heat if i else None) for i in range(len(x))]
     d = parse(render_report(ReportRun(images, k=2, linkage=z_in, heat_range=(0.0, 15.0),
-                                      cluster_names={1: "crack <x>"}))).data
+                                      cluster_names={1: "crack <x>"},
+                                      cluster_notes={0: "fitted: 9 images, 80 % <y>"}))).data
     assert d["is_good"][:7] == [1] * 6 + [0] and d["anomaly_score"][3] == 3.0
     assert all(d["cuts"][j][i] == -1 for j in range(len(d["cuts"])) for i in range(6))
     assert d["heat"]["grid"] == [4, 4] and d["heat"]["range"] == [0.0, 15.0] and d["heat"]["maps"][0] is None
-    assert d["names"] == {"1": "crack <x>"}
+    assert d["names"] == {"1": "crack <x>"} and d["notes"] == {"0": "fitted: 9 images, 80 % <y>"}
     assert len(d["heat"]["lut"]) == 256 * 3
 
 
@@ -136,6 +137,8 @@ def test_optional_fields_are_null_when_absent_and_kept_when_present() -> None:
         (dict(representatives=[0]), "representatives"),
         (dict(heat_range=(1.0, 1.0)), "heat_range"),
         (dict(linkage=np.zeros((2, 4))), "linkage"),
+        (dict(cluster_notes={3: "fitted"}), "cluster_notes"),
+        (dict(cluster_notes={-1: "good"}), "cluster_notes"),
     ],
 )
 def test_bad_runs_are_refused(change: dict, match: str) -> None:

@@ -26,7 +26,7 @@ from .console import Console
 from .extraction import ExtractorFactory, extract, make_extractor, problem_dicts, skipped_note
 from .cache import open_cache, trim_cache
 from .folders import check_folder, prepare_out
-from .naming import cluster_names
+from .naming import cluster_names, fit_notes
 from .output_set import check_member, open_run_folder, staged_outputs
 from .outputs import optional_number, write_assign_report, write_csv
 from .running import run_command
@@ -77,7 +77,8 @@ def run_assign(
     with staged_outputs(out, "assign") as stage:  # assignments.csv and report.html appear together
         write_assignments_csv(stage, rel, assignment, names)
         write_assign_report(stage, model, assignment, result.paths, rel, extractor, facts,
-                            title=f"Images of {display_path(folder.name)} assigned to the fitted clusters", names=names)
+                            title=f"Images of {display_path(folder.name)} assigned to the fitted clusters", names=names,
+                            notes=fit_notes(model))
     summary = build_assign_summary(args, model, assignment, folder, rel, result.failures)
     trim_cache(cache, args, console)
     print_assign_summary(summary, model, assignment, images, len(result.failures), out, console)

@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # the report stack is imported only when a review is read
     from ..report.review import Review
 
 __all__ = ["build_name_parser", "parse_names", "run_name", "name_command", "cluster_majorities", "majority_names",
-           "cluster_names"]
+           "fit_notes", "cluster_names"]
 
 #: Longest cluster name accepted.
 MAX_NAME_LENGTH = 80
@@ -195,13 +195,14 @@ def _write_named(model: AnomalyClusterer, path: Path, clusters_csv: Path, into: 
 
 
 def cluster_majorities(labels: np.ndarray, k: int, labels_true: Sequence[str]) -> List[Dict[str, Any]]:
-    """Per cluster, its majority folder label and purity (the fraction of its images with that label)."""
+    """Per cluster, its majority folder label, purity (the fraction of its images with that label) and size."""
     out = []
     truth = np.asarray(labels_true, dtype=object)
     for c in range(k):
         values, counts = np.unique(truth[labels == c].astype(str), return_counts=True)
         best = int(np.argmax(counts))
-        out.append({"cluster": c, "majority": str(values[best]), "purity": float(counts[best] / counts.sum())})
+        out.append({"cluster": c, "majority": str(values[best]), "purity": float(counts[best] / counts.sum()),
+                    "size": int(counts.sum())})
     return out
 
 
@@ -209,6 +210,25 @@ def majority_names(model: AnomalyClusterer) -> Dict[int, str]:
     """Each cluster's majority folder label, as recorded in the model at fit time (:func:`cluster_majorities`)."""
     return {int(e["cluster"]): str(e["majority"]) for e in model.metadata_.get("clusters", [])
             if isinstance(e, dict) and "cluster" in e and "majority" in e}
+
+
+def fit_notes(model: AnomalyClusterer) -> Dict[int, str]:
+    """What the fit knew of each cluster (:func:`cluster_majorities`), for the headings of the assign report:
+    ``"fitted: 32 images, 47 % contamination"`` (models saved before sizes were recorded: no size).
+
+    A name is only the label most of a cluster's images had; this says how far it held. Entries a
+    model file does not hold in that form are left out, like :func:`majority_names` does."""
+    notes = {}
+    for e in model.metadata_.get("clusters", []):
+        try:
+            c, majority, purity = int(e["cluster"]), str(e["majority"]), float(e["purity"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if 0 <= c < model.k_ and 0.0 <= purity <= 1.0:
+            size = e.get("size")
+            count = f"{size} images, " if isinstance(size, int) and not isinstance(size, bool) and size > 0 else ""
+            notes[c] = f"fitted: {count}{purity * 100:.0f} % {majority}"
+    return notes
 
 
 def cluster_names(model: AnomalyClusterer) -> Dict[int, str]:

@@ -132,14 +132,16 @@ def write_assign_report(
     facts: Dict[str, object],
     title: str,
     names: Optional[Dict[int, str]] = None,
+    notes: Optional[Dict[int, str]] = None,
 ) -> None:
-    """Write OUT/report.html for images assigned to a fitted model's clusters, with their trust fields."""
+    """Write OUT/report.html for images assigned to a fitted model's clusters, with their trust fields
+    (``notes``: a line per cluster on what the fit knew of it)."""
     from ..report import render_report
     from ..report.build import ImageOptions, TrustFields, assign_run
 
     trust = TrustFields(anomaly_score=assignment.anomaly_scores, confidence=assignment.confidence,
                         novelty=assignment.novelty, is_good=assignment.is_good, new_type=assignment.new_type,
-                        cluster_names=names or None)
+                        cluster_names=names or None, cluster_notes=notes or None)
     run = assign_run(model, assignment, paths, rel, ImageOptions.of(extractor), trust=trust, facts=facts,
                      title=title)
     atomic_write_text(out / "report.html", render_report(run))

@@ -47,13 +47,16 @@ class ImageOptions:
 
 
 class TrustFields:
-    """Optional per-image arrays (length N) and cluster names shown when given."""
+    """Optional per-image arrays (length N), and cluster names and notes (what the fit knew of each cluster), shown
+    when given."""
 
     def __init__(self, *, anomaly_score: Optional[np.ndarray] = None, confidence: Optional[np.ndarray] = None,
                  novelty: Optional[np.ndarray] = None, is_good: Optional[np.ndarray] = None,
-                 new_type: Optional[np.ndarray] = None, cluster_names: Optional[Mapping[int, str]] = None) -> None:
+                 new_type: Optional[np.ndarray] = None, cluster_names: Optional[Mapping[int, str]] = None,
+                 cluster_notes: Optional[Mapping[int, str]] = None) -> None:
         self.anomaly_score, self.confidence, self.novelty = anomaly_score, confidence, novelty
-        self.is_good, self.new_type, self.cluster_names = is_good, new_type, cluster_names
+        self.is_good, self.new_type = is_good, new_type
+        self.cluster_names, self.cluster_notes = cluster_names, cluster_notes
 
     def at(self, field: str, i: int) -> Any:
         """Image ``i``'s value of ``field``; None when not given or NaN (e.g. no confidence in the good group)."""
@@ -156,4 +159,5 @@ def assign_run(model: Any, assignment: Any, paths: Sequence[PathLike], names: Se
     dist = None if embeddings is None or len(images) < 2 else cdist(embeddings, embeddings)
     return ReportRun(images=images, k=model.k_, title=title, command="assign", distances=dist,
                      embeddings=embeddings if dist is not None else None, heat_range=saved_heat_range(model),
-                     cluster_names=trust.cluster_names, facts=facts, warnings=tuple(warnings))
+                     cluster_names=trust.cluster_names, cluster_notes=trust.cluster_notes, facts=facts,
+                     warnings=tuple(warnings))

@@ -108,6 +108,9 @@ class ReportRun:
         What the heat maps show, under the colour bar.
     cluster_names : mapping int -> str, optional
         Names of the fitted clusters.
+    cluster_notes : mapping int -> str, optional
+        A line on each fitted cluster shown in its heading at the fitted K
+        (the assign report: its size and purity at the fit).
     facts, metrics : mapping, optional
         Key/value facts about the run, and metrics against true labels.
     warnings : sequence of str
@@ -128,6 +131,7 @@ class ReportRun:
     heat_range: Optional[Tuple[float, float]] = None
     heat_label: str = "patch anomaly score"
     cluster_names: Optional[Mapping[int, str]] = None
+    cluster_notes: Optional[Mapping[int, str]] = None
     facts: Optional[Mapping[str, object]] = None
     metrics: Optional[Mapping[str, float]] = None
     warnings: Sequence[str] = field(default_factory=tuple)
@@ -185,6 +189,9 @@ def check_run(run: ReportRun) -> ReportRun:
     if run.representatives is not None and len(run.representatives) != run.k:
         raise ValueError(f"representatives must hold one image index per cluster ({run.k}); "
                          f"got {len(run.representatives)}")
+    bad = [c for c in (run.cluster_notes or {}) if not (isinstance(c, int) and 0 <= c < run.k)]
+    if bad:
+        raise ValueError(f"cluster_notes must be keyed by fitted clusters 0..{run.k - 1}; got {bad!r}")
     if run.heat_range is not None:
         lo, hi = (float(v) for v in run.heat_range)
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):

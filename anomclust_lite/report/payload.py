@@ -129,6 +129,7 @@ def build_payload(run: ReportRun) -> Dict[str, Any]:
         "masks": None if all(it.mask is None for it in images) else [it.mask for it in images],
         "heat": _heat(run),
         "names": {str(int(c)): display_text(v) for c, v in (run.cluster_names or {}).items()},
+        "notes": {str(int(c)): display_text(v) for c, v in (run.cluster_notes or {}).items()},
         "facts": _table(dict(run.facts or {})), "metrics": _table(dict(run.metrics or {})),
         "warnings": [display_text(w) for w in run.warnings],
         "overview": None if run.overview is None else image_data_uri(run.overview, fmt="PNG"),

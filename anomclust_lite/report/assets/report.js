@@ -118,6 +118,7 @@
       parts.push("purity " + (counts[ranked[0]] / list.length).toFixed(3));
       parts.push("labels: " + ranked.map(function (l) { return l + " " + counts[l]; }).join(", "));
     }
+    if (typeof key === "number" && state.k === D.k_fit && D.notes && D.notes[key]) parts.push(D.notes[key]);
     return parts.join(" · ");
   }
   function headOf(key, list) {
