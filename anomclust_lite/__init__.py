@@ -23,6 +23,7 @@ __all__ = [
     # scores and weights
     "AGGREGATES",
     "patch_scores",
+    "patch_scores_and_nearest",
     "cross_patch_scores",
     "normal_scores",
     "compact_bank",
@@ -162,6 +163,7 @@ _EXPORTS = {
     "WeightedEmbedding": ".core.pipeline",
     "AGGREGATES": ".core.scores",
     "patch_scores": ".core.scores",
+    "patch_scores_and_nearest": ".core.scores",
     "cross_patch_scores": ".core.scores",
     "normal_scores": ".core.scores",
     "compact_bank": ".core.coreset",

@@ -1,8 +1,10 @@
-"""tools/bench_kernels.py runs end to end on a tiny problem and prints every ratio it promises."""
+"""tools/bench_kernels.py and bench_fused_novelty.py run end to end on a tiny problem and print what they promise."""
 
 from __future__ import annotations
 
 import re
+
+import pytest
 
 import bench_kernels as bench
 
@@ -57,3 +59,15 @@ def test_bench_kernels_compare_sgemm_smoke(capsys):
     assert code == 0
     assert len(re.findall(r"sgemm 64x8x64: sustained +\d+\.\d, best single call +\d+\.\d GFLOP/s \| .* ratio \d+\.\d{3}", out)) == 2, out
     assert re.search(r"products alone / sgemm sustained: min \d+\.\d{3}, median \d+\.\d{3}, max \d+\.\d{3}", out), out
+
+
+@pytest.mark.parametrize("eq7", [False, True])
+def test_bench_fused_novelty_smoke(capsys, eq7):
+    import bench_fused_novelty
+
+    argv = ["--synthetic", "12", "--patches", "9", "--dim", "8", "--reference-size", "5", "--repeats", "1"]
+    assert bench_fused_novelty.main(argv + (["--eq7"] if eq7 else [])) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"12 images, reference 5, " + ("Eq. 7" if eq7 else "all pairs") +
+                     r": separate \d+\.\d\d s, fused \d+\.\d\d s, speed-up \d+\.\d\dx; "
+                     r"largest difference: scores 0\.00e\+00, nearest \d\.\d\de[-+]\d\d", out), out

@@ -55,7 +55,7 @@ from .validation import check_bags, check_choice, check_finite_array, check_int
 from .weights import Tau, check_tau, mask_weights, soft_weights, topk_weights, uniform_weights
 
 __all__ = ["WEIGHT_MODES", "PIPELINE_WEIGHT_MODES", "WeightedEmbedding", "embed_bags", "effective_tau", "topk_patches",
-           "weigh_patches"]
+           "weigh_patches", "score_key"]
 
 #: How patch weights are made by a clustering (the estimator's and the CLI's choices).
 WEIGHT_MODES = ("unsupervised", "semi", "uniform", "topk")
@@ -186,8 +186,8 @@ def weigh_patches(scores: np.ndarray, mode: str, tau: Optional[Tau], k: Optional
     return uniform_weights(*scores.shape)
 
 
-def _score_key(digest: str, normal_bags, reference_bags, reference, aggregate: str, q: float) -> str:
-    """Cache key of the scores: the bags' content and what the scoring depends on."""
+def score_key(digest: str, normal_bags, reference_bags, reference, aggregate: str, q: float) -> str:
+    """Cache key of the scores (:func:`embed_bags`'s): the bags' content and what the scoring depends on."""
     if normal_bags is not None:
         return step_key("normal_scores", bags=digest, normal_bags=content_digest(normal_bags))
     return step_key("patch_scores", bags=digest, aggregate=aggregate, q=float(q),
@@ -272,7 +272,7 @@ def embed_bags(
     t = effective_tau(mode, tau)
     digest = content_digest(arr) if cache is not None else ""
     if scores is None:
-        s_key = _score_key(digest, normal_bags, reference_bags, reference, aggregate, q) if cache is not None else ""
+        s_key = score_key(digest, normal_bags, reference_bags, reference, aggregate, q) if cache is not None else ""
         s, s_hit = memoized(cache, "scores", s_key, (n, m), "float32", lambda: _score(
             arr, normal_bags, reference_bags, reference, aggregate, q, memory_mb, n_threads, progress))
     else:

@@ -27,6 +27,7 @@ __all__ = [
     "AGGREGATES",
     "ScoreAggregator",
     "patch_scores",
+    "patch_scores_and_nearest",
     "cross_patch_scores",
     "cross_patch_aggregates",
     "normal_scores",
@@ -157,11 +158,32 @@ def _within(progress: Optional[Progress], offset: int, total: int) -> Optional[P
     return lambda done, _: progress(offset + done, total)
 
 
-def _fold_pairs(results: Iterable[BlockResult], agg: ScoreAggregator) -> None:
-    """Fold symmetric-mode results: each pair's block serves both directions."""
+class _NearestIn:
+    """Each patch's best similarity to the patches of the images ``idx`` (its own image never among them), folded
+    from blocks computed for another aggregate: only the columns that are images of ``idx`` are kept."""
+
+    def __init__(self, n: int, m: int, idx: np.ndarray) -> None:
+        self.member = np.zeros(n, dtype=bool)
+        self.member[idx] = True
+        self.agg = ScoreAggregator(n, m, "min", 1)
+
+    def add(self, rows: np.ndarray, cols: np.ndarray, sims: np.ndarray) -> None:
+        """Fold ``sims[a, m, b]`` (row image ``rows[a]`` vs column image ``cols[b]``) in, for member columns."""
+        keep = self.member[cols]
+        if keep.all():
+            self.agg.add(rows, sims)
+        elif keep.any():
+            self.agg.add(rows, sims[:, :, keep])
+
+
+def _fold_pairs(results: Iterable[BlockResult], agg: ScoreAggregator, nearest: Optional[_NearestIn] = None) -> None:
+    """Fold symmetric-mode results: each pair's block serves both directions (and ``nearest``, when given)."""
     for res in results:
         agg.add(res.rows, res.row_max)
         agg.add(res.cols, res.col_max)
+        if nearest is not None:
+            nearest.add(res.rows, res.cols, res.row_max)
+            nearest.add(res.cols, res.rows, res.col_max)
 
 
 def patch_scores(
@@ -221,34 +243,85 @@ def patch_scores(
     >>> patch_scores(bags).shape
     (5, 16)
     """
+    arr, qv, ref, mem, nt = _scoring_inputs(bags, aggregate, q, reference, memory_mb, n_threads)
+    return _scores(arr, aggregate, qv, ref, mem, nt, progress)[0]
+
+
+def patch_scores_and_nearest(
+    bags: np.ndarray,
+    nearest_to: np.ndarray,
+    *,
+    aggregate: str = DEFAULT_AGGREGATE,
+    q: float = DEFAULT_TOPK_FRACTION,
+    reference: Optional[np.ndarray] = None,
+    memory_mb: float = DEFAULT_MEMORY_MB,
+    n_threads: Optional[int] = None,
+    progress: Optional[Progress] = None,
+) -> Tuple[np.ndarray, np.ndarray]:
+    """:func:`patch_scores`, and from the same image pairs each patch's distance to the nearest patch of the
+    images ``nearest_to`` (never of its own image).
+
+    The second result is what ``patch_scores(bags, aggregate="min", reference=nearest_to)`` gives, up to
+    float32 rounding of the products (bit for bit when ``nearest_to`` is ``reference``), without comparing
+    those pairs a second time: an unsupervised fit takes its novelty calibration from it (about half of
+    the comparisons of the fit when both are needed). ``nearest_to`` must lie within the images scored
+    against: every image (``reference`` None) or the images of ``reference``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from anomclust_lite import patch_scores, normalize_patches
+    >>> bags = normalize_patches(np.random.default_rng(0).normal(size=(5, 16, 8)))
+    >>> scores, nearest = patch_scores_and_nearest(bags, np.array([0, 2, 3]))
+    >>> bool(np.allclose(nearest, patch_scores(bags, aggregate="min", reference=np.array([0, 2, 3])), atol=1e-6))
+    True
+    """
+    arr, qv, ref, mem, nt = _scoring_inputs(bags, aggregate, q, reference, memory_mb, n_threads)
+    near = _check_reference(nearest_to, arr.shape[0])
+    if ref is not None and np.setdiff1d(near, ref).size:
+        raise ValueError("nearest_to must be images of reference (only their pairs are compared); "
+                         f"{np.setdiff1d(near, ref).size} of its {near.size} are not")
+    scores, nearest = _scores(arr, aggregate, qv, ref, mem, nt, progress, near)
+    return scores, nearest
+
+
+def _scoring_inputs(bags: np.ndarray, aggregate: str, q: float, reference: Optional[np.ndarray], memory_mb: float,
+                    n_threads: Optional[int]) -> Tuple[np.ndarray, float, Optional[np.ndarray], float, Optional[int]]:
+    """:func:`patch_scores`'s arguments validated: bags, q, reference (sorted), memory budget, threads."""
     arr = check_bags(bags, "bags", min_images=2)
     check_choice(aggregate, "aggregate", AGGREGATES)
     qv = check_q(q, aggregate)
-    mem = check_memory_mb(memory_mb)
-    nt = check_n_threads(n_threads)
-    n, m, _ = arr.shape
-    if reference is None:
-        k = kept_images(aggregate, qv, n - 1)
-        agg = ScoreAggregator(n, m, aggregate, k)
-        _fold_pairs(block_reductions(arr, memory_mb=mem, col_max=True, workers=nt, progress=progress), agg)
-        counts = np.full(n, n - 1, dtype=np.float64)
-        return agg.result(counts)
+    ref = None if reference is None else _check_reference(reference, arr.shape[0])
+    return arr, qv, ref, check_memory_mb(memory_mb), check_n_threads(n_threads)
 
-    ref = _check_reference(reference, n)
-    k = kept_images(aggregate, qv, ref.size - 1)
-    agg = ScoreAggregator(n, m, aggregate, k)
-    others = np.setdiff1d(np.arange(n), ref)
-    first, total = n_pairs(ref.size, ref.size, True), n_pairs(ref.size, ref.size, True) + others.size * ref.size
-    # Reference images against each other: symmetric, one block serves both directions.
-    _fold_pairs(block_reductions(arr, memory_mb=mem, row_index=ref, col_max=True, workers=nt,
-                                 progress=_within(progress, 0, total)), agg)
-    # Remaining images against the reference images only (one direction).
-    for res in block_reductions(arr, arr, memory_mb=mem, row_index=others, col_index=ref, workers=nt,
-                                progress=_within(progress, first, total)):
-        agg.add(res.rows, res.row_max)
-    counts = np.full(n, ref.size, dtype=np.float64)
-    counts[ref] -= 1
-    return agg.result(counts)
+
+def _scores(arr: np.ndarray, aggregate: str, q: float, ref: Optional[np.ndarray], mem: float, nt: Optional[int],
+            progress: Optional[Progress], near: Optional[np.ndarray] = None) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """The one implementation of Eq. 5 (``ref`` None) and Eq. 7 over validated inputs; with ``near``, also
+    the nearest-patch distances to those images (:func:`patch_scores_and_nearest`)."""
+    n, m, _ = arr.shape
+    nearest = None if near is None else _NearestIn(n, m, near)
+    if ref is None:
+        agg = ScoreAggregator(n, m, aggregate, kept_images(aggregate, q, n - 1))
+        _fold_pairs(block_reductions(arr, memory_mb=mem, col_max=True, workers=nt, progress=progress), agg, nearest)
+        counts = np.full(n, n - 1, dtype=np.float64)
+    else:
+        agg = ScoreAggregator(n, m, aggregate, kept_images(aggregate, q, ref.size - 1))
+        others = np.setdiff1d(np.arange(n), ref)
+        first = n_pairs(ref.size, ref.size, True)
+        total = first + others.size * ref.size
+        # Reference images against each other: symmetric, one block serves both directions.
+        _fold_pairs(block_reductions(arr, memory_mb=mem, row_index=ref, col_max=True, workers=nt,
+                                     progress=_within(progress, 0, total)), agg, nearest)
+        # Remaining images against the reference images only (one direction).
+        for res in block_reductions(arr, arr, memory_mb=mem, row_index=others, col_index=ref, workers=nt,
+                                    progress=_within(progress, first, total)):
+            agg.add(res.rows, res.row_max)
+            if nearest is not None:
+                nearest.add(res.rows, res.cols, res.row_max)
+        counts = np.full(n, ref.size, dtype=np.float64)
+        counts[ref] -= 1
+    return agg.result(counts), None if nearest is None else nearest.agg.result(counts)
 
 
 def cross_patch_scores(

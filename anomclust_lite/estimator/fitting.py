@@ -34,8 +34,9 @@ from ..core.coreset import bank_rows, coreset_count, coreset_indices, coreset_si
 from ..core.distances import average_patches, euclidean_distances, squared_distances_to
 from ..core.hausdorff import hausdorff_distances
 from ..core.memo import ArrayCache, content_digest, memoized, step_key
-from ..core.pipeline import WeightedEmbedding, embed_bags, weigh_patches
+from ..core.pipeline import WeightedEmbedding, embed_bags, score_key, weigh_patches
 from ..core.projection import Projection, nuisance_projection
+from ..core.scores import patch_scores_and_nearest
 from ..core.validation import check_bags
 from ..core.weights import soft_weights
 from ..core.anomaly import DEFAULT_IMAGE_TOPK, image_scores
@@ -149,6 +150,9 @@ class _Steps:
         self.params, self.arr, self.cache, self.report = params, arr, cache, report
         self.digest = content_digest(arr) if cache is not None else ""
         self.cached: List[str] = []
+        #: ``(images, patch distances)``: each patch's nearest-patch distance to those images, when the scoring
+        #: kernel computed it on the way (:meth:`embed`); the novelty calibration then compares nothing again
+        self.nearest: Optional[Tuple[np.ndarray, np.ndarray]] = None
 
     def pairs(self, stage: str) -> Callable[[int, int], None]:
         """A kernel's ``progress(done, total)`` reported as ``stage`` (the kernel reports ``0`` first)."""
@@ -168,16 +172,41 @@ class _Steps:
             self.hit(stage)
         return array
 
-    def embed(self, scored_bank: Optional[np.ndarray]) -> WeightedEmbedding:
-        """Patch scores (against the other images, Eq. 5/7, or the normal bank, Eq. 6), weights and WA embeddings."""
+    def embed(self, scored_bank: Optional[np.ndarray], nearest_to: np.ndarray) -> WeightedEmbedding:
+        """Patch scores (against the other images, Eq. 5/7, or the normal bank, Eq. 6), weights and WA embeddings.
+
+        Scored against the other images, the kernel also keeps each patch's distance to the images
+        ``nearest_to`` (:attr:`nearest`) when it compares them anyway (all pairs, or ``nearest_to`` within the
+        Eq. 7 reference).
+        """
         p = self.params
         ref = score_reference(p, self.arr.shape[0]) if scored_bank is None else None
+        scores = None
+        if scored_bank is None and nearest_to.size >= 2 and (ref is None or np.isin(nearest_to, ref).all()):
+            scores = self._scores_and_nearest(ref, nearest_to)
         wa = embed_bags(self.arr, weights=p.weights, tau=p.tau, aggregate=p.aggregate, q=p.q, topk=p.topk,
-                        normal_bags=scored_bank, reference=ref, memory_mb=p.memory_mb, n_threads=p.n_threads,
-                        cache=self.cache, progress=self.pairs("scoring"))
+                        normal_bags=scored_bank, reference=ref, scores=scores, memory_mb=p.memory_mb,
+                        n_threads=p.n_threads, cache=self.cache, progress=self.pairs("scoring"))
         for name in wa.cached:
             self.hit(name)
         return wa
+
+    def _scores_and_nearest(self, ref: Optional[np.ndarray], nearest_to: np.ndarray) -> np.ndarray:
+        """Eq. 5/7 scores under :func:`embed_bags`'s cache key; computed, they fill :attr:`nearest` too."""
+        p, n, m = self.params, self.arr.shape[0], self.arr.shape[1]
+
+        def compute() -> np.ndarray:
+            scores, nearest = patch_scores_and_nearest(
+                self.arr, nearest_to, aggregate=p.aggregate, q=p.q, reference=ref, memory_mb=p.memory_mb,
+                n_threads=p.n_threads, progress=self.pairs("scoring"))
+            self.nearest = (nearest_to, nearest)
+            return scores
+
+        key = score_key(self.digest, None, None, ref, p.aggregate, p.q) if self.cache is not None else ""
+        scores, hit = memoized(self.cache, "scores", key, (n, m), "float32", compute)
+        if hit:
+            self.hit("scores")
+        return scores
 
 
 def consensus_members(params: Params, arr: np.ndarray, scores: np.ndarray, projection: Projection) -> List[np.ndarray]:
@@ -253,14 +282,22 @@ def _novelty_reference(params: Params, steps: _Steps, ref_idx: np.ndarray,
     idx = (patch_coreset(params, ref_bags, steps, stage="choosing the novelty reference's coreset")
            if compact and ref_idx.size >= 2 else None)
     if idx is None:
-        return ref_bags.astype(np.float16), steps.run(
-            "calibrating novelty", key, (arr.shape[0],), lambda progress: novelty_patch_part(params, arr, ref_idx, progress))
+        return ref_bags.astype(np.float16), steps.run("calibrating novelty", key, (arr.shape[0],),
+                                                      lambda progress: _patch_part(params, steps, ref_idx, progress))
     rows, sources = source_rows(ref_bags, idx)  # the same patches as the stored rows, grouped by image
     rows = rows.astype(np.float16).astype(arr.dtype)  # calibrated against exactly the values the model stores
     key["coreset"] = idx.tolist()
     return bank_rows(ref_bags, idx).astype(np.float16), steps.run(
         "calibrating novelty", key, (arr.shape[0],),
         lambda progress: novelty_coreset_part(params, arr, ref_idx, rows, sources, progress))
+
+
+def _patch_part(params: Params, steps: _Steps, ref_idx: np.ndarray, progress: Callable[[int, int], None]) -> np.ndarray:
+    """:func:`novelty_patch_part`, from the distances the scoring kernel kept when it has them (same pairs)."""
+    if steps.nearest is None or not np.array_equal(steps.nearest[0], ref_idx):
+        return novelty_patch_part(params, steps.arr, ref_idx, progress)
+    progress(0, 0)
+    return image_scores(steps.nearest[1], topk=DEFAULT_IMAGE_TOPK)
 
 
 def _clustered(params: Params, is_good: np.ndarray, on: bool) -> np.ndarray:
@@ -311,7 +348,8 @@ def fit_bags(
     t0 = time.perf_counter()
     coreset = patch_coreset(params, normals, steps) if normals is not None else None
     scored_bank = normals if coreset is None else bank_rows(normals, coreset)
-    wa = steps.embed(scored_bank)
+    ref_idx = seeded_images(arr.shape[0], params.reference_size, params.seed)  # the novelty reference
+    wa = steps.embed(scored_bank, ref_idx)
     projection = nuisance_projection(arr, params.projection_rank(arr.shape[2]))
     scores, weights, embeddings = wa.scores, wa.weights, projection.apply(wa.embeddings)
     anomaly, threshold, bank = _anomaly(params, steps, normals, coreset, scores)
@@ -330,7 +368,6 @@ def fit_bags(
     part = partition_images(params, embeddings[idx], sub_dist, lambda stage: report(stage, 0, 0), timings, members)
     cen = cluster_centres(embeddings[idx], part.labels, part.k, sub_dist, wa=params.distance == "wa")
     partition, centres = _expand(part, cen, idx, embeddings)
-    ref_idx = seeded_images(arr.shape[0], params.reference_size, params.seed)
     reference, kind = build_reference(arr, bank, ref_idx)
     t0 = time.perf_counter()
     novelty_ref, patch_part = _novelty_reference(params, steps, ref_idx, compact=coreset is not None)
