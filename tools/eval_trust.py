@@ -62,6 +62,10 @@ from anomclust_lite.core.defaults import DEFAULT_BANK_SIZE
 
 GOOD_CLASSES = ("good", "Free")
 CEILING_RATE = 0.10  # the issue's largest acceptable false-flag rate
+#: The columns of a novelty row (:func:`measure_novelty`), and those of the per-type table, in print order.
+NOVELTY_KEYS = ("auroc", "recall", "false_flags", "good_flagged", "centre_auroc", "centre_recall",
+                "centre_false_flags", "labelled_auroc", "best_recall")
+PER_TYPE_KEYS = ("auroc", "recall", "best_recall", "labelled_auroc")
 
 
 def _shared(arg: Optional[str]) -> Path:
@@ -336,7 +340,7 @@ def labelled_novelty(e_fit: np.ndarray, y_fit: np.ndarray, e_q: np.ndarray, shri
 
 def measure_novelty(data: Dict[str, object], mode: str, args: argparse.Namespace) -> Dict[str, object]:
     """Leave-one-type-out over every defect type, averaged over types (and ``--seeds``); ``per_type``
-    holds each unseen type's novelty AUROC, recall and that of the labelled reference."""
+    holds each unseen type's :data:`PER_TYPE_KEYS`."""
     y = data["labels"]
     good = np.isin(y, GOOD_CLASSES)
     rows, per_type = [], {}
@@ -354,11 +358,9 @@ def measure_novelty(data: Dict[str, object], mode: str, args: argparse.Namespace
                          res["centre_flag"][is_new].mean(), res["centre_flag"][~is_new].mean(),
                          auroc(res["labelled"][is_new], res["labelled"][~is_new]),
                          best_recall(res["novelty"][is_new], res["novelty"][~is_new], CEILING_RATE)])
-            per_type.setdefault(unseen, []).append([rows[-1][0], rows[-1][1], rows[-1][-2], rows[-1][-1]])
+            per_type.setdefault(unseen, []).append([rows[-1][NOVELTY_KEYS.index(k)] for k in PER_TYPE_KEYS])
     m = np.nanmean(np.array(rows, dtype=float), axis=0)
-    keys = ("auroc", "recall", "false_flags", "good_flagged", "centre_auroc", "centre_recall", "centre_false_flags",
-            "labelled_auroc", "best_recall")
-    out: Dict[str, object] = dict(zip(keys, map(float, m)))
+    out: Dict[str, object] = dict(zip(NOVELTY_KEYS, map(float, m)))
     out["per_type"] = {t: tuple(np.mean(v, axis=0)) for t, v in per_type.items()}
     return out
 
@@ -370,7 +372,7 @@ def report(name: str, data: Dict[str, object], args: argparse.Namespace) -> List
     """Print the main table's rows of one data set; return its per-type novelty rows (and their mean row)."""
     sc = measure_scores(data, args)
     data["good_threshold"] = sc["good_threshold"]
-    per_type, labelled = [], []
+    per_type, means = [], []
     for mode in ("unsup", "semi"):
         conf = measure_confidence(data, sc["patch"][mode], mode, args)
         nov = measure_novelty(data, mode, args)
@@ -385,10 +387,10 @@ def report(name: str, data: Dict[str, object], args: argparse.Namespace) -> List
             flush=True,
         )
         per_type += [f"| {name} | {mode} | {t} | {a:.3f} | {r:.2f} | {best:.2f} | {ref:.3f} |"
-                     for t, (a, r, ref, best) in nov["per_type"].items()]
-        labelled.append((nov["auroc"], nov["recall"], nov["best_recall"], nov["labelled_auroc"]))
+                     for t, (a, r, best, ref) in nov["per_type"].items()]
+        means.append([nov[k] for k in PER_TYPE_KEYS])
     print(f"| {name} | unsup split | Ashman's D = {sc['ashman_d']:.2f} |", flush=True)
-    a, r, best, ref = np.mean(labelled, axis=0)
+    a, r, best, ref = np.mean(means, axis=0)
     return per_type + [f"| {name} | mean | | {a:.3f} | {r:.2f} | {best:.2f} | {ref:.3f} |"]
 
 
